@@ -1,0 +1,218 @@
+"""Composition root: builds every part from the settings and runs the service until a signal.
+
+Order of construction (torn down in reverse, failing closes logged, not masked): Avro schemas
+(a bad schema fails at boot), secrets, metrics, topics (created or checked), HTTP client, Norce
+client, processor, circuit breaker, runtime, health server. SIGTERM/SIGINT: stop fetching, drain
+in-flight work within ``drain_deadline_s``, commit, close the producer last; a second signal exits
+at once. One shutdown log line carries the counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from bridge import __version__
+from bridge.circuit import CircuitBreaker
+from bridge.codec import AvroCodec
+from bridge.config import BridgeSettings
+from bridge.errors import ConfigError
+from bridge.health import HealthServer, start_health_server
+from bridge.metrics import BridgeMetrics
+from bridge.norce import NorceClient, RetryPolicy, build_http_client, load_secret
+from bridge.processor import Processor
+from bridge.runtime import Runtime, kafka_client_options
+
+log = logging.getLogger("bridge.app")
+
+
+def sasl_password(settings: BridgeSettings) -> Callable[[], str | None]:
+    """Reads the SASL password (env or mounted file) lazily, so it is never stored in settings dumps."""
+
+    def read() -> str | None:
+        k = settings.kafka
+        if not k.security_protocol.startswith("SASL"):
+            return None
+        return load_secret(k.sasl_password, k.sasl_password_file).get_secret_value()
+
+    return read
+
+
+def kafka_options(settings: BridgeSettings) -> dict[str, Any]:
+    return kafka_client_options(settings, sasl_password(settings))
+
+
+async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> list[str]:
+    """Create missing topics (if allowed) or fail naming them. Returns the topics created."""
+    t = settings.topics
+    wanted: dict[str, dict[str, str]] = {
+        t.commands: {},
+        t.snapshots: {"cleanup.policy": "compact"},
+        t.events: {},
+        t.results: {},
+        t.dlq: {"retention.ms": str(30 * 24 * 3600 * 1000)},
+    }
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka.bootstrap_servers, client_id=f"{settings.kafka.client_id}-admin", **options
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        if not missing:
+            return []
+        if not t.create_missing:
+            raise ConfigError(
+                "missing Kafka topic(s): " + ", ".join(missing)
+                + " (create them, or set BRIDGE_TOPICS__CREATE_MISSING=true)"
+            )
+        await admin.create_topics(
+            [NewTopic(name, t.partitions, t.replication_factor, topic_configs=wanted[name]) for name in missing]
+        )
+        log.info("created topics", extra={"topics": missing})
+        return missing
+    finally:
+        await admin.close()
+
+
+@dataclass
+class _Health:
+    runtime: Runtime
+    wedged_after_s: float
+
+    def is_alive(self) -> tuple[bool, str]:
+        age = time.monotonic() - self.runtime.heartbeat
+        if age > self.wedged_after_s:
+            return False, f"event loop heartbeat is {age:.0f}s old"
+        return True, "ok"
+
+    def is_ready(self) -> tuple[bool, str]:
+        if self.runtime.draining:
+            return False, "draining"
+        if not self.runtime.broker_ok:
+            return False, "broker unreachable"
+        if not self.runtime.assigned:
+            return False, "no partitions assigned"
+        return True, "ok"
+
+
+@dataclass
+class Service:
+    """A built, not yet running, bridge (tests drive it directly)."""
+
+    settings: BridgeSettings
+    runtime: Runtime
+    metrics: BridgeMetrics
+    registry: CollectorRegistry
+    health: HealthServer | None
+    stack: contextlib.AsyncExitStack
+
+    async def aclose(self) -> None:
+        await self.stack.aclose()
+
+
+async def build_service(
+    settings: BridgeSettings, *, api_key: SecretStr | None = None, start_http: bool = True
+) -> Service:
+    """Build every part in an AsyncExitStack; the caller runs ``service.runtime.run()``."""
+    stack = contextlib.AsyncExitStack()
+    try:
+        codec = AvroCodec.load(settings.schemas_dir)
+        key = api_key or load_secret(settings.norce.api_key, settings.norce.api_key_file)
+        registry = CollectorRegistry()
+        p = settings.processing
+        metrics = BridgeMetrics(
+            registry, version=__version__, processing_guarantee=p.processing_guarantee.value, ordering=p.ordering.value
+        )
+        options = kafka_options(settings)
+        await ensure_topics(settings, options)
+        n = settings.norce
+        http = build_http_client(
+            n.resolved_base_url(),
+            max_connections=n.max_connections,
+            max_keepalive=n.max_connections,
+            connect_timeout=n.connect_timeout_s,
+            read_timeout=n.read_timeout_s,
+            write_timeout=n.write_timeout_s,
+            pool_timeout=n.pool_timeout_s,
+            http_backend=n.http_backend,
+        )
+        stack.push_async_callback(http.aclose)
+        r = n.retry
+        client = NorceClient(
+            http,
+            api_key=key,
+            adapter_id=n.adapter_id,
+            retry=RetryPolicy(
+                max_attempts=r.max_attempts, base_delay_s=r.base_delay_s, max_delay_s=r.max_delay_s,
+                retry_after_cap_s=r.retry_after_cap_s, deadline_s=r.deadline_s,
+            ),
+            observer=metrics,
+        )
+        processor = Processor(client, max_command_age_s=p.max_command_age_s)
+        circuit = CircuitBreaker(
+            threshold=p.circuit_failure_threshold, open_s=p.circuit_open_s, max_open_s=p.circuit_max_open_s,
+            on_change=metrics.set_circuit,
+        )
+        metrics.set_circuit("closed")
+        runtime = Runtime(
+            settings, codec=codec, processor=processor, metrics=metrics, kafka_options=options, circuit=circuit
+        )
+        health = None
+        if start_http:
+            health = await start_health_server(
+                registry, _Health(runtime, settings.http.wedged_after_s), host=settings.http.host, port=settings.http.port
+            )
+            stack.push_async_callback(health.aclose)
+        return Service(settings, runtime, metrics, registry, health, stack)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+async def run_service(settings: BridgeSettings) -> int:
+    """``order-bridge run``: serve until SIGTERM/SIGINT; exit code 0 on a clean drain."""
+    service = await build_service(settings)
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signame: str) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.error("second signal: exiting at once", extra={"signal": signame})
+            os._exit(130)
+        log.info("signal received: draining", extra={"signal": signame})
+        service.runtime.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    started = time.monotonic()
+    code = 0
+    try:
+        log.info(
+            "bridge started",
+            extra={"version": __version__, "metrics_url": service.health.url if service.health else None,
+                   "ordering": settings.processing.ordering.value,
+                   "processing_guarantee": settings.processing.processing_guarantee.value},
+        )
+        await service.runtime.run()
+    except Exception:
+        log.exception("bridge stopped on an error")
+        code = 1
+    finally:
+        log.info("bridge stopped", extra={"uptime_s": round(time.monotonic() - started, 1),
+                                          **service.runtime.counters})
+        await service.aclose()
+    return code

@@ -1,0 +1,295 @@
+"""Avro single-object encoding of the bridge's Kafka records, without a schema registry.
+
+Every message is ``C3 01`` (the single-object marker), then the 8-byte little-endian
+CRC-64-AVRO (Rabin) fingerprint of the writer schema's Parsing Canonical Form, then the Avro
+binary body. Readers find the writer schema by fingerprint, so every consumer needs the same
+``schemas/*.avsc`` files (any schema change yields a new fingerprint).
+
+All schemas are parsed once by :meth:`AvroCodec.load`; encoding then only writes a
+precomputed 10-byte header and calls ``fastavro.schemaless_writer``. For speed, values of
+``["null", <record or array>]`` unions are first tagged with fastavro's tuple notation
+(``(branch name, value)``): untagged, fastavro picks a union branch by validating the whole
+nested value against it, at every nesting level, which more than doubles the cost of a deep
+record such as ``OrderSnapshot``.
+
+Errors: ``SchemaLoadError`` and ``AvroDecodeError`` come from :mod:`bridge.errors` (both
+``AvroError``); ``AvroEncodeError`` and ``UnknownSchemaError`` are the codec's own ``AvroError``
+subclasses, re-exported here with the others.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import fastavro.schema
+
+from bridge.errors import AvroDecodeError, AvroError, SchemaLoadError
+
+__all__ = [
+    "HEADER_SIZE",
+    "MARKER",
+    "AvroCodec",
+    "AvroDecodeError",
+    "AvroEncodeError",
+    "AvroError",
+    "SchemaLoadError",
+    "UnknownSchemaError",
+]
+
+MARKER = b"\xc3\x01"
+"""The two marker bytes that start every Avro single-object encoded message."""
+
+FINGERPRINT_SIZE = 8
+HEADER_SIZE = len(MARKER) + FINGERPRINT_SIZE
+"""Marker plus CRC-64-AVRO fingerprint: the bytes in front of the Avro body."""
+
+
+class AvroEncodeError(AvroError, ValueError):
+    """A record does not match its schema."""
+
+
+class UnknownSchemaError(AvroError, LookupError):
+    """A short schema name that the codec did not load."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    short_name: str
+    full_name: str
+    parsed: Any
+    tagger: Callable[[Any], Any] | None
+    canonical_form: str
+    fingerprint: bytes
+    header: bytes
+
+
+class AvroCodec:
+    """Encodes and decodes records of the loaded schemas in Avro single-object encoding."""
+
+    __slots__ = ("_by_fingerprint", "_by_name")
+
+    def __init__(self, entries: Mapping[str, _Entry]) -> None:
+        """Build from already parsed entries; use :meth:`load` instead."""
+        self._by_name: dict[str, _Entry] = dict(entries)
+        self._by_fingerprint: dict[bytes, _Entry] = {e.fingerprint: e for e in entries.values()}
+
+    @classmethod
+    def load(cls, schemas_dir: Path) -> AvroCodec:
+        """Parse every ``*.avsc`` in ``schemas_dir``; each file holds one named record.
+
+        The record's short name must equal the file stem (``OrderSnapshot.avsc`` defines
+        ``OrderSnapshot``). Raises :class:`SchemaLoadError` naming the offending file.
+        """
+        files = sorted(Path(schemas_dir).glob("*.avsc"))
+        if not files:
+            raise SchemaLoadError(f"no *.avsc schema files in {schemas_dir}")
+        entries: dict[str, _Entry] = {}
+        fingerprints: dict[bytes, Path] = {}
+        for path in files:
+            entry = _load_one(path)
+            if entry.fingerprint in fingerprints:
+                raise SchemaLoadError(
+                    f"{path}: same fingerprint as {fingerprints[entry.fingerprint]}"
+                )
+            fingerprints[entry.fingerprint] = path
+            entries[entry.short_name] = entry
+        return cls(entries)
+
+    @property
+    def schema_names(self) -> tuple[str, ...]:
+        """Short names of the loaded schemas, sorted."""
+        return tuple(sorted(self._by_name))
+
+    def _entry(self, schema_name: str) -> _Entry:
+        try:
+            return self._by_name[schema_name]
+        except KeyError:
+            raise UnknownSchemaError(
+                f"unknown schema {schema_name!r}; loaded: {', '.join(self.schema_names)}"
+            ) from None
+
+    def schema_full_name(self, short: str) -> str:
+        """The namespaced name of a loaded schema, e.g. ``com.norce.bridge.v1.OrderSnapshot``."""
+        return self._entry(short).full_name
+
+    def fingerprint(self, schema_name: str) -> bytes:
+        """The 8-byte little-endian CRC-64-AVRO fingerprint of the schema's canonical form."""
+        return self._entry(schema_name).fingerprint
+
+    def canonical_form(self, schema_name: str) -> str:
+        """The schema's Parsing Canonical Form (the text the fingerprint is computed from)."""
+        return self._entry(schema_name).canonical_form
+
+    def parsed_schema(self, schema_name: str) -> Any:
+        """The fastavro-parsed schema, for callers that need fastavro directly."""
+        return self._entry(schema_name).parsed
+
+    def encode(self, schema_name: str, record: Mapping[str, Any]) -> bytes:
+        """Encode ``record`` as a single-object message of the schema ``schema_name``.
+
+        Fields with a default may be omitted; keys the schema does not know are an error.
+        Raises :class:`UnknownSchemaError` or :class:`AvroEncodeError`.
+        """
+        entry = self._entry(schema_name)
+        buf = BytesIO()
+        buf.write(entry.header)
+        try:
+            datum = record if entry.tagger is None else entry.tagger(record)
+            fastavro.schemaless_writer(buf, entry.parsed, datum, strict_allow_default=True)
+        except Exception as exc:  # fastavro raises ValueError, TypeError, struct.error, ...
+            raise AvroEncodeError(f"cannot encode {schema_name}: {exc}") from exc
+        return buf.getvalue()
+
+    def decode(self, data: bytes | bytearray | memoryview) -> tuple[str, dict[str, Any]]:
+        """Decode a single-object message; returns ``(short schema name, record)``.
+
+        Raises :class:`AvroDecodeError` when the marker is missing, the fingerprint is not a
+        loaded schema, the body is truncated or corrupt, or bytes are left over after it.
+        """
+        if len(data) < HEADER_SIZE or data[:2] != MARKER:
+            raise AvroDecodeError("not an Avro single-object message (missing C3 01 marker)")
+        fp = bytes(data[2:HEADER_SIZE])
+        entry = self._by_fingerprint.get(fp)
+        if entry is None:
+            raise AvroDecodeError(f"unknown schema fingerprint {fp.hex()}")
+        buf = BytesIO(data)
+        buf.seek(HEADER_SIZE)
+        try:
+            record = fastavro.schemaless_reader(buf, entry.parsed, None)
+        except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError, ...
+            raise AvroDecodeError(f"corrupt {entry.short_name} body: {exc!r}") from exc
+        left = len(data) - buf.tell()
+        if left:
+            raise AvroDecodeError(f"{left} trailing bytes after the {entry.short_name} body")
+        if not isinstance(record, dict):  # pragma: no cover - every schema is a record
+            raise AvroDecodeError(f"{entry.short_name} body is not a record")
+        return entry.short_name, record
+
+    @staticmethod
+    def is_single_object(data: bytes | bytearray | memoryview) -> bool:
+        """True when ``data`` starts with the single-object marker and a full header."""
+        return len(data) >= HEADER_SIZE and data[:2] == MARKER
+
+
+def _load_one(path: Path) -> _Entry:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaLoadError(f"{path}: cannot read schema JSON: {exc}") from exc
+    if not isinstance(raw, dict) or raw.get("type") != "record":
+        raise SchemaLoadError(f"{path}: top-level schema must be a named record")
+    try:
+        parsed = fastavro.parse_schema(raw)
+        canonical = fastavro.schema.to_parsing_canonical_form(parsed)
+        fp = bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+    except Exception as exc:  # SchemaParseException, UnknownType, ValueError, ...
+        raise SchemaLoadError(f"{path}: invalid Avro schema: {exc}") from exc
+    if not isinstance(parsed, dict):  # pragma: no cover - a record always parses to a dict
+        raise SchemaLoadError(f"{path}: top-level schema must be a named record")
+    full_name = str(parsed["name"])
+    short_name = full_name.rpartition(".")[2]
+    if short_name != path.stem:
+        raise SchemaLoadError(f"{path}: record is named {short_name!r}, expected {path.stem!r}")
+    if len(fp) != FINGERPRINT_SIZE:  # pragma: no cover - CRC-64 is always 8 bytes
+        raise SchemaLoadError(f"{path}: unexpected fingerprint length {len(fp)}")
+    return _Entry(
+        short_name=short_name,
+        full_name=full_name,
+        parsed=parsed,
+        tagger=_compile_tagger(parsed),
+        canonical_form=canonical,
+        fingerprint=fp,
+        header=MARKER + fp,
+    )
+
+
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_NAMED = frozenset({"record", "error", "enum", "fixed"})
+_Tagger = Callable[[Any], Any]
+
+
+def _compile_tagger(schema: Any) -> _Tagger | None:
+    """Build a function that tags values of nullable complex unions for fastavro.
+
+    It returns a copy of a record in which every value of a ``["null", X]`` union, where X is a
+    record or array, becomes ``(name of X, value)``. None means the schema needs no tagging.
+    Other unions stay untagged; fastavro resolves them itself. Named types that refer back to
+    themselves (Item.items) are looked up when the function runs.
+    """
+    by_name: dict[str, _Tagger | None] = {}
+
+    def named_ref(name: str) -> _Tagger:
+        def tag(value: Any) -> Any:
+            inner = by_name.get(name)
+            return value if inner is None else inner(value)
+
+        return tag
+
+    def compile_union(branches: list[Any]) -> _Tagger | None:
+        others = [b for b in branches if b != "null"]
+        if len(branches) != 2 or len(others) != 1:
+            return None
+        branch = others[0]
+        if isinstance(branch, str):
+            if branch in _PRIMITIVES:
+                return None
+            name = branch
+        else:
+            kind = branch["type"]
+            if kind in _PRIMITIVES:
+                return None
+            name = branch["name"] if kind in _NAMED else kind
+        inner = compile_type(branch)
+
+        def tag(value: Any) -> Any:
+            if value is None:
+                return None
+            return (name, value if inner is None else inner(value))
+
+        return tag
+
+    def compile_record(schema: dict[str, Any]) -> _Tagger | None:
+        by_name[schema["name"]] = None  # placeholder while the fields compile (recursion)
+        fields: list[tuple[str, _Tagger]] = []
+        for field in schema["fields"]:
+            tag = compile_type(field["type"])
+            if tag is not None:
+                fields.append((field["name"], tag))
+        if not fields:
+            return None
+
+        def tag_record(value: Any) -> Any:
+            out = dict(value)
+            for name, tag in fields:
+                if name in out:
+                    out[name] = tag(out[name])
+            return out
+
+        by_name[schema["name"]] = tag_record
+        return tag_record
+
+    def compile_type(schema: Any) -> _Tagger | None:
+        if isinstance(schema, str):
+            return None if schema in _PRIMITIVES else named_ref(schema)
+        if isinstance(schema, list):
+            return compile_union(schema)
+        kind = schema["type"]
+        if kind == "record" or kind == "error":
+            return compile_record(schema)
+        if kind == "array":
+            items = compile_type(schema["items"])
+            return None if items is None else (lambda value: [items(v) for v in value])
+        if kind == "map":
+            values = compile_type(schema["values"])
+            if values is None:
+                return None
+            return lambda value: {k: values(v) for k, v in value.items()}
+        return None  # primitives (possibly with a logical type), enums, fixed
+
+    return compile_type(schema)

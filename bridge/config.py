@@ -1,0 +1,173 @@
+"""The one settings model, read once at startup from ``BRIDGE_*`` environment variables.
+
+Nested settings use ``__`` (``BRIDGE_KAFKA__BOOTSTRAP_SERVERS``). Secrets are ``SecretStr`` and
+may instead be given as files (``..._FILE``: a mounted Kubernetes Secret). Nothing else in the
+service reads ``os.environ``. Validation is loud: :func:`load_settings` raises
+:class:`~bridge.errors.ConfigError` with one line per problem, naming the variable, never a value.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bridge.errors import ConfigError
+
+DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+NORCE_ENVIRONMENTS = {
+    "playground": "https://{slug}.api-se.playground.norce.tech/checkout/order/",
+    "stage": "https://{slug}.api-se.stage.norce.tech/checkout/order/",
+    "production": "https://{slug}.api-se.norce.tech/checkout/order/",
+}
+
+
+class Ordering(StrEnum):
+    KEY = "key"
+    PARTITION = "partition"
+
+
+class ProcessingGuarantee(StrEnum):
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid", "frozen": True}
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "norce-order-bridge"
+    group_id: str = "norce-order-bridge"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    session_timeout_ms: int = Field(default=30_000, ge=6_000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    linger_ms: int = Field(default=5, ge=0)
+    transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism is None:
+                raise ValueError("sasl_mechanism is required with a SASL security_protocol")
+            if not self.sasl_username:
+                raise ValueError("sasl_username is required with a SASL security_protocol")
+            if self.sasl_password is None and self.sasl_password_file is None:
+                raise ValueError("sasl_password or sasl_password_file is required with SASL")
+        return self
+
+
+class TopicSettings(_Section):
+    commands: str = "norce.order.commands"
+    snapshots: str = "norce.order.snapshots"
+    events: str = "norce.order.events"
+    results: str = "norce.order.command-results"
+    dlq: str = "norce.order.commands.dlq"
+    create_missing: bool = True
+    partitions: int = Field(default=12, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    def outputs(self) -> tuple[str, str, str, str]:
+        return (self.snapshots, self.events, self.results, self.dlq)
+
+
+class RetrySettings(_Section):
+    max_attempts: int = Field(default=6, ge=1)
+    base_delay_s: float = Field(default=0.1, ge=0)
+    max_delay_s: float = Field(default=5.0, ge=0)
+    retry_after_cap_s: float = Field(default=30.0, ge=0)
+    deadline_s: float = Field(default=30.0, gt=0)
+
+
+class NorceSettings(_Section):
+    base_url: str = "http://127.0.0.1:8089"
+    environment: Literal["custom", "playground", "stage", "production"] = "custom"
+    slug: str | None = None
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    adapter_id: str | None = "norce-order-bridge"
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0)
+    write_timeout_s: float = Field(default=10.0, gt=0)
+    pool_timeout_s: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=256, ge=1)
+    http_backend: Literal["httpx", "aiohttp"] = "httpx"
+    retry: RetrySettings = RetrySettings()
+
+    @model_validator(mode="after")
+    def _environment(self) -> NorceSettings:
+        if self.environment != "custom" and not self.slug:
+            raise ValueError("slug is required when environment is playground, stage or production")
+        return self
+
+    def resolved_base_url(self) -> str:
+        if self.environment == "custom":
+            return self.base_url
+        return NORCE_ENVIRONMENTS[self.environment].format(slug=self.slug)
+
+
+class ProcessingSettings(_Section):
+    ordering: Ordering = Ordering.KEY
+    processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
+    max_in_flight: int = Field(default=256, ge=1, le=10_000)
+    max_buffered_per_partition: int = Field(default=2_000, ge=1)
+    max_buffered_total: int = Field(default=20_000, ge=1)
+    max_record_bytes: int = Field(default=64 * 1024, ge=256)
+    max_command_age_s: float | None = Field(default=None, gt=0)
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    drain_deadline_s: float = Field(default=30.0, gt=0)
+    revoke_deadline_s: float = Field(default=20.0, gt=0)
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_open_s: float = Field(default=2.0, gt=0)
+    circuit_max_open_s: float = Field(default=30.0, gt=0)
+
+
+class HttpSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=0, le=65535)
+    wedged_after_s: float = Field(default=30.0, gt=0)
+
+
+class BridgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    schemas_dir: Path = DEFAULT_SCHEMAS_DIR
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    norce: NorceSettings = NorceSettings()
+    processing: ProcessingSettings = ProcessingSettings()
+    http: HttpSettings = HttpSettings()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+def load_settings(**overrides: Any) -> BridgeSettings:
+    """Read and validate the settings; raise ConfigError listing every problem (no values)."""
+    try:
+        return BridgeSettings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = "__".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"  BRIDGE_{loc}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

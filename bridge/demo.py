@@ -1,0 +1,245 @@
+"""``order-bridge demo``: the whole bridge on embedded defaults, with a readable summary.
+
+Starts the local Kafka broker (or uses ``KAFKA_BOOTSTRAP_SERVERS``) and the Norce API simulator,
+creates topics, seeds orders, sends a scripted mix of commands (full lifecycles, a
+processing → checkout loop, deletes and a repeated delete, a failed precondition, an expired
+command, an illegal transition, malformed records), runs the bridge until every record is
+accounted for (a command result or a dead letter), then prints counts by outcome, the dead letters
+with their reasons and a decoded snapshot and event. Exit code 0 when everything was handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import SecretStr
+
+from bridge.app import build_service
+from bridge.codec import AvroCodec
+from bridge.commands import DeleteOrder, SetOrderState, command_to_avro_record, command_to_json
+from bridge.config import (
+    BridgeSettings,
+    HttpSettings,
+    KafkaSettings,
+    NorceSettings,
+    ProcessingSettings,
+    TopicSettings,
+)
+from bridge.localkafka import LocalKafka, external_bootstrap
+from bridge.logs import configure_logging
+from bridge.order_model import OrderStatus
+from bridge.simulator import SimulatorConfig, start_simulator
+
+LIFECYCLES: list[list[str]] = [
+    ["processing", "accepted", "completed"],
+    ["processing", "checkout", "processing", "accepted", "declined"],
+    ["processing", "accepted", "completed"],
+    ["DELETE", "DELETE"],
+    ["processing", "accepted"],
+    ["processing", "removed"],
+]
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def build_script(order_ids: list[str], merchant: str, channel: str) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    """(key, value, headers) records: lifecycles per order, plus edge cases and malformed input."""
+    now = datetime.now(UTC)
+    out: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+    json_h = [("content-type", b"application/json")]
+
+    def cmd(order_id: str, state: str | None, **extra: Any) -> SetOrderState | DeleteOrder:
+        common: dict[str, Any] = {
+            "command_id": f"demo-{uuid.uuid4().hex[:12]}", "order_id": order_id, "merchant": merchant,
+            "channel": channel, "issued_at": now, "correlation_id": f"demo-run-{order_id[-6:]}", **extra,
+        }
+        if state is None:
+            return DeleteOrder(**common)
+        return SetOrderState(state=OrderStatus(state), **common)
+
+    special = order_ids[-4:]
+    for i, order_id in enumerate(order_ids[:-4]):
+        for step in LIFECYCLES[i % len(LIFECYCLES)]:
+            c = cmd(order_id, None if step == "DELETE" else step)
+            out.append((order_id.encode(), command_to_json(c), json_h))
+    precond, expired, illegal, avro_order = special
+    # a failed precondition (order is in checkout, not processing): rejected
+    out.append((precond.encode(), command_to_json(cmd(precond, "accepted", expected_state=OrderStatus("processing"))), json_h))
+    # an expired command: reported as expired, not executed
+    out.append((expired.encode(), command_to_json(cmd(expired, "processing", expires_at=now - timedelta(minutes=5))), json_h))
+    # an illegal transition (checkout -> completed): the API rejects it for good → dead letter
+    out.append((illegal.encode(), command_to_json(cmd(illegal, "completed")), json_h))
+    # the same command contract in Avro (told apart by the marker bytes)
+    avro = AvroCodec.load(BridgeSettings().schemas_dir).encode("OrderCommand", command_to_avro_record(cmd(avro_order, "processing")))
+    out.append((avro_order.encode(), avro, [("content-type", b"application/avro")]))
+    malformed: list[tuple[bytes | None, bytes | None]] = [
+        (b"x", b"{not json"),
+        (b"x", json.dumps({"type": "ShipOrder", "commandId": "bad-type", "orderId": order_ids[0]}).encode()),
+        (b"x", json.dumps({"type": "SetOrderState", "commandId": "no-order", "merchant": merchant,
+                           "channel": channel, "issuedAt": now.isoformat(), "state": "accepted"}).encode()),
+        (b"x", json.dumps({"type": "DeleteOrder", "commandId": "traversal", "orderId": "../../etc/passwd",
+                           "merchant": merchant, "channel": channel, "issuedAt": now.isoformat()}).encode()),
+        (b"x", json.dumps({"type": "SetOrderState", "commandId": "bad-state", "orderId": order_ids[0],
+                           "merchant": merchant, "channel": channel, "issuedAt": now.isoformat(),
+                           "state": "shipped"}).encode()),
+        (b"x", b"\xff\xfe not utf-8"),
+        (b"x", b"[1, 2, 3]"),
+        (b"x", None),
+        (b"x", b"\xc3\x01" + b"\x00" * 12),
+        (b"x", b'{"type": "DeleteOrder", "pad": "' + b"a" * 70_000 + b'"}'),
+    ]
+    for key, value in malformed:
+        out.append((key, value, []))
+    return out
+
+
+async def run_demo(*, orders: int = 24, verbose: bool = False) -> int:
+    configure_logging("INFO" if verbose else "ERROR")
+    started = time.monotonic()
+    broker: LocalKafka | None = None
+    bootstrap = external_bootstrap()
+    if bootstrap:
+        _say(f"[demo] using the broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+    else:
+        _say("[demo] starting a local Apache Kafka broker (KRaft, single node) ...")
+        broker = LocalKafka()
+        await asyncio.to_thread(broker.start)
+        bootstrap = broker.bootstrap_servers
+        _say(f"[demo] broker ready at {bootstrap} ({broker.cold_start_s:.1f}s)")
+    try:
+        return await _run(bootstrap, orders, started)
+    finally:
+        if broker is not None:
+            await asyncio.to_thread(broker.cleanup)
+
+
+async def _run(bootstrap: str, orders: int, started: float) -> int:
+    api_key = secrets.token_urlsafe(24)
+    suffix = uuid.uuid4().hex[:6]
+    sim = await start_simulator(SimulatorConfig(api_keys=(api_key,), seed=7, orders=0), host="127.0.0.1", port=0)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(sim.aclose)
+        order_ids = sim.app.seed(max(orders, 8), "norce", "1")
+        _say(f"[demo] Norce API simulator at {sim.url} with {len(order_ids)} seeded orders")
+        topics = TopicSettings(
+            commands=f"demo-{suffix}.commands", snapshots=f"demo-{suffix}.snapshots", events=f"demo-{suffix}.events",
+            results=f"demo-{suffix}.command-results", dlq=f"demo-{suffix}.commands.dlq", partitions=3,
+        )
+        settings = BridgeSettings(
+            kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id=f"demo-{suffix}"),
+            topics=topics,
+            norce=NorceSettings(base_url=sim.url),
+            processing=ProcessingSettings(drain_deadline_s=10, commit_interval_s=0.5),
+            http=HttpSettings(host="127.0.0.1", port=0),
+        )
+        service = await build_service(settings, api_key=SecretStr(api_key))
+        stack.push_async_callback(service.aclose)
+        assert service.health is not None
+        _say(f"[demo] bridge metrics at {service.health.url}/metrics")
+        script = build_script(order_ids, "norce", "1")
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+        await producer.start()
+        expected: set[tuple[int, int]] = set()
+        try:
+            for key, value, headers in script:
+                md = await producer.send_and_wait(topics.commands, value, key=key, headers=headers)
+                expected.add((md.partition, md.offset))
+        finally:
+            await producer.stop()
+        _say(f"[demo] sent {len(script)} records ({len(script) - 10} commands, 10 malformed)")
+        run_task = asyncio.create_task(service.runtime.run())
+        outcome = await _watch(bootstrap, topics, expected, settings, run_task)
+        service.runtime.stop()
+        await run_task
+        _say(f"[demo] done in {time.monotonic() - started:.1f}s")
+        return outcome
+
+
+async def _watch(
+    bootstrap: str, topics: TopicSettings, expected: set[tuple[int, int]], settings: BridgeSettings,
+    run_task: asyncio.Task[None],
+) -> int:
+    codec = AvroCodec.load(settings.schemas_dir)
+    consumer = AIOKafkaConsumer(
+        topics.results, topics.dlq, topics.snapshots, topics.events, bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest", isolation_level="read_committed", enable_auto_commit=False,
+    )
+    await consumer.start()
+    seen: set[tuple[int, int]] = set()
+    outcomes: Counter[str] = Counter()
+    dead: list[tuple[str, str]] = []
+    snapshot: dict[str, Any] | None = None
+    event: dict[str, Any] | None = None
+    tombstones = 0
+    deadline = time.monotonic() + 120
+    last_print = 0.0
+    try:
+        while seen < expected and time.monotonic() < deadline and not run_task.done():
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    if tp.topic == topics.results and m.value:
+                        _, r = codec.decode(m.value)
+                        seen.add((r["source"]["partition"], r["source"]["offset"]))
+                        outcomes[r["outcome"]] += 1
+                    elif tp.topic == topics.dlq:
+                        h = {k: v.decode(errors="replace") for k, v in m.headers}
+                        seen.add((int(h["__connect.errors.partition"]), int(h["__connect.errors.offset"])))
+                        dead.append((h["__connect.errors.reason"], h["__connect.errors.exception.message"][:90]))
+                    elif tp.topic == topics.snapshots:
+                        if m.value is None:
+                            tombstones += 1
+                        elif snapshot is None or len(json.dumps(snapshot, default=str)) < 10:
+                            snapshot = codec.decode(m.value)[1]
+                    elif tp.topic == topics.events and m.value and event is None:
+                        name, ev = codec.decode(m.value)
+                        if name == "OrderStateChanged":
+                            event = ev
+            now = time.monotonic()
+            if now - last_print > 0.5:
+                last_print = now
+                _say(f"[demo] handled {len(seen & expected)}/{len(expected)} records")
+    finally:
+        await consumer.stop()
+    ok = seen >= expected
+    _say("")
+    _say("=== summary ===")
+    _say(f"records handled : {len(seen & expected)}/{len(expected)}")
+    _say("results by outcome: " + ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items())))
+    _say(f"tombstones      : {tombstones}")
+    _say(f"dead letters    : {len(dead)}")
+    for reason, message in sorted(dead):
+        _say(f"  - {reason:<16} {message}")
+    if snapshot is not None:
+        cart = snapshot.get("cart") or {}
+        _say("sample snapshot : " + json.dumps({
+            "id": snapshot["id"], "status": snapshot["state"]["currentStatus"],
+            "transitions": [t["status"] for t in snapshot["state"]["transitions"]],
+            "items": len(cart.get("items") or []), "total": snapshot.get("total"),
+            "commandId": snapshot.get("commandId"),
+        }))
+    if event is not None:
+        _say("sample event    : " + json.dumps({k: event[k] for k in ("orderId", "previousStatus", "newStatus",
+                                                                        "transitionAt", "commandId")}))
+    if not ok:
+        missing = sorted(expected - seen)[:10]
+        _say(f"[demo] FAILED: {len(expected - seen)} records were not handled, e.g. {missing}")
+        if run_task.done() and run_task.exception() is not None:
+            _say(f"[demo] the bridge stopped: {run_task.exception()!r}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(asyncio.run(run_demo()))

@@ -1,0 +1,280 @@
+"""A small, fast HTTP/1.1 server on ``asyncio.Protocol`` serving a ``SimulatorApp``.
+
+Supports keep-alive, ``Content-Length`` request bodies and ``Connection: close``; requests on
+one connection are answered in order (a pipelined request waits for the previous answer).
+Chunked request bodies are refused with 501. Responses that need no delay are written
+synchronously from ``data_received``; latency, hangs and resets run in a per-connection task
+so a slow answer never blocks other connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from types import TracebackType
+
+from bridge.simulator.app import Response, SimulatorApp
+from bridge.simulator.config import SimulatorConfig
+
+log = logging.getLogger("bridge.simulator")
+
+MAX_HEADER_BYTES = 64 * 1024
+SERVER_NAME = "norce-order-simulator"
+_STATUS_LINES: dict[int, bytes] = {}
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {phrase}\r\n".encode()
+    return line
+
+
+def _date_header() -> bytes:
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        stamp = formatdate(now, usegmt=True)
+        _date_cache = (now, f"date: {stamp}\r\nserver: {SERVER_NAME}\r\n".encode())
+    return _date_cache[1]
+
+
+class _HttpProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, app: SimulatorApp, connections: set[_HttpProtocol]) -> None:
+        self.app = app
+        self.connections = connections
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.busy = False
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+
+    # -- asyncio callbacks --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.connections.discard(self)
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.busy:
+            self._process()
+
+    # -- request processing -------------------------------------------------------------------
+
+    def _process(self) -> None:
+        while not self.busy and not self.closed:
+            request = self._parse()
+            if request is None:
+                return
+            method, target, headers, body, keep_alive = request
+            try:
+                response = self.app.handle_lowered(method, target, headers, body)
+            except Exception:  # pragma: no cover - a bug in the app must not kill the server
+                log.exception("simulator failed to handle %s %s", method, target)
+                response = Response(500, [("content-type", "application/json")], b"{}")
+            if response.delay_s > 0 or response.reset or response.hang_s is not None:
+                self.busy = True
+                self.task = asyncio.get_running_loop().create_task(
+                    self._deferred(response, keep_alive)
+                )
+                return
+            self._send(response, keep_alive)
+
+    async def _deferred(self, response: Response, keep_alive: bool) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            if response.delay_s > 0:
+                await asyncio.sleep(response.delay_s)
+            if response.reset:
+                self._abort_with_rst(transport)
+                return
+            if response.hang_s is not None:
+                await asyncio.sleep(response.hang_s)
+                transport.close()
+                return
+        except asyncio.CancelledError:
+            return
+        self.task = None
+        if self.closed:
+            return
+        self._send(response, keep_alive)
+        self.busy = False
+        if not self.closed:
+            self._process()
+
+    def _abort_with_rst(self, transport: asyncio.Transport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+    def _send(self, response: Response, keep_alive: bool) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        parts = [_status_line(response.status), _date_header()]
+        for name, value in response.headers:
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if response.status != 204 and response.status >= 200:
+            parts.append(b"content-length: %d\r\n" % len(response.body))
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if response.body and response.status != 204:
+            parts.append(response.body)
+        transport.write(b"".join(parts))
+        if not keep_alive:
+            self.closed = True
+            transport.close()
+
+    def _fail(self, status: int, message: str) -> None:
+        body = b'{"code":"bad-request","message":"' + message.encode() + b'"}'
+        self._send(Response(status, [("content-type", "application/json")], body), False)
+
+    def _parse(self) -> tuple[str, str, dict[str, str], bytes, bool] | None:
+        buffer = self.buffer
+        while buffer.startswith(b"\r\n"):
+            del buffer[:2]
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > MAX_HEADER_BYTES:
+                self._fail(431, "Request header fields too large.")
+            return None
+        head = bytes(buffer[:end]).decode("latin-1")
+        lines = head.split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            self._fail(400, "Malformed request line.")
+            return None
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                self._fail(400, "Malformed header line.")
+                return None
+            headers[name.strip().lower()] = value.strip()
+        if "transfer-encoding" in headers:
+            self._fail(501, "Chunked request bodies are not supported.")
+            return None
+        length_text = headers.get("content-length", "0")
+        try:
+            length = int(length_text)
+        except ValueError:
+            self._fail(400, "Invalid Content-Length.")
+            return None
+        if length < 0 or length > self.app.config.max_body_bytes:
+            self._fail(413, "Request body too large.")
+            return None
+        start = end + 4
+        if len(buffer) < start + length:
+            return None
+        body = bytes(buffer[start : start + length])
+        del buffer[: start + length]
+        connection = headers.get("connection", "").lower()
+        if version == "HTTP/1.1":
+            keep_alive = "close" not in connection
+        else:
+            keep_alive = "keep-alive" in connection
+        return method.upper(), target, headers, body, keep_alive
+
+    def abort(self) -> None:
+        """Drop the connection immediately (used on shutdown)."""
+        if self.task is not None:
+            self.task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class SimulatorHandle:
+    """A running simulator: ``url``, ``app``, and ``aclose()`` (also an async context manager)."""
+
+    def __init__(
+        self,
+        app: SimulatorApp,
+        server: asyncio.Server,
+        connections: set[_HttpProtocol],
+        host: str,
+        port: int,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._server = server
+        self._connections = connections
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:8089`` (clients append ``/api/v0/...``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def aclose(self) -> None:
+        """Stop listening and drop every open connection; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._server.close()
+        for connection in list(self._connections):
+            connection.abort()
+        await self._server.wait_closed()
+        await asyncio.sleep(0)  # let connection_lost callbacks run
+        log.info("simulator at %s stopped", self.url)
+
+    async def __aenter__(self) -> SimulatorHandle:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def start_simulator(
+    config: SimulatorConfig | SimulatorApp | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> SimulatorHandle:
+    """Seed a simulator (or reuse the given app) and serve it on ``host:port`` (0 = free port)."""
+    app = config if isinstance(config, SimulatorApp) else SimulatorApp(config)
+    connections: set[_HttpProtocol] = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: _HttpProtocol(app, connections), host, port, backlog=2048, reuse_address=True
+    )
+    bound_port = server.sockets[0].getsockname()[1]
+    handle = SimulatorHandle(app, server, connections, host, bound_port)
+    log.info("simulator listening on %s with %d orders", handle.url, len(app.store))
+    return handle

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Provision the deployment tools the tests in tests/deploy/ need:
+#   * helm     - built from source through the Go module proxy (`go install`), pinned, cached
+#                outside the repository under ${XDG_CACHE_HOME:-$HOME/.cache}/norce-order-bridge/tools/
+#   * promtool - from Debian's `prometheus` package (/usr/bin/promtool, /usr/bin/prometheus)
+# Idempotent: each tool is skipped when it is already present at the expected version.
+# Afterwards put the helm directory on PATH:  export PATH="$(scripts/install-tools.sh --print-bin-dir):$PATH"
+set -euo pipefail
+
+HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/norce-order-bridge/tools"
+BIN_DIR="$TOOLS_DIR/bin"
+
+log() { printf 'install-tools: %s\n' "$*" >&2; }
+die() { printf 'install-tools: ERROR: %s\n' "$*" >&2; exit 1; }
+
+if [[ "${1:-}" == "--print-bin-dir" ]]; then
+    printf '%s\n' "$BIN_DIR"
+    exit 0
+fi
+
+install_helm() {
+    local helm_bin="$BIN_DIR/helm" stamp="$BIN_DIR/.helm-build"
+    command -v go >/dev/null 2>&1 || die "Go toolchain not found on PATH (needed to build helm with 'go install'); install Go >= 1.26"
+    # Same link flags as helm's release Makefile: the version `helm version` prints, and the
+    # default Kubernetes version of `helm template`/`helm lint` (from the client-go helm uses).
+    local gomod k8s_minor ldflags
+    gomod="$(go mod download -json "helm.sh/helm/v3@${HELM_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
+    [[ -n "$gomod" && -f "$gomod" ]] || die "could not fetch helm.sh/helm/v3@${HELM_VERSION} from the Go module proxy"
+    k8s_minor="$(awk '$1 == "k8s.io/client-go" { split($2, v, "."); print v[2] }' "$gomod")"
+    [[ "$k8s_minor" =~ ^[0-9]+$ ]] || die "could not read the client-go version from $gomod"
+    ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+    ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${k8s_minor}"
+    ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${k8s_minor}"
+    if [[ -x "$helm_bin" && -f "$stamp" && "$(cat "$stamp")" == "$ldflags" ]] \
+        && go version -m "$helm_bin" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+helm\.sh/helm/v3[[:space:]]+${HELM_VERSION}([[:space:]]|$)"; then
+        log "helm ${HELM_VERSION} already installed at $helm_bin"
+        return
+    fi
+    mkdir -p "$BIN_DIR"
+    log "building helm ${HELM_VERSION} with 'go install helm.sh/helm/v3/cmd/helm@${HELM_VERSION}' into $BIN_DIR (takes a few minutes on 2 cores)"
+    local start=$SECONDS
+    rm -f "$stamp"
+    GOBIN="$BIN_DIR" CGO_ENABLED=0 go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+    printf '%s' "$ldflags" > "$stamp"
+    log "helm built in $((SECONDS - start))s: $("$helm_bin" version --short) (default Kubernetes version 1.${k8s_minor})"
+}
+
+install_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        log "promtool already installed at $(command -v promtool): $(promtool --version 2>&1 | head -n1)"
+        return
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "promtool is missing and apt-get is not available; install Prometheus's promtool (Debian package 'prometheus') by hand"
+    [[ "$(id -u)" == "0" ]] || die "promtool is missing; installing Debian's 'prometheus' package needs root: run 'sudo apt-get install -y prometheus' or re-run this script as root"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-cache show prometheus >/dev/null 2>&1; then
+        log "package 'prometheus' not in the apt lists; running apt-get update"
+        apt-get update -q
+    fi
+    log "installing Debian package 'prometheus' (provides /usr/bin/promtool and /usr/bin/prometheus)"
+    apt-get install -y -q --no-install-recommends prometheus
+    # The package starts a system service where an init system runs; the tests never need it.
+    log "promtool installed: $(promtool --version 2>&1 | head -n1)"
+}
+
+install_helm
+install_promtool
+log "done; add helm to PATH with: export PATH=\"$BIN_DIR:\$PATH\""

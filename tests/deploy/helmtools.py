@@ -1,0 +1,117 @@
+"""Helpers of the deployment tests: locate helm/promtool/hadolint and render the chart."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART_DIR = ROOT / "helm" / "norce-order-bridge"
+CI_VALUES = sorted((CHART_DIR / "ci").glob("*-values.yaml"))
+# Kubernetes version the manifests are rendered for and validated against (kubernetes-validate
+# ships its schemas).
+KUBE_VERSION = "1.33.0"
+RELEASE = "bridge"
+NAMESPACE = "orders"
+INSTALL_HINT = "run scripts/install-tools.sh (see helm/README.md)"
+
+# Isolated helm home so neither the user's repositories nor plugins influence the tests.
+_HELM_HOME = Path(tempfile.mkdtemp(prefix="norce-bridge-helm-home-"))
+
+
+def tools_bin_dir() -> Path:
+    """Where scripts/install-tools.sh puts helm."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "norce-order-bridge" / "tools" / "bin"
+
+
+def find_tool(name: str) -> str:
+    """Path of a tool on PATH, in the tools cache or in the venv; fail loudly when missing."""
+    for candidate in (
+        shutil.which(name),
+        str(tools_bin_dir() / name),
+        str(Path(sys.executable).parent / name),
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail(f"{name} not found on PATH nor in {tools_bin_dir()}: {INSTALL_HINT}", pytrace=False)
+
+
+def run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a tool with a clean helm home and capture its output."""
+    env = dict(os.environ)
+    env.update(
+        HELM_CACHE_HOME=str(_HELM_HOME / "cache"),
+        HELM_CONFIG_HOME=str(_HELM_HOME / "config"),
+        HELM_DATA_HOME=str(_HELM_HOME / "data"),
+    )
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+    if check and proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(argv)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}", pytrace=False
+        )
+    return proc
+
+
+def values_id(path: Path | None) -> str:
+    """Readable test id of a values file (None = chart defaults)."""
+    return "defaults" if path is None else path.name
+
+
+def template_argv(
+    values: Iterable[Path] = (), sets: Iterable[str] = (), *, show_only: str | None = None
+) -> list[str]:
+    """The helm template command line."""
+    argv = [
+        find_tool("helm"),
+        "template",
+        RELEASE,
+        str(CHART_DIR),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+    ]
+    for path in values:
+        argv += ["--values", str(path)]
+    for item in sets:
+        argv += ["--set", item]
+    if show_only:
+        argv += ["--show-only", show_only]
+    return argv
+
+
+@functools.cache
+def render(values: tuple[Path, ...] = (), sets: tuple[str, ...] = ()) -> tuple[dict[str, Any], ...]:
+    """Rendered manifests (parsed) for the given values files and --set items."""
+    proc = run(template_argv(values, sets))
+    return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
+
+
+def render_fails(sets: Iterable[str] = (), values: Iterable[Path] = ()) -> str:
+    """Render expecting failure; return helm's error output."""
+    proc = run(template_argv(values, sets), check=False)
+    assert proc.returncode != 0, f"helm template accepted invalid values {list(sets)}"
+    return proc.stderr
+
+
+def by_kind(docs: Iterable[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """Documents of one kind."""
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(docs: Iterable[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """The single document of a kind."""
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
