@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # norce-order-bridge container image.
-#   docker build -t norce-order-bridge:0.1.0 --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
+#   docker build -t norce-order-bridge:0.1.0 --build-arg VERSION=0.1.0 \
+#     --build-arg REVISION="$(git rev-parse HEAD)" --build-arg CREATED="$(date -u +%FT%TZ)" \
+#     --build-arg SOURCE=https://<your git host>/norce-order-bridge .
 # Both stages use the same pinned base so the venv copied from the builder finds its interpreter.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
@@ -25,16 +27,19 @@ RUN pip install --no-cache-dir . \
 # ---- runtime: slim Python, no build tools, non-root ---------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 
+ARG PYTHON_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
+ARG SOURCE=""
 LABEL org.opencontainers.image.title="norce-order-bridge" \
       org.opencontainers.image.description="Executes order commands from Kafka against the Norce Order API and publishes Avro order snapshots and events." \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.11.14-slim-bookworm"
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 
 RUN groupadd --system --gid 10001 bridge \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \

@@ -38,7 +38,7 @@ log = logging.getLogger("bridge.app")
 
 
 def sasl_password(settings: BridgeSettings) -> Callable[[], str | None]:
-    """Reads the SASL password (env or mounted file) lazily, so it is never stored in settings dumps."""
+    """Read the SASL password (env or mounted file) lazily: it is never kept in the settings."""
 
     def read() -> str | None:
         k = settings.kafka
@@ -64,7 +64,9 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
         t.dlq: {"retention.ms": str(30 * 24 * 3600 * 1000)},
     }
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers, client_id=f"{settings.kafka.client_id}-admin", **options
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        client_id=f"{settings.kafka.client_id}-admin",
+        **options,
     )
     await admin.start()
     try:
@@ -74,11 +76,15 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
             return []
         if not t.create_missing:
             raise ConfigError(
-                "missing Kafka topic(s): " + ", ".join(missing)
+                "missing Kafka topic(s): "
+                + ", ".join(missing)
                 + " (create them, or set BRIDGE_TOPICS__CREATE_MISSING=true)"
             )
         await admin.create_topics(
-            [NewTopic(name, t.partitions, t.replication_factor, topic_configs=wanted[name]) for name in missing]
+            [
+                NewTopic(name, t.partitions, t.replication_factor, topic_configs=wanted[name])
+                for name in missing
+            ]
         )
         log.info("created topics", extra={"topics": missing})
         return missing
@@ -133,7 +139,10 @@ async def build_service(
         registry = CollectorRegistry()
         p = settings.processing
         metrics = BridgeMetrics(
-            registry, version=__version__, processing_guarantee=p.processing_guarantee.value, ordering=p.ordering.value
+            registry,
+            version=__version__,
+            processing_guarantee=p.processing_guarantee.value,
+            ordering=p.ordering.value,
         )
         options = kafka_options(settings)
         await ensure_topics(settings, options)
@@ -155,24 +164,37 @@ async def build_service(
             api_key=key,
             adapter_id=n.adapter_id,
             retry=RetryPolicy(
-                max_attempts=r.max_attempts, base_delay_s=r.base_delay_s, max_delay_s=r.max_delay_s,
-                retry_after_cap_s=r.retry_after_cap_s, deadline_s=r.deadline_s,
+                max_attempts=r.max_attempts,
+                base_delay_s=r.base_delay_s,
+                max_delay_s=r.max_delay_s,
+                retry_after_cap_s=r.retry_after_cap_s,
+                deadline_s=r.deadline_s,
             ),
             observer=metrics,
         )
         processor = Processor(client, max_command_age_s=p.max_command_age_s)
         circuit = CircuitBreaker(
-            threshold=p.circuit_failure_threshold, open_s=p.circuit_open_s, max_open_s=p.circuit_max_open_s,
+            threshold=p.circuit_failure_threshold,
+            open_s=p.circuit_open_s,
+            max_open_s=p.circuit_max_open_s,
             on_change=metrics.set_circuit,
         )
         metrics.set_circuit("closed")
         runtime = Runtime(
-            settings, codec=codec, processor=processor, metrics=metrics, kafka_options=options, circuit=circuit
+            settings,
+            codec=codec,
+            processor=processor,
+            metrics=metrics,
+            kafka_options=options,
+            circuit=circuit,
         )
         health = None
         if start_http:
             health = await start_health_server(
-                registry, _Health(runtime, settings.http.wedged_after_s), host=settings.http.host, port=settings.http.port
+                registry,
+                _Health(runtime, settings.http.wedged_after_s),
+                host=settings.http.host,
+                port=settings.http.port,
             )
             stack.push_async_callback(health.aclose)
         return Service(settings, runtime, metrics, registry, health, stack)
@@ -203,16 +225,21 @@ async def run_service(settings: BridgeSettings) -> int:
     try:
         log.info(
             "bridge started",
-            extra={"version": __version__, "metrics_url": service.health.url if service.health else None,
-                   "ordering": settings.processing.ordering.value,
-                   "processing_guarantee": settings.processing.processing_guarantee.value},
+            extra={
+                "version": __version__,
+                "metrics_url": service.health.url if service.health else None,
+                "ordering": settings.processing.ordering.value,
+                "processing_guarantee": settings.processing.processing_guarantee.value,
+            },
         )
         await service.runtime.run()
     except Exception:
         log.exception("bridge stopped on an error")
         code = 1
     finally:
-        log.info("bridge stopped", extra={"uptime_s": round(time.monotonic() - started, 1),
-                                          **service.runtime.counters})
+        log.info(
+            "bridge stopped",
+            extra={"uptime_s": round(time.monotonic() - started, 1), **service.runtime.counters},
+        )
         await service.aclose()
     return code

@@ -9,6 +9,7 @@ them wait, half_open lets exactly one probe through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -62,10 +63,8 @@ class CircuitBreaker:
                     self._set("half_open")
                     continue
                 waiter = self._changed
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.wait(), remaining)
-                except TimeoutError:
-                    pass
                 continue
             # half_open
             if not self._probe_out:

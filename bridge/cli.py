@@ -71,17 +71,29 @@ def _cmd_send(args: argparse.Namespace) -> int:
         command = SetOrderState(state=OrderStatus(args.state), **common)
 
     async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, enable_idempotence=True, acks="all")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=args.bootstrap, enable_idempotence=True, acks="all"
+        )
         await producer.start()
         try:
             md = await producer.send_and_wait(
-                args.topic, command_to_json(command), key=command.order_id.encode(),
+                args.topic,
+                command_to_json(command),
+                key=command.order_id.encode(),
                 headers=[("content-type", b"application/json")],
             )
         finally:
             await producer.stop()
-        print(json.dumps({"sent": command.command_id, "topic": md.topic, "partition": md.partition,
-                          "offset": md.offset}))
+        print(
+            json.dumps(
+                {
+                    "sent": command.command_id,
+                    "topic": md.topic,
+                    "partition": md.partition,
+                    "offset": md.offset,
+                }
+            )
+        )
 
     asyncio.run(send())
     return 0
@@ -113,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="show the bridge's JSON logs")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("simulate", help="run the Norce Order API simulator (see --help of it)", add_help=False)
+    p = sub.add_parser(
+        "simulate", help="run the Norce Order API simulator (see --help of it)", add_help=False
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_simulate)
 
@@ -123,9 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--order-id", required=True)
     p.add_argument("--merchant", default="norce")
     p.add_argument("--channel", default="1")
-    p.add_argument("--state", choices=["checkout", "processing", "accepted", "completed", "declined", "removed"])
+    p.add_argument(
+        "--state",
+        choices=["checkout", "processing", "accepted", "completed", "declined", "removed"],
+    )
     p.add_argument("--delete", action="store_true")
-    p.add_argument("--expected-state", choices=["checkout", "processing", "accepted", "completed", "declined", "removed"])
+    p.add_argument(
+        "--expected-state",
+        choices=["checkout", "processing", "accepted", "completed", "declined", "removed"],
+    )
     p.add_argument("--expires-in", type=float, help="seconds until the command expires")
     p.add_argument("--command-id")
     p.add_argument("--correlation-id")

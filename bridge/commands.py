@@ -185,7 +185,9 @@ def parse_command(
     if value is None or len(value) == 0:
         raise InvalidCommandError("empty_value", "record has no value (null or empty)")
     if len(value) > max_bytes:
-        raise InvalidCommandError("oversize", f"record value is {len(value)} bytes, limit {max_bytes}")
+        raise InvalidCommandError(
+            "oversize", f"record value is {len(value)} bytes, limit {max_bytes}"
+        )
     ctype = _content_type(headers)
     is_avro = ctype == AVRO_CONTENT_TYPE or (
         ctype in (None, AVRO_CONTENT_TYPE) and codec is not None and codec.is_single_object(value)
@@ -195,7 +197,9 @@ def parse_command(
     try:
         text = value.decode("utf-8", "strict")
     except UnicodeDecodeError as exc:
-        raise InvalidCommandError("invalid_utf8", f"value is not UTF-8 at byte {exc.start}") from None
+        raise InvalidCommandError(
+            "invalid_utf8", f"value is not UTF-8 at byte {exc.start}"
+        ) from None
     try:
         raw = json.loads(text)
     except ValueError as exc:
@@ -205,7 +209,9 @@ def parse_command(
 
 def _validate(raw: Any) -> SetOrderState | DeleteOrder:
     if not isinstance(raw, dict):
-        raise InvalidCommandError("not_an_object", f"command must be a JSON object, got {type(raw).__name__}")
+        raise InvalidCommandError(
+            "not_an_object", f"command must be a JSON object, got {type(raw).__name__}"
+        )
     kind = raw.get("type")
     if kind is None:
         raise InvalidCommandError("missing_field", "type: Field required")
@@ -227,7 +233,9 @@ def _parse_avro(value: bytes, codec: AvroCodec | None) -> SetOrderState | Delete
     except AvroDecodeError as exc:
         raise InvalidCommandError("invalid_avro", f"undecodable Avro command: {exc}") from None
     if name != AVRO_COMMAND_SCHEMA:
-        raise InvalidCommandError("invalid_avro", f"Avro record {name!r} is not an {AVRO_COMMAND_SCHEMA}")
+        raise InvalidCommandError(
+            "invalid_avro", f"Avro record {name!r} is not an {AVRO_COMMAND_SCHEMA}"
+        )
     raw = {k: v for k, v in record.items() if v is not None}
     if raw.get("type") == "DeleteOrder":
         raw.pop("state", None)
@@ -261,7 +269,9 @@ def header_map(headers: Sequence[tuple[str, bytes]] | None) -> Mapping[str, byte
     return {k: v for k, v in headers or ()}
 
 
-def is_expired(command: SetOrderState | DeleteOrder, now: datetime, max_age_s: float | None) -> str | None:
+def is_expired(
+    command: SetOrderState | DeleteOrder, now: datetime, max_age_s: float | None
+) -> str | None:
     """Why the command must not run any more (``expiresAt`` passed, or older than the max age)."""
     if command.expires_at is not None and now >= command.expires_at:
         return f"expired at {command.expires_at.isoformat()}"

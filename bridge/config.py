@@ -57,7 +57,7 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
     linger_ms: int = Field(default=5, ge=0)
-    transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
+    transaction_timeout_ms: int = Field(default=300_000, ge=1_000)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:

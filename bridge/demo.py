@@ -54,7 +54,9 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def build_script(order_ids: list[str], merchant: str, channel: str) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+def build_script(
+    order_ids: list[str], merchant: str, channel: str
+) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
     """(key, value, headers) records: lifecycles per order, plus edge cases and malformed input."""
     now = datetime.now(UTC)
     out: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
@@ -62,8 +64,13 @@ def build_script(order_ids: list[str], merchant: str, channel: str) -> list[tupl
 
     def cmd(order_id: str, state: str | None, **extra: Any) -> SetOrderState | DeleteOrder:
         common: dict[str, Any] = {
-            "command_id": f"demo-{uuid.uuid4().hex[:12]}", "order_id": order_id, "merchant": merchant,
-            "channel": channel, "issued_at": now, "correlation_id": f"demo-run-{order_id[-6:]}", **extra,
+            "command_id": f"demo-{uuid.uuid4().hex[:12]}",
+            "order_id": order_id,
+            "merchant": merchant,
+            "channel": channel,
+            "issued_at": now,
+            "correlation_id": f"demo-run-{order_id[-6:]}",
+            **extra,
         }
         if state is None:
             return DeleteOrder(**common)
@@ -76,24 +83,76 @@ def build_script(order_ids: list[str], merchant: str, channel: str) -> list[tupl
             out.append((order_id.encode(), command_to_json(c), json_h))
     precond, expired, illegal, avro_order = special
     # a failed precondition (order is in checkout, not processing): rejected
-    out.append((precond.encode(), command_to_json(cmd(precond, "accepted", expected_state=OrderStatus("processing"))), json_h))
+    out.append(
+        (
+            precond.encode(),
+            command_to_json(cmd(precond, "accepted", expected_state=OrderStatus("processing"))),
+            json_h,
+        )
+    )
     # an expired command: reported as expired, not executed
-    out.append((expired.encode(), command_to_json(cmd(expired, "processing", expires_at=now - timedelta(minutes=5))), json_h))
+    out.append(
+        (
+            expired.encode(),
+            command_to_json(cmd(expired, "processing", expires_at=now - timedelta(minutes=5))),
+            json_h,
+        )
+    )
     # an illegal transition (checkout -> completed): the API rejects it for good → dead letter
     out.append((illegal.encode(), command_to_json(cmd(illegal, "completed")), json_h))
     # the same command contract in Avro (told apart by the marker bytes)
-    avro = AvroCodec.load(BridgeSettings().schemas_dir).encode("OrderCommand", command_to_avro_record(cmd(avro_order, "processing")))
+    avro = AvroCodec.load(BridgeSettings().schemas_dir).encode(
+        "OrderCommand", command_to_avro_record(cmd(avro_order, "processing"))
+    )
     out.append((avro_order.encode(), avro, [("content-type", b"application/avro")]))
     malformed: list[tuple[bytes | None, bytes | None]] = [
         (b"x", b"{not json"),
-        (b"x", json.dumps({"type": "ShipOrder", "commandId": "bad-type", "orderId": order_ids[0]}).encode()),
-        (b"x", json.dumps({"type": "SetOrderState", "commandId": "no-order", "merchant": merchant,
-                           "channel": channel, "issuedAt": now.isoformat(), "state": "accepted"}).encode()),
-        (b"x", json.dumps({"type": "DeleteOrder", "commandId": "traversal", "orderId": "../../etc/passwd",
-                           "merchant": merchant, "channel": channel, "issuedAt": now.isoformat()}).encode()),
-        (b"x", json.dumps({"type": "SetOrderState", "commandId": "bad-state", "orderId": order_ids[0],
-                           "merchant": merchant, "channel": channel, "issuedAt": now.isoformat(),
-                           "state": "shipped"}).encode()),
+        (
+            b"x",
+            json.dumps(
+                {"type": "ShipOrder", "commandId": "bad-type", "orderId": order_ids[0]}
+            ).encode(),
+        ),
+        (
+            b"x",
+            json.dumps(
+                {
+                    "type": "SetOrderState",
+                    "commandId": "no-order",
+                    "merchant": merchant,
+                    "channel": channel,
+                    "issuedAt": now.isoformat(),
+                    "state": "accepted",
+                }
+            ).encode(),
+        ),
+        (
+            b"x",
+            json.dumps(
+                {
+                    "type": "DeleteOrder",
+                    "commandId": "traversal",
+                    "orderId": "../../etc/passwd",
+                    "merchant": merchant,
+                    "channel": channel,
+                    "issuedAt": now.isoformat(),
+                }
+            ).encode(),
+        ),
+        (
+            b"x",
+            json.dumps(
+                {
+                    "type": "SetOrderState",
+                    "commandId": "bad-state",
+                    "orderId": order_ids[0],
+                    "merchant": merchant,
+                    "channel": channel,
+                    "issuedAt": now.isoformat(),
+                    "state": "shipped",
+                }
+            ).encode(),
+        ),
         (b"x", b"\xff\xfe not utf-8"),
         (b"x", b"[1, 2, 3]"),
         (b"x", None),
@@ -128,14 +187,20 @@ async def run_demo(*, orders: int = 24, verbose: bool = False) -> int:
 async def _run(bootstrap: str, orders: int, started: float) -> int:
     api_key = secrets.token_urlsafe(24)
     suffix = uuid.uuid4().hex[:6]
-    sim = await start_simulator(SimulatorConfig(api_keys=(api_key,), seed=7, orders=0), host="127.0.0.1", port=0)
+    sim = await start_simulator(
+        SimulatorConfig(api_keys=(api_key,), seed=7, orders=0), host="127.0.0.1", port=0
+    )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(sim.aclose)
         order_ids = sim.app.seed(max(orders, 8), "norce", "1")
         _say(f"[demo] Norce API simulator at {sim.url} with {len(order_ids)} seeded orders")
         topics = TopicSettings(
-            commands=f"demo-{suffix}.commands", snapshots=f"demo-{suffix}.snapshots", events=f"demo-{suffix}.events",
-            results=f"demo-{suffix}.command-results", dlq=f"demo-{suffix}.commands.dlq", partitions=3,
+            commands=f"demo-{suffix}.commands",
+            snapshots=f"demo-{suffix}.snapshots",
+            events=f"demo-{suffix}.events",
+            results=f"demo-{suffix}.command-results",
+            dlq=f"demo-{suffix}.commands.dlq",
+            partitions=3,
         )
         settings = BridgeSettings(
             kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id=f"demo-{suffix}"),
@@ -149,7 +214,9 @@ async def _run(bootstrap: str, orders: int, started: float) -> int:
         assert service.health is not None
         _say(f"[demo] bridge metrics at {service.health.url}/metrics")
         script = build_script(order_ids, "norce", "1")
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all"
+        )
         await producer.start()
         expected: set[tuple[int, int]] = set()
         try:
@@ -168,13 +235,22 @@ async def _run(bootstrap: str, orders: int, started: float) -> int:
 
 
 async def _watch(
-    bootstrap: str, topics: TopicSettings, expected: set[tuple[int, int]], settings: BridgeSettings,
+    bootstrap: str,
+    topics: TopicSettings,
+    expected: set[tuple[int, int]],
+    settings: BridgeSettings,
     run_task: asyncio.Task[None],
 ) -> int:
     codec = AvroCodec.load(settings.schemas_dir)
     consumer = AIOKafkaConsumer(
-        topics.results, topics.dlq, topics.snapshots, topics.events, bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest", isolation_level="read_committed", enable_auto_commit=False,
+        topics.results,
+        topics.dlq,
+        topics.snapshots,
+        topics.events,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        enable_auto_commit=False,
     )
     await consumer.start()
     seen: set[tuple[int, int]] = set()
@@ -196,8 +272,18 @@ async def _watch(
                         outcomes[r["outcome"]] += 1
                     elif tp.topic == topics.dlq:
                         h = {k: v.decode(errors="replace") for k, v in m.headers}
-                        seen.add((int(h["__connect.errors.partition"]), int(h["__connect.errors.offset"])))
-                        dead.append((h["__connect.errors.reason"], h["__connect.errors.exception.message"][:90]))
+                        seen.add(
+                            (
+                                int(h["__connect.errors.partition"]),
+                                int(h["__connect.errors.offset"]),
+                            )
+                        )
+                        dead.append(
+                            (
+                                h["__connect.errors.reason"],
+                                h["__connect.errors.exception.message"][:90],
+                            )
+                        )
                     elif tp.topic == topics.snapshots:
                         if m.value is None:
                             tombstones += 1
@@ -224,15 +310,29 @@ async def _watch(
         _say(f"  - {reason:<16} {message}")
     if snapshot is not None:
         cart = snapshot.get("cart") or {}
-        _say("sample snapshot : " + json.dumps({
-            "id": snapshot["id"], "status": snapshot["state"]["currentStatus"],
-            "transitions": [t["status"] for t in snapshot["state"]["transitions"]],
-            "items": len(cart.get("items") or []), "total": snapshot.get("total"),
-            "commandId": snapshot.get("commandId"),
-        }))
+        _say(
+            "sample snapshot : "
+            + json.dumps(
+                {
+                    "id": snapshot["id"],
+                    "status": snapshot["state"]["currentStatus"],
+                    "transitions": [t["status"] for t in snapshot["state"]["transitions"]],
+                    "items": len(cart.get("items") or []),
+                    "total": snapshot.get("total"),
+                    "commandId": snapshot.get("commandId"),
+                }
+            )
+        )
     if event is not None:
-        _say("sample event    : " + json.dumps({k: event[k] for k in ("orderId", "previousStatus", "newStatus",
-                                                                        "transitionAt", "commandId")}))
+        _say(
+            "sample event    : "
+            + json.dumps(
+                {
+                    k: event[k]
+                    for k in ("orderId", "previousStatus", "newStatus", "transitionAt", "commandId")
+                }
+            )
+        )
     if not ok:
         missing = sorted(expected - seen)[:10]
         _say(f"[demo] FAILED: {len(expected - seen)} records were not handled, e.g. {missing}")

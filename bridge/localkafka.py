@@ -121,19 +121,35 @@ def ensure_kafka_libs(*, progress: bool = True) -> Path:
     java, mvn = shutil.which("java"), shutil.which("mvn")
     if java is None or mvn is None:
         missing = " and ".join(n for n, p in (("java", java), ("mvn", mvn)) if p is None)
-        raise LocalKafkaError(f"cannot provision the local Kafka broker: {missing} not found. {_HOW_TO_FIX}")
+        raise LocalKafkaError(
+            f"cannot provision the local Kafka broker: {missing} not found. {_HOW_TO_FIX}"
+        )
     home.mkdir(parents=True, exist_ok=True)
     staging = home / f"lib.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     (home / "pom.xml").write_text(_POM)
     if progress:
-        print(f"[localkafka] resolving org.apache.kafka:kafka_{SCALA_VERSION}:{KAFKA_VERSION} "
-              f"from Maven Central into {home} (once)", flush=True)
+        print(
+            f"[localkafka] resolving org.apache.kafka:kafka_{SCALA_VERSION}:{KAFKA_VERSION} "
+            f"from Maven Central into {home} (once)",
+            flush=True,
+        )
     started = time.monotonic()
     proc = subprocess.run(
-        [mvn, "-q", "-B", "-f", str(home / "pom.xml"), "dependency:copy-dependencies",
-         f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-        capture_output=True, text=True, check=False, timeout=900,
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(home / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
     )
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-3000:]
@@ -145,8 +161,11 @@ def ensure_kafka_libs(*, progress: bool = True) -> Path:
     staging.rename(lib)
     marker.write_text(KAFKA_VERSION)
     if progress:
-        print(f"[localkafka] resolved {len(list(lib.glob('*.jar')))} jars "
-              f"in {time.monotonic() - started:.1f}s", flush=True)
+        print(
+            f"[localkafka] resolved {len(list(lib.glob('*.jar')))} jars "
+            f"in {time.monotonic() - started:.1f}s",
+            flush=True,
+        )
     return lib
 
 
@@ -157,7 +176,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_metadata(bootstrap: str, *, timeout_s: float, client_kwargs: Mapping[str, object] | None = None) -> None:
+def wait_for_metadata(
+    bootstrap: str, *, timeout_s: float, client_kwargs: Mapping[str, object] | None = None
+) -> None:
     """Block until the broker answers a metadata request (via aiokafka, on a private loop)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -180,7 +201,9 @@ def wait_for_metadata(bootstrap: str, *, timeout_s: float, client_kwargs: Mappin
                 with contextlib.suppress(Exception):
                     await admin.close()
             await asyncio.sleep(0.2)
-        raise LocalKafkaError(f"broker at {bootstrap} did not answer metadata within {timeout_s}s: {last!r}")
+        raise LocalKafkaError(
+            f"broker at {bootstrap} did not answer metadata within {timeout_s}s: {last!r}"
+        )
 
     def runner() -> None:
         try:
@@ -206,7 +229,9 @@ class LocalKafka:
 
     data_dir: Path | None = None
     heap: str = "768m"
-    extra_listeners: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (protocol, port)
+    extra_listeners: dict[str, tuple[str, int]] = field(
+        default_factory=dict
+    )  # name -> (protocol, port)
     extra_properties: dict[str, str] = field(default_factory=dict)
     jvm_options: list[str] = field(default_factory=list)
     startup_timeout_s: float = 90.0
@@ -228,7 +253,10 @@ class LocalKafka:
 
     def _properties(self) -> str:
         assert self.data_dir is not None
-        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}", f"CONTROLLER://127.0.0.1:{self.controller_port}"]
+        listeners = [
+            f"PLAINTEXT://127.0.0.1:{self.port}",
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+        ]
         advertised = [f"PLAINTEXT://127.0.0.1:{self.port}"]
         protocol_map = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
         for name, (protocol, port) in self.extra_listeners.items():
@@ -266,7 +294,9 @@ class LocalKafka:
     def _java(self) -> str:
         java = shutil.which("java")
         if java is None:
-            raise LocalKafkaError(f"cannot start the local Kafka broker: java not found. {_HOW_TO_FIX}")
+            raise LocalKafkaError(
+                f"cannot start the local Kafka broker: java not found. {_HOW_TO_FIX}"
+            )
         return java
 
     def start(self) -> LocalKafka:
@@ -297,18 +327,44 @@ class LocalKafka:
 
             cid = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
             fmt = subprocess.run(
-                [java, "-Xmx256m", *common, "kafka.tools.StorageTool", "format", "-t", cid,
-                 "-c", str(props_file), "--ignore-formatted"],
-                capture_output=True, text=True, check=False, timeout=120,
+                [
+                    java,
+                    "-Xmx256m",
+                    *common,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cid,
+                    "-c",
+                    str(props_file),
+                    "--ignore-formatted",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
             )
             if fmt.returncode != 0:
-                raise LocalKafkaError(f"formatting KRaft storage failed:\n{(fmt.stdout + fmt.stderr)[-3000:]}")
+                raise LocalKafkaError(
+                    f"formatting KRaft storage failed:\n{(fmt.stdout + fmt.stderr)[-3000:]}"
+                )
         log = open(self.log_file, "ab")  # noqa: SIM115 - kept open for the broker's lifetime
         self._log_handle = log
         self._proc = subprocess.Popen(
-            [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-             *self.jvm_options, *common, "kafka.Kafka", str(props_file)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                java,
+                f"-Xmx{self.heap}",
+                f"-Xms{self.heap}",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                *self.jvm_options,
+                *common,
+                "kafka.Kafka",
+                str(props_file),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         try:
             self._wait_ready(started)
@@ -323,14 +379,25 @@ class LocalKafka:
         # Cheap TCP check first, then a real metadata round trip.
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
-                raise LocalKafkaError(f"the broker exited with {self._proc.returncode} during startup\n{self.log_tail()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                raise LocalKafkaError(
+                    f"the broker exited with {self._proc.returncode} during startup\n"
+                    f"{self.log_tail()}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
                 break
             time.sleep(0.1)
         else:
-            raise LocalKafkaError(f"the broker did not open port {self.port} within {self.startup_timeout_s}s\n{self.log_tail()}")
+            raise LocalKafkaError(
+                f"the broker did not open port {self.port} within {self.startup_timeout_s}s\n"
+                f"{self.log_tail()}"
+            )
         try:
-            wait_for_metadata(self.bootstrap_servers, timeout_s=max(5.0, deadline - time.monotonic()))
+            wait_for_metadata(
+                self.bootstrap_servers, timeout_s=max(5.0, deadline - time.monotonic())
+            )
         except LocalKafkaError as exc:
             raise LocalKafkaError(f"{exc}\n{self.log_tail()}") from exc
 
@@ -382,7 +449,9 @@ class LocalKafka:
     def __enter__(self) -> LocalKafka:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.cleanup()
 
 

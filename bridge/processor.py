@@ -96,7 +96,7 @@ class SourceRecord:
 
 @dataclass(slots=True)
 class Output:
-    """One record to publish. ``schema`` None with ``value`` None is a tombstone; DLQ values are raw."""
+    """One record to publish; ``value`` None is a tombstone, DLQ values are the raw bytes."""
 
     kind: OutputKind
     key: bytes | None
@@ -146,6 +146,7 @@ class _Recovery:
         transitions = _transitions(order)
         before = [t for t in transitions if t[1] is not None and t[1] < window_start]
         since = [t for t in transitions if t[1] is None or t[1] >= window_start]
+        position: str | None
         if before:
             position = before[-1][0]
         elif since:  # created inside the window: its first transition is the creation state
@@ -212,7 +213,7 @@ class Processor:
         *,
         suspect_since: datetime | None = None,
     ) -> Outcome:
-        """Execute ``command``; ``suspect_since`` marks a possible replay (dispatch window start)."""
+        """Execute ``command``; ``suspect_since`` marks a possible replay (its window start)."""
         if suspect_since is None:
             self._recovery.pop(command.order_id, None)
         if isinstance(command, SetOrderState):
@@ -220,17 +221,17 @@ class Processor:
         return await self._delete(command, src, suspect_since)
 
     def invalid(self, src: SourceRecord, error: InvalidCommandError) -> Outcome:
-        """A record that is not a valid command: dead letter, plus a failed result if it has an id."""
+        """An invalid record: dead letter, plus a failed result when it has a command id."""
         outputs = [dead_letter(src, error.reason, error, stage=STAGE_PARSE)]
         ids = _best_effort_ids(src.value)
         if ids is not None:
             result = command_result(
-                command_id=ids["commandId"],
-                command_type=ids["type"],
-                order_id=ids["orderId"],
-                merchant=ids["merchant"],
-                channel=ids["channel"],
-                correlation_id=ids["correlationId"],
+                command_id=ids.command_id,
+                command_type=ids.type,
+                order_id=ids.order_id,
+                merchant=ids.merchant,
+                channel=ids.channel,
+                correlation_id=ids.correlation_id,
                 outcome="failed",
                 reason=f"{error.reason}: {error.message}",
                 attempts=0,
@@ -239,16 +240,25 @@ class Processor:
                 source_partition=src.partition,
                 source_offset=src.offset,
             )
-            outputs.append(Output("result", _key(ids["orderId"] or None), "CommandResult", result))
-        return Outcome("failed", ids["type"] if ids else "unknown", outputs, error.message, error.reason)
+            outputs.append(Output("result", _key(ids.order_id or None), "CommandResult", result))
+        return Outcome(
+            "failed", ids.type if ids else "unknown", outputs, error.message, error.reason
+        )
 
     def internal_failure(
         self, cmd: SetOrderState | DeleteOrder, src: SourceRecord, exc: BaseException
     ) -> Outcome:
         """A command that kept failing for an unexpected reason (a bug or unmappable API data)."""
         dlq = dead_letter(src, "processing_error", exc, stage="TASK_PUT", ids=cmd)
-        return self._result(cmd, src, "failed", 0, reason=f"processing_error: {type(exc).__name__}",
-                            outputs=[dlq], dead_letter_reason="processing_error")
+        return self._result(
+            cmd,
+            src,
+            "failed",
+            0,
+            reason=f"processing_error: {type(exc).__name__}",
+            outputs=[dlq],
+            dead_letter_reason="processing_error",
+        )
 
     # -- SetOrderState ----------------------------------------------------------------------
 
@@ -259,17 +269,26 @@ class Processor:
         target = cmd.state.value
         expired = is_expired(cmd, now, self._max_age)
         cached = self._cache.get(cmd.order_id)
-        recovering = suspect_since is not None and self._recovery.get(cmd.order_id) is not _NOT_RECOVERING
+        recovering = (
+            suspect_since is not None and self._recovery.get(cmd.order_id) is not _NOT_RECOVERING
+        )
         attempts = 0
         pre: dict[str, Any] | None = None
         if expired or cmd.expected_state is not None or cached is None or recovering:
             try:
-                got = await self._api.get_order_json(cmd.order_id, merchant=cmd.merchant, channel=cmd.channel)
+                got = await self._api.get_order_json(
+                    cmd.order_id, merchant=cmd.merchant, channel=cmd.channel
+                )
             except NorceNotFoundError as exc:
                 self._remember(cmd.order_id, None)
                 if recovering:
-                    return self._result(cmd, src, "already_applied", exc.attempts,
-                                        reason="order no longer exists (deleted by a later command)")
+                    return self._result(
+                        cmd,
+                        src,
+                        "already_applied",
+                        exc.attempts,
+                        reason="order no longer exists (deleted by a later command)",
+                    )
                 if expired:
                     return self._result(cmd, src, "expired", exc.attempts, reason=expired)
                 return self._api_failure(cmd, src, exc, "order_not_found")
@@ -290,23 +309,51 @@ class Processor:
                 outputs = self._snapshot(cmd, pre, now)
                 if previous != target:
                     outputs.append(self._state_event(cmd, previous, target, ts, now))
-                return self._result(cmd, src, "already_applied", attempts, current=cached,
-                                    reason="applied before a restart or rebalance", outputs=outputs)
+                return self._result(
+                    cmd,
+                    src,
+                    "already_applied",
+                    attempts,
+                    current=cached,
+                    reason="applied before a restart or rebalance",
+                    outputs=outputs,
+                )
             self._recovery[cmd.order_id] = _NOT_RECOVERING
 
         if cmd.expected_state is not None and cached != cmd.expected_state.value:
             if cached == target:
-                return self._result(cmd, src, "already_applied", attempts, current=cached,
-                                    reason=f"order is already {target}")
-            return self._result(cmd, src, "rejected", attempts, current=cached,
-                                reason=f"expected state {cmd.expected_state.value}, order is {cached}")
+                return self._result(
+                    cmd,
+                    src,
+                    "already_applied",
+                    attempts,
+                    current=cached,
+                    reason=f"order is already {target}",
+                )
+            return self._result(
+                cmd,
+                src,
+                "rejected",
+                attempts,
+                current=cached,
+                reason=f"expected state {cmd.expected_state.value}, order is {cached}",
+            )
         if cached == target:
             outputs = self._snapshot(cmd, pre, now) if pre is not None else []
-            return self._result(cmd, src, "already_applied", attempts, current=cached,
-                                reason=f"order is already {target}", outputs=outputs)
+            return self._result(
+                cmd,
+                src,
+                "already_applied",
+                attempts,
+                current=cached,
+                reason=f"order is already {target}",
+                outputs=outputs,
+            )
 
         try:
-            put = await self._api.set_state(cmd.order_id, target, merchant=cmd.merchant, channel=cmd.channel)
+            put = await self._api.set_state(
+                cmd.order_id, target, merchant=cmd.merchant, channel=cmd.channel
+            )
         except NorceNotFoundError as exc:
             self._remember(cmd.order_id, None)
             return self._api_failure(cmd, src, exc, "order_not_found", attempts)
@@ -315,18 +362,28 @@ class Processor:
         attempts += put.attempts
         previous = cached
         try:
-            got = await self._api.get_order_json(cmd.order_id, merchant=cmd.merchant, channel=cmd.channel)
+            got = await self._api.get_order_json(
+                cmd.order_id, merchant=cmd.merchant, channel=cmd.channel
+            )
         except NorceNotFoundError as exc:
             self._remember(cmd.order_id, None)
-            return self._result(cmd, src, "applied", attempts + exc.attempts,
-                                reason="order was deleted before it could be re-fetched")
+            return self._result(
+                cmd,
+                src,
+                "applied",
+                attempts + exc.attempts,
+                reason="order was deleted before it could be re-fetched",
+            )
         attempts += got.attempts
         order = got.value
         status = _status_of(order)
         self._remember(cmd.order_id, status)
         outputs = self._snapshot(cmd, order, now)
-        outputs.append(self._state_event(cmd, previous, status or target,
-                                         latest_transition_at(order, status or target), now))
+        outputs.append(
+            self._state_event(
+                cmd, previous, status or target, latest_transition_at(order, status or target), now
+            )
+        )
         return self._result(cmd, src, "applied", attempts, current=status, outputs=outputs)
 
     # -- DeleteOrder ------------------------------------------------------------------------
@@ -340,7 +397,9 @@ class Processor:
         attempts = 0
         if expired or cmd.expected_state is not None or previous is None:
             try:
-                got = await self._api.get_order_json(cmd.order_id, merchant=cmd.merchant, channel=cmd.channel)
+                got = await self._api.get_order_json(
+                    cmd.order_id, merchant=cmd.merchant, channel=cmd.channel
+                )
                 attempts = got.attempts
                 previous = _status_of(got.value)
             except NorceNotFoundError as exc:
@@ -351,10 +410,19 @@ class Processor:
         if expired:
             return self._result(cmd, src, "expired", attempts, reason=expired, current=previous)
         if cmd.expected_state is not None and previous != cmd.expected_state.value:
-            return self._result(cmd, src, "rejected", attempts, current=previous,
-                                reason=f"expected state {cmd.expected_state.value}, order is {previous or 'deleted'}")
+            return self._result(
+                cmd,
+                src,
+                "rejected",
+                attempts,
+                current=previous,
+                reason=f"expected state {cmd.expected_state.value}, "
+                f"order is {previous or 'deleted'}",
+            )
         try:
-            res = await self._api.delete_order(cmd.order_id, merchant=cmd.merchant, channel=cmd.channel)
+            res = await self._api.delete_order(
+                cmd.order_id, merchant=cmd.merchant, channel=cmd.channel
+            )
         except NorceNotFoundError as exc:
             return self._deleted(cmd, src, now, previous, attempts + exc.attempts, already=True)
         except NorceInvalidRequestError as exc:
@@ -362,66 +430,158 @@ class Processor:
         return self._deleted(cmd, src, now, previous, attempts + res.attempts, already=False)
 
     def _deleted(
-        self, cmd: DeleteOrder, src: SourceRecord, now: datetime, previous: str | None,
-        attempts: int, *, already: bool,
+        self,
+        cmd: DeleteOrder,
+        src: SourceRecord,
+        now: datetime,
+        previous: str | None,
+        attempts: int,
+        *,
+        already: bool,
     ) -> Outcome:
         self._remember(cmd.order_id, None)
         event = order_deleted_event(
-            command_id=cmd.command_id, order_id=cmd.order_id, merchant=cmd.merchant,
-            channel=cmd.channel, previous_status=previous, already_deleted=already,
-            correlation_id=cmd.correlation_id, occurred_at=now,
+            command_id=cmd.command_id,
+            order_id=cmd.order_id,
+            merchant=cmd.merchant,
+            channel=cmd.channel,
+            previous_status=previous,
+            already_deleted=already,
+            correlation_id=cmd.correlation_id,
+            occurred_at=now,
         )
         outputs = [
             Output("snapshot", _key(cmd.order_id), None, None, _ids_headers(cmd, None)),
-            Output("event", _key(cmd.order_id), "OrderDeleted", event, _ids_headers(cmd, "OrderDeleted")),
+            Output(
+                "event",
+                _key(cmd.order_id),
+                "OrderDeleted",
+                event,
+                _ids_headers(cmd, "OrderDeleted"),
+            ),
         ]
         return self._result(
-            cmd, src, "already_applied" if already else "applied", attempts,
-            reason="order already deleted" if already else None, outputs=outputs,
+            cmd,
+            src,
+            "already_applied" if already else "applied",
+            attempts,
+            reason="order already deleted" if already else None,
+            outputs=outputs,
         )
 
     # -- builders ---------------------------------------------------------------------------
 
-    def _snapshot(self, cmd: SetOrderState | DeleteOrder, order: dict[str, Any], now: datetime) -> list[Output]:
-        snap = snapshot_from_order(order, fetched_at=now, command_id=cmd.command_id,
-                                   correlation_id=cmd.correlation_id)
-        return [Output("snapshot", _key(cmd.order_id), "OrderSnapshot", snap, _ids_headers(cmd, "OrderSnapshot"))]
+    def _snapshot(
+        self, cmd: SetOrderState | DeleteOrder, order: dict[str, Any], now: datetime
+    ) -> list[Output]:
+        snap = snapshot_from_order(
+            order, fetched_at=now, command_id=cmd.command_id, correlation_id=cmd.correlation_id
+        )
+        return [
+            Output(
+                "snapshot",
+                _key(cmd.order_id),
+                "OrderSnapshot",
+                snap,
+                _ids_headers(cmd, "OrderSnapshot"),
+            )
+        ]
 
     def _state_event(
         self, cmd: SetOrderState, previous: str | None, new: str, ts: str | None, now: datetime
     ) -> Output:
         event = state_changed_event(
-            command_id=cmd.command_id, order_id=cmd.order_id, merchant=cmd.merchant,
-            channel=cmd.channel, previous_status=previous, new_status=new, transition_at=ts,
-            correlation_id=cmd.correlation_id, occurred_at=now,
+            command_id=cmd.command_id,
+            order_id=cmd.order_id,
+            merchant=cmd.merchant,
+            channel=cmd.channel,
+            previous_status=previous,
+            new_status=new,
+            transition_at=ts,
+            correlation_id=cmd.correlation_id,
+            occurred_at=now,
         )
-        return Output("event", _key(cmd.order_id), "OrderStateChanged", event, _ids_headers(cmd, "OrderStateChanged"))
+        return Output(
+            "event",
+            _key(cmd.order_id),
+            "OrderStateChanged",
+            event,
+            _ids_headers(cmd, "OrderStateChanged"),
+        )
 
     def _result(
-        self, cmd: SetOrderState | DeleteOrder, src: SourceRecord, outcome: str, attempts: int, *,
-        reason: str | None = None, current: str | None = None, http_status: int | None = None,
-        outputs: list[Output] | None = None, dead_letter_reason: str | None = None,
+        self,
+        cmd: SetOrderState | DeleteOrder,
+        src: SourceRecord,
+        outcome: str,
+        attempts: int,
+        *,
+        reason: str | None = None,
+        current: str | None = None,
+        http_status: int | None = None,
+        outputs: list[Output] | None = None,
+        dead_letter_reason: str | None = None,
     ) -> Outcome:
         result = command_result(
-            command_id=cmd.command_id, command_type=cmd.type, order_id=cmd.order_id,
-            merchant=cmd.merchant, channel=cmd.channel, correlation_id=cmd.correlation_id,
-            outcome=outcome, attempts=attempts, processed_at=self._clock(), source_topic=src.topic,
-            source_partition=src.partition, source_offset=src.offset, reason=reason,
-            current_status=current, http_status=http_status,
+            command_id=cmd.command_id,
+            command_type=cmd.type,
+            order_id=cmd.order_id,
+            merchant=cmd.merchant,
+            channel=cmd.channel,
+            correlation_id=cmd.correlation_id,
+            outcome=outcome,
+            attempts=attempts,
+            processed_at=self._clock(),
+            source_topic=src.topic,
+            source_partition=src.partition,
+            source_offset=src.offset,
+            reason=reason,
+            current_status=current,
+            http_status=http_status,
         )
         out = list(outputs or [])
-        out.append(Output("result", _key(cmd.order_id), "CommandResult", result, _ids_headers(cmd, "CommandResult")))
+        out.append(
+            Output(
+                "result",
+                _key(cmd.order_id),
+                "CommandResult",
+                result,
+                _ids_headers(cmd, "CommandResult"),
+            )
+        )
         return Outcome(outcome, cmd.type, out, reason, dead_letter_reason)
 
     def _api_failure(
-        self, cmd: SetOrderState | DeleteOrder, src: SourceRecord, exc: NorceApiError, reason: str,
-        attempts: int = 0, *, current: str | None = None,
+        self,
+        cmd: SetOrderState | DeleteOrder,
+        src: SourceRecord,
+        exc: NorceApiError,
+        reason: str,
+        attempts: int = 0,
+        *,
+        current: str | None = None,
     ) -> Outcome:
         detail = _api_detail(exc)
-        dlq = dead_letter(src, reason, exc, stage=STAGE_API, http_status=exc.status,
-                          attempts=attempts + exc.attempts, ids=cmd)
-        return self._result(cmd, src, "failed", attempts + exc.attempts, reason=f"{reason}: {detail}",
-                            current=current, http_status=exc.status, outputs=[dlq], dead_letter_reason=reason)
+        dlq = dead_letter(
+            src,
+            reason,
+            exc,
+            stage=STAGE_API,
+            http_status=exc.status,
+            attempts=attempts + exc.attempts,
+            ids=cmd,
+        )
+        return self._result(
+            cmd,
+            src,
+            "failed",
+            attempts + exc.attempts,
+            reason=f"{reason}: {detail}",
+            current=current,
+            http_status=exc.status,
+            outputs=[dlq],
+            dead_letter_reason=reason,
+        )
 
 
 def _api_detail(exc: NorceApiError) -> str:
@@ -438,7 +598,10 @@ def _key(order_id: str | None) -> bytes | None:
 
 
 def _ids_headers(cmd: SetOrderState | DeleteOrder, schema: str | None) -> Headers:
-    headers: Headers = [("norce.command.id", cmd.command_id.encode()), ("norce.order.id", cmd.order_id.encode())]
+    headers: Headers = [
+        ("norce.command.id", cmd.command_id.encode()),
+        ("norce.order.id", cmd.order_id.encode()),
+    ]
     if cmd.correlation_id:
         headers.append(("norce.correlation.id", cmd.correlation_id.encode()))
     if schema is not None:
@@ -469,7 +632,10 @@ def dead_letter(
         ("__connect.errors.partition", str(src.partition).encode()),
         ("__connect.errors.offset", str(src.offset).encode()),
         ("__connect.errors.stage", stage.encode()),
-        ("__connect.errors.class.name", f"{type(exc).__module__}.{type(exc).__qualname__}".encode()),
+        (
+            "__connect.errors.class.name",
+            f"{type(exc).__module__}.{type(exc).__qualname__}".encode(),
+        ),
         ("__connect.errors.exception.message", _clip(message).encode("utf-8", "replace")),
         ("__connect.errors.reason", reason.encode()),
         ("__connect.errors.timestamp", format_rfc3339(datetime.now(UTC)).encode()),
@@ -486,7 +652,17 @@ def dead_letter(
     return Output("dlq", src.key, None, src.value, headers)
 
 
-def _best_effort_ids(value: bytes | None) -> dict[str, str | None] | None:
+@dataclass(frozen=True, slots=True)
+class _Ids:
+    command_id: str
+    type: str
+    order_id: str
+    merchant: str
+    channel: str
+    correlation_id: str | None
+
+
+def _best_effort_ids(value: bytes | None) -> _Ids | None:
     """commandId & co. from an invalid JSON command, when there is a string commandId."""
     if not value:
         return None
@@ -494,20 +670,21 @@ def _best_effort_ids(value: bytes | None) -> dict[str, str | None] | None:
         raw = json.loads(value)
     except ValueError:
         return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("commandId"), str) or not raw["commandId"]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("commandId"), str):
         return None
 
     def text(name: str, limit: int = 128) -> str:
         v = raw.get(name)
         return v[:limit] if isinstance(v, str) else ""
 
+    if not text("commandId"):
+        return None
     kind = raw.get("type")
-    return {
-        "commandId": text("commandId"),
-        "type": kind if kind in ("SetOrderState", "DeleteOrder") else "unknown",
-        "orderId": text("orderId"),
-        "merchant": text("merchant", 64),
-        "channel": text("channel", 64),
-        "correlationId": text("correlationId") or None,
-    }
-
+    return _Ids(
+        command_id=text("commandId"),
+        type=kind if kind in ("SetOrderState", "DeleteOrder") else "unknown",
+        order_id=text("orderId"),
+        merchant=text("merchant", 64),
+        channel=text("channel", 64),
+        correlation_id=text("correlationId") or None,
+    )

@@ -1,9 +1,9 @@
 """The consuming engine: fetch, order per key, run concurrently, publish, commit.
 
-Shape (all on one event loop, nothing blocking it)::
+Shape (one event loop, nothing blocking it)::
 
     fetch loop ──► parse ──► KeyScheduler (one in flight per order id) ──► workers (≤ max_in_flight)
-        ▲  pause/resume (bounded buffers, circuit open)                        │ Processor + Norce API
+        ▲  pause/resume (bounded buffers, circuit open)                      │ Processor + Norce
         │                                                                      ▼
     commit loop ◄── PartitionOffsets (contiguous done + 1, CommitMeta) ◄── publish (acks / txn)
 
@@ -80,7 +80,7 @@ class _Txn:
     producer: AIOKafkaProducer
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     open: bool = False
-    pending: list[tuple[int, list[asyncio.Future[Any]]]] = field(default_factory=list)
+    pending: dict[int, list[asyncio.Future[Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,7 +140,9 @@ class Runtime:
         self._parts: dict[TopicPartition, PartState] = {}
         self._epoch = 0
         self._running: set[asyncio.Task[None]] = set()
+        self._running_aux: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
         self._stopping = asyncio.Event()
         self._draining = False
         self._fatal: BaseException | None = None
@@ -197,7 +199,9 @@ class Runtime:
             max_poll_interval_ms=self._s.kafka.max_poll_interval_ms,
             session_timeout_ms=self._s.kafka.session_timeout_ms,
             heartbeat_interval_ms=min(3000, self._s.kafka.session_timeout_ms // 3),
-            request_timeout_ms=max(self._s.kafka.request_timeout_ms, self._s.kafka.session_timeout_ms + 5000),
+            request_timeout_ms=max(
+                self._s.kafka.request_timeout_ms, self._s.kafka.session_timeout_ms + 5000
+            ),
             max_partition_fetch_bytes=max(1_048_576, self._p.max_record_bytes * 4),
             **opts,
         )
@@ -227,7 +231,9 @@ class Runtime:
         finally:
             await self._shutdown_kafka()
         if self._fatal is not None:
-            raise FatalRuntimeError(f"runtime stopped on a fatal error: {self._fatal}") from self._fatal
+            raise FatalRuntimeError(
+                f"runtime stopped on a fatal error: {self._fatal}"
+            ) from self._fatal
 
     # -- fetching -------------------------------------------------------------------------------
 
@@ -268,11 +274,15 @@ class Runtime:
             self.counters["skipped_replayed"] += 1
             return
         headers = tuple((k, bytes(v) if v is not None else b"") for k, v in (rec.headers or ()))
-        src = SourceRecord(ps.tp.topic, ps.tp.partition, offset, rec.key, rec.value, headers, rec.timestamp)
+        src = SourceRecord(
+            ps.tp.topic, ps.tp.partition, offset, rec.key, rec.value, headers, rec.timestamp
+        )
         command: SetOrderState | DeleteOrder | None = None
         error: InvalidCommandError | None = None
         try:
-            command = parse_command(rec.value, headers, codec=self._codec, max_bytes=self._p.max_record_bytes)
+            command = parse_command(
+                rec.value, headers, codec=self._codec, max_bytes=self._p.max_record_bytes
+            )
         except InvalidCommandError as exc:
             error = exc
         key: Hashable
@@ -285,8 +295,14 @@ class Runtime:
         suspect_since = None
         if ps.recovering and offset < ps.suspect_limit:
             ms = ps.inherited.window_start_ms(offset)
-            suspect_since = datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else datetime.fromtimestamp(0, UTC)
-        item = WorkItem(ps.tp, offset, key, src, command, error, ps.epoch, suspect_since, time.monotonic())
+            suspect_since = (
+                datetime.fromtimestamp(ms / 1000, UTC)
+                if ms is not None
+                else datetime.fromtimestamp(0, UTC)
+            )
+        item = WorkItem(
+            ps.tp, offset, key, src, command, error, ps.epoch, suspect_since, time.monotonic()
+        )
         ps.buffered += 1
         if offset >= ps.limit:
             ps.staged.append(item)
@@ -311,7 +327,9 @@ class Runtime:
         for tp, ps in self._parts.items():
             if tp not in assigned:
                 continue
-            want = self._all_paused or ps.buffered >= limit or (ps.paused and ps.buffered > limit // 2)
+            want = (
+                self._all_paused or ps.buffered >= limit or (ps.paused and ps.buffered > limit // 2)
+            )
             if want and not ps.paused:
                 to_pause.append(tp)
                 ps.paused = True
@@ -331,11 +349,11 @@ class Runtime:
         if ps.reserving or ps.recovering or not ps.staged:
             return
         ps.reserving = True
-        task = asyncio.get_running_loop().create_task(self._reserve(ps), name=f"reserve-{ps.tp.partition}")
+        task = asyncio.get_running_loop().create_task(
+            self._reserve(ps), name=f"reserve-{ps.tp.partition}"
+        )
         self._running_aux.add(task)
         task.add_done_callback(self._running_aux.discard)
-
-    _running_aux: set[asyncio.Task[None]] = set()
 
     async def _reserve(self, ps: PartState) -> None:
         try:
@@ -401,15 +419,22 @@ class Runtime:
         except FatalRuntimeError as exc:
             self._die(exc)
         finally:
-            for var, token in zip((command_id_var, order_id_var, correlation_id_var), tokens, strict=True):
+            for var, token in zip(
+                (command_id_var, order_id_var, correlation_id_var), tokens, strict=True
+            ):
                 var.reset(token)
             if self._parts.get(item.tp) is ps and ps.epoch == item.epoch:
                 ps.in_flight.pop(item.offset, None)
                 ps.buffered -= 1
-                if ps.recovering and ps.offsets is not None and ps.offsets.committable() >= ps.suspect_limit:
+                if (
+                    ps.recovering
+                    and ps.offsets is not None
+                    and ps.offsets.committable() >= ps.suspect_limit
+                ):
                     self._end_recovery(ps)
             self._sched.done(item.key)
             self._wake.set()
+            self._progress.set()
 
     async def _execute(self, item: WorkItem, ps: PartState) -> Outcome | None:
         if item.error is not None or item.command is None:
@@ -425,7 +450,9 @@ class Runtime:
                 self._circuit.abandon()
                 return None
             try:
-                outcome = await self._processor.handle(item.command, item.src, suspect_since=item.suspect_since)
+                outcome = await self._processor.handle(
+                    item.command, item.src, suspect_since=item.suspect_since
+                )
             except asyncio.CancelledError:
                 self._circuit.abandon()
                 raise
@@ -436,14 +463,20 @@ class Runtime:
                 systemic += 1
                 log.warning(
                     "Norce API unavailable; holding the command",
-                    extra={"error": type(exc).__name__, "status": exc.status, "attempts": exc.attempts,
-                           "circuit": self._circuit.state},
+                    extra={
+                        "error": type(exc).__name__,
+                        "status": exc.status,
+                        "attempts": exc.attempts,
+                        "circuit": self._circuit.state,
+                    },
                 )
                 await asyncio.sleep(min(5.0, 0.05 * 2 ** min(systemic, 7)) * self._rng.random())
                 continue
             except Exception as exc:
                 unexpected += 1
-                log.exception("unexpected error while processing a command", extra={"attempt": unexpected})
+                log.exception(
+                    "unexpected error while processing a command", extra={"attempt": unexpected}
+                )
                 if unexpected >= UNEXPECTED_FAILURE_LIMIT:
                     return self._processor.internal_failure(item.command, item.src, exc)
                 await asyncio.sleep(0.2 * unexpected)
@@ -475,13 +508,17 @@ class Runtime:
                 await asyncio.gather(*futs)
                 return True
             except KafkaError as exc:
-                log.warning("publishing outputs failed; retrying", extra={"error": type(exc).__name__})
+                log.warning(
+                    "publishing outputs failed; retrying", extra={"error": type(exc).__name__}
+                )
                 if not self._live(item, ps):
                     return False
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
 
-    async def _publish_txn(self, item: WorkItem, ps: PartState, records: list[EncodedRecord]) -> bool:
+    async def _publish_txn(
+        self, item: WorkItem, ps: PartState, records: list[EncodedRecord]
+    ) -> bool:
         txn = ps.txn
         assert txn is not None
         async with txn.lock:
@@ -491,14 +528,19 @@ class Runtime:
                 if not txn.open:
                     await txn.producer.begin_transaction()
                     txn.open = True
-                futs = [await txn.producer.send(t, value=v, key=k, headers=h) for t, k, v, h in records]
+                futs = [
+                    await txn.producer.send(t, value=v, key=k, headers=h) for t, k, v, h in records
+                ]
             except KafkaError as exc:
                 raise FatalRuntimeError(f"transactional send failed: {type(exc).__name__}") from exc
-            txn.pending.append((item.offset, futs))
+            txn.pending[item.offset] = futs
         try:
             await asyncio.gather(*futs)
         except KafkaError as exc:
             raise FatalRuntimeError(f"transactional send failed: {type(exc).__name__}") from exc
+        if txn.pending.pop(item.offset, None) is not None and self._live(item, ps):
+            assert ps.offsets is not None
+            ps.offsets.complete(item.offset)
         return True
 
     def _account(self, outcome: Outcome, item: WorkItem, started: float, n_records: int) -> None:
@@ -517,12 +559,25 @@ class Runtime:
             m.e2e_latency(max(0.0, time.time() - item.src.timestamp_ms / 1000))
         if outcome.outcome in ("applied", "already_applied"):
             m.command_succeeded_now()
-        log.debug("command handled", extra={"outcome": outcome.outcome, "offset": item.offset,
-                                            "partition": item.tp.partition})
+        log.debug(
+            "command handled",
+            extra={
+                "outcome": outcome.outcome,
+                "offset": item.offset,
+                "partition": item.tp.partition,
+            },
+        )
         if outcome.outcome == "failed":
-            log.info("command failed", extra={"outcome": outcome.outcome, "reason": outcome.reason,
-                                              "dead_letter_reason": outcome.dead_letter_reason,
-                                              "offset": item.offset, "partition": item.tp.partition})
+            log.info(
+                "command failed",
+                extra={
+                    "outcome": outcome.outcome,
+                    "reason": outcome.reason,
+                    "dead_letter_reason": outcome.dead_letter_reason,
+                    "offset": item.offset,
+                    "partition": item.tp.partition,
+                },
+            )
 
     def _die(self, exc: BaseException) -> None:
         if self._fatal is None:
@@ -555,7 +610,11 @@ class Runtime:
         done = ps.offsets.done_above()
         done_set = set(done)
         at_ms = _now_ms()
-        flights = tuple(sorted((o, ms) for o, ms in ps.in_flight.items() if o >= committable and o not in done_set))
+        flights = tuple(
+            sorted(
+                (o, ms) for o, ms in ps.in_flight.items() if o >= committable and o not in done_set
+            )
+        )
         meta = CommitMeta(done=done, limit=limit, at_ms=at_ms, in_flight=flights)
         text = meta.encode(committable)
         if len(text) > MAX_METADATA_CHARS and flights:
@@ -565,13 +624,21 @@ class Runtime:
             log.warning("commit metadata too large; using the oldest dispatch time as window")
         return text
 
-    async def _commit_partition(self, ps: PartState, *, new_limit: int | None = None, final: bool = False) -> bool:
-        """Commit ``ps``; returns False when the commit failed and should be retried."""
-        if ps.offsets is None or (ps.recovering and not final):
+    async def _commit_partition(
+        self, ps: PartState, *, new_limit: int | None = None, final: bool = False
+    ) -> bool:
+        """Commit ``ps``; returns False when the commit failed and should be retried.
+
+        While ``ps`` has unresolved suspects nothing is committed: the inherited metadata stays
+        authoritative. In exactly-once mode a final commit during recovery aborts the open
+        transaction instead, so the next owner redoes the recovery from the same state.
+        """
+        if ps.offsets is None:
             return True
-        if ps.recovering and final:
-            if not self._eos:
-                return True  # keep the inherited metadata: the next owner recovers exactly
+        if ps.recovering:
+            if final and self._eos:
+                await self._abort_txn(ps)
+            return True
         async with ps.commit_lock:
             if self._eos:
                 return await self._commit_txn(ps, new_limit)
@@ -586,47 +653,71 @@ class Runtime:
             try:
                 await consumer.commit({ps.tp: (committable, text)})
             except (KafkaError, AssertionError) as exc:
-                log.warning("offset commit failed", extra={"partition": ps.tp.partition, "error": type(exc).__name__})
+                log.warning(
+                    "offset commit failed",
+                    extra={"partition": ps.tp.partition, "error": type(exc).__name__},
+                )
                 return False
-            ps.offsets.mark_committed(committable)
-            ps.limit = limit
+            self._committed(ps, committable, limit)
             ps.last_commit_key = key
-            self.counters["commits"] += 1
-            self._metrics.set_committed(ps.tp.topic, ps.tp.partition, committable)
             return True
+
+    def _committed(self, ps: PartState, committable: int, limit: int) -> None:
+        assert ps.offsets is not None
+        ps.offsets.mark_committed(committable)
+        ps.limit = limit
+        self.counters["commits"] += 1
+        self._metrics.set_committed(ps.tp.topic, ps.tp.partition, committable)
 
     async def _commit_txn(self, ps: PartState, new_limit: int | None) -> bool:
         txn = ps.txn
-        assert txn is not None and ps.offsets is not None
+        assert txn is not None
+        assert ps.offsets is not None
         async with txn.lock:
             if not txn.open and new_limit is None:
                 return True
             try:
                 if txn.pending:
-                    await asyncio.gather(*(f for _, futs in txn.pending for f in futs))
-                for offset, _ in txn.pending:
+                    await asyncio.gather(*(f for futs in txn.pending.values() for f in futs))
+                for offset in txn.pending:
                     ps.offsets.complete(offset)
                 txn.pending.clear()
-                if ps.recovering and ps.offsets.committable() < ps.suspect_limit:
-                    # Unresolved suspects: committing would replace the inherited metadata.
-                    if new_limit is None:
-                        return True
                 if not txn.open:
                     await txn.producer.begin_transaction()
                     txn.open = True
                 committable = ps.offsets.committable()
                 limit = max(ps.limit, new_limit or 0)
                 text = self._metadata(ps, committable, limit)
-                await txn.producer.send_offsets_to_transaction({ps.tp: (committable, text)}, self._s.kafka.group_id)
+                await txn.producer.send_offsets_to_transaction(
+                    {ps.tp: (committable, text)}, self._s.kafka.group_id
+                )
                 await txn.producer.commit_transaction()
                 txn.open = False
             except KafkaError as exc:
                 raise FatalRuntimeError(f"transaction commit failed: {type(exc).__name__}") from exc
-            ps.offsets.mark_committed(committable)
-            ps.limit = limit
-            self.counters["commits"] += 1
-            self._metrics.set_committed(ps.tp.topic, ps.tp.partition, committable)
+            self._committed(ps, committable, limit)
             return True
+
+    async def _abort_txn(self, ps: PartState) -> None:
+        txn = ps.txn
+        if txn is None:
+            return
+        async with txn.lock:
+            if txn.open:
+                with contextlib.suppress(KafkaError):
+                    await txn.producer.abort_transaction()
+                txn.open = False
+            txn.pending.clear()
+
+    async def _wait_idle(self, busy: Callable[[], bool], deadline: float) -> None:
+        """Wait (without polling) until ``busy()`` is false or the monotonic deadline passes."""
+        while busy() and self._fatal is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
 
     # -- rebalances ---------------------------------------------------------------------------
 
@@ -637,16 +728,12 @@ class Runtime:
             ps.revoked = True
         self._sched.drop(lambda i: i.tp in revoked)
         deadline = time.monotonic() + self._p.revoke_deadline_s
-        while any(ps.in_flight for ps in parts) and time.monotonic() < deadline and self._fatal is None:
-            await asyncio.sleep(0.02)
+        await self._wait_idle(lambda: any(ps.in_flight for ps in parts), deadline)
         for ps in parts:
-            # Revoked flags stop dispatch; commit what is done (the committer still owns them).
-            ps.revoked = False
             try:
                 await self._commit_partition(ps, final=True)
             except FatalRuntimeError as exc:
                 self._die(exc)
-            ps.revoked = True
         for ps in parts:
             self._parts.pop(ps.tp, None)
             self._metrics.forget_partition(ps.tp.topic, ps.tp.partition)
@@ -654,7 +741,9 @@ class Runtime:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ps.txn.producer.stop(), 10)
         self.assigned = bool(self._parts)
-        log.info("partitions revoked", extra={"partitions": sorted(ps.tp.partition for ps in parts)})
+        log.info(
+            "partitions revoked", extra={"partitions": sorted(ps.tp.partition for ps in parts)}
+        )
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         consumer = self._consumer
@@ -692,17 +781,31 @@ class Runtime:
             suspect_limit = meta.limit if meta.limit is not None else start
             recovering = suspect_limit > start
             ps = PartState(
-                tp=tp, epoch=self._epoch, offsets=offsets, inherited=meta,
-                skip={o for o in meta.done if o >= start}, suspect_limit=suspect_limit,
-                limit=max(start, suspect_limit), recovering=recovering, txn=txns.get(tp),
+                tp=tp,
+                epoch=self._epoch,
+                offsets=offsets,
+                inherited=meta,
+                skip={o for o in meta.done if o >= start},
+                suspect_limit=suspect_limit,
+                limit=max(start, suspect_limit),
+                recovering=recovering,
+                txn=txns.get(tp),
             )
             self._parts[tp] = ps
             if recovering:
-                log.info("partition assigned with records to check for replays",
-                         extra={"partition": tp.partition, "committed": start, "suspect_until": suspect_limit,
-                                "done_above": len(meta.done)})
+                log.info(
+                    "partition assigned with records to check for replays",
+                    extra={
+                        "partition": tp.partition,
+                        "committed": start,
+                        "suspect_until": suspect_limit,
+                        "done_above": len(meta.done),
+                    },
+                )
         self.assigned = bool(self._parts)
-        log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})
+        log.info(
+            "partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)}
+        )
 
     # -- monitoring -------------------------------------------------------------------------
 
@@ -726,7 +829,7 @@ class Runtime:
         for tp, ps in self._parts.items():
             try:
                 hw = consumer.highwater(tp)
-            except Exception:  # not assigned any more
+            except Exception:  # noqa: S112 - the partition was just revoked: nothing to report
                 continue
             if hw is None:
                 continue
@@ -738,9 +841,11 @@ class Runtime:
     async def _drain(self) -> None:
         self._draining = True
         deadline = time.monotonic() + self._p.drain_deadline_s
-        log.info("draining", extra={"in_flight": len(self._running), "deadline_s": self._p.drain_deadline_s})
-        while self._running and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        log.info(
+            "draining",
+            extra={"in_flight": len(self._running), "deadline_s": self._p.drain_deadline_s},
+        )
+        await self._wait_idle(lambda: bool(self._running), deadline)
         cancelled = len(self._running)
         for t in list(self._running):
             t.cancel()
@@ -777,7 +882,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._rt.on_assigned(set(assigned))
 
 
-def kafka_client_options(settings: BridgeSettings, password: Callable[[], str | None]) -> dict[str, Any]:
+def kafka_client_options(
+    settings: BridgeSettings, password: Callable[[], str | None]
+) -> dict[str, Any]:
     """Security options for aiokafka clients (TLS, SASL) from the settings."""
     k = settings.kafka
     opts: dict[str, Any] = {"security_protocol": k.security_protocol}

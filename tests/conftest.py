@@ -13,7 +13,7 @@ from bridge.localkafka import LocalKafka, external_bootstrap
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    """Bootstrap address of the session's broker (a local KRaft broker unless KAFKA_BOOTSTRAP_SERVERS is set)."""
+    """The session's broker: a local KRaft broker unless KAFKA_BOOTSTRAP_SERVERS is set."""
     external = external_bootstrap()
     if external:
         yield external
@@ -21,7 +21,9 @@ def kafka_bootstrap() -> Iterator[str]:
     broker = LocalKafka()
     t0 = time.monotonic()
     broker.start()
-    print(f"\n[localkafka] broker ready at {broker.bootstrap_servers} in {time.monotonic() - t0:.2f}s")
+    print(
+        f"\n[localkafka] broker ready at {broker.bootstrap_servers} in {time.monotonic() - t0:.2f}s"
+    )
     try:
         yield broker.bootstrap_servers
     finally:

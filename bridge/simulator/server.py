@@ -50,12 +50,20 @@ def _date_header() -> bytes:
     return _date_cache[1]
 
 
+class _ServerState:
+    """Open connections and a count of accepted ones."""
+
+    def __init__(self) -> None:
+        self.connections: set[_HttpProtocol] = set()
+        self.accepted = 0
+
+
 class _HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, app: SimulatorApp, connections: set[_HttpProtocol]) -> None:
+    def __init__(self, app: SimulatorApp, state: _ServerState) -> None:
         self.app = app
-        self.connections = connections
+        self.state = state
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.busy = False
@@ -67,7 +75,8 @@ class _HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.connections.add(self)
+        self.state.connections.add(self)
+        self.state.accepted += 1
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -75,7 +84,7 @@ class _HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.connections.discard(self)
+        self.state.connections.discard(self)
         if self.task is not None:
             self.task.cancel()
             self.task = None
@@ -221,7 +230,7 @@ class SimulatorHandle:
         self,
         app: SimulatorApp,
         server: asyncio.Server,
-        connections: set[_HttpProtocol],
+        state: _ServerState,
         host: str,
         port: int,
     ) -> None:
@@ -229,8 +238,18 @@ class SimulatorHandle:
         self.host = host
         self.port = port
         self._server = server
-        self._connections = connections
+        self._state = state
         self._closed = False
+
+    @property
+    def connections_accepted(self) -> int:
+        """How many TCP connections the server has accepted so far."""
+        return self._state.accepted
+
+    @property
+    def open_connections(self) -> int:
+        """How many client connections are open right now."""
+        return len(self._state.connections)
 
     @property
     def url(self) -> str:
@@ -244,7 +263,7 @@ class SimulatorHandle:
             return
         self._closed = True
         self._server.close()
-        for connection in list(self._connections):
+        for connection in list(self._state.connections):
             connection.abort()
         await self._server.wait_closed()
         await asyncio.sleep(0)  # let connection_lost callbacks run
@@ -269,12 +288,12 @@ async def start_simulator(
 ) -> SimulatorHandle:
     """Seed a simulator (or reuse the given app) and serve it on ``host:port`` (0 = free port)."""
     app = config if isinstance(config, SimulatorApp) else SimulatorApp(config)
-    connections: set[_HttpProtocol] = set()
+    state = _ServerState()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: _HttpProtocol(app, connections), host, port, backlog=2048, reuse_address=True
+        lambda: _HttpProtocol(app, state), host, port, backlog=2048, reuse_address=True
     )
     bound_port = server.sockets[0].getsockname()[1]
-    handle = SimulatorHandle(app, server, connections, host, bound_port)
+    handle = SimulatorHandle(app, server, state, host, bound_port)
     log.info("simulator listening on %s with %d orders", handle.url, len(app.store))
     return handle

@@ -81,8 +81,7 @@ class StoredOrder:
             self._json = (
                 b"{"
                 + b",".join(
-                    piece if piece is not None else _member(key, data[key])
-                    for key, piece in pieces
+                    piece if piece is not None else _member(key, data[key]) for key, piece in pieces
                 )
                 + b"}"
             )

@@ -58,7 +58,8 @@ def run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[s
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
     if check and proc.returncode != 0:
         pytest.fail(
-            f"{' '.join(argv)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}", pytrace=False
+            f"{' '.join(argv)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}",
+            pytrace=False,
         )
     return proc
 

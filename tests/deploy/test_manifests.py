@@ -1,0 +1,408 @@
+"""Tests on rendered manifests: probes, security, selectors, secrets, autoscaling, monitoring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helmtools import CHART_DIR, CI_VALUES, NAMESPACE, RELEASE, by_kind, one, render, values_id
+
+VALUES_CASES = [None, *CI_VALUES]
+FULLNAME = f"{RELEASE}-norce-order-bridge"
+FAKE_SECRETS = ("ci-fake-norce-api-key", "ci-fake-sasl-password")
+# The bridge's settings (bridge/config.py); a typo in the chart would make the bridge fail to
+# start or silently ignore a setting.
+KNOWN_SETTINGS = {
+    "BRIDGE_LOG_LEVEL",
+    "BRIDGE_KAFKA__BOOTSTRAP_SERVERS",
+    "BRIDGE_KAFKA__GROUP_ID",
+    "BRIDGE_KAFKA__CLIENT_ID",
+    "BRIDGE_KAFKA__SECURITY_PROTOCOL",
+    "BRIDGE_KAFKA__SASL_MECHANISM",
+    "BRIDGE_KAFKA__SASL_USERNAME",
+    "BRIDGE_KAFKA__SASL_PASSWORD_FILE",
+    "BRIDGE_KAFKA__SSL_CAFILE",
+    "BRIDGE_KAFKA__SSL_CERTFILE",
+    "BRIDGE_KAFKA__SSL_KEYFILE",
+    "BRIDGE_TOPICS__COMMANDS",
+    "BRIDGE_TOPICS__SNAPSHOTS",
+    "BRIDGE_TOPICS__EVENTS",
+    "BRIDGE_TOPICS__RESULTS",
+    "BRIDGE_TOPICS__DLQ",
+    "BRIDGE_TOPICS__CREATE_MISSING",
+    "BRIDGE_TOPICS__PARTITIONS",
+    "BRIDGE_TOPICS__REPLICATION_FACTOR",
+    "BRIDGE_NORCE__BASE_URL",
+    "BRIDGE_NORCE__API_KEY_FILE",
+    "BRIDGE_NORCE__ADAPTER_ID",
+    "BRIDGE_NORCE__READ_TIMEOUT_S",
+    "BRIDGE_NORCE__MAX_CONNECTIONS",
+    "BRIDGE_PROCESSING__ORDERING",
+    "BRIDGE_PROCESSING__MAX_IN_FLIGHT",
+    "BRIDGE_PROCESSING__PROCESSING_GUARANTEE",
+    "BRIDGE_PROCESSING__MAX_COMMAND_AGE_S",
+    "BRIDGE_PROCESSING__DRAIN_DEADLINE_S",
+    "BRIDGE_HTTP__PORT",
+}
+
+
+def docs_for(values: Path | None) -> tuple[dict[str, Any], ...]:
+    """Rendered manifests of one values case."""
+    return render(() if values is None else (values,))
+
+
+def container(docs: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """The bridge container."""
+    containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["bridge"]
+    return containers[0]
+
+
+def pod_spec(docs: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """The pod spec of the Deployment."""
+    spec: dict[str, Any] = one(docs, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def pod_labels(docs: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    """Labels of the Deployment's pods."""
+    labels: dict[str, str] = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def config_data(docs: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    """The bridge's ConfigMap data."""
+    cms = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == FULLNAME]
+    assert len(cms) == 1
+    data: dict[str, str] = cms[0]["data"]
+    return data
+
+
+def settings(docs: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    """Every BRIDGE_* variable the container gets (ConfigMap plus explicit env)."""
+    c = container(docs)
+    assert c["envFrom"] == [{"configMapRef": {"name": FULLNAME}}]
+    env = dict(config_data(docs))
+    for item in c.get("env", []):
+        assert "value" in item, f"{item['name']} must be a plain value (secrets are files)"
+        env[item["name"]] = item["value"]
+    return env
+
+
+def subset(small: dict[str, str], big: dict[str, str]) -> bool:
+    """Whether every key/value of small is in big."""
+    return all(big.get(k) == v for k, v in small.items())
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_probes_use_the_health_endpoints_on_the_named_port(values: Path | None):
+    """Liveness probes /healthz, readiness probes /readyz, both on the port named http (8000)."""
+    docs = docs_for(values)
+    c = container(docs)
+    assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    if "startupProbe" in c:
+        assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert settings(docs)["BRIDGE_HTTP__PORT"] == "8000"
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_security_context_is_locked_down(values: Path | None):
+    """Non-root 10001, read-only root filesystem, no privilege escalation, no capabilities."""
+    docs = docs_for(values)
+    pod = pod_spec(docs)["securityContext"]
+    assert pod["runAsNonRoot"] is True
+    assert pod["runAsUser"] == 10001
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(docs)["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 10001
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod_spec(docs)["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_tmp_is_a_writable_empty_dir(values: Path | None):
+    """/tmp is an emptyDir, as the root filesystem is read-only."""
+    docs = docs_for(values)
+    mounts = {m["mountPath"]: m["name"] for m in container(docs)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_grace_period_exceeds_drain_deadline(values: Path | None):
+    """terminationGracePeriodSeconds is longer than the bridge's drain deadline."""
+    docs = docs_for(values)
+    grace = pod_spec(docs)["terminationGracePeriodSeconds"]
+    assert grace > float(settings(docs)["BRIDGE_PROCESSING__DRAIN_DEADLINE_S"])
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_entrypoint_is_not_overridden(values: Path | None):
+    """The image's exec-form ENTRYPOINT stays PID 1 (no command override, no shell)."""
+    c = container(docs_for(values))
+    assert "command" not in c
+    assert c["args"] == ["run"]
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_selectors_match_pod_labels(values: Path | None):
+    """Deployment, Service, PDB, NetworkPolicy and ServiceMonitor select the bridge's pods."""
+    docs = docs_for(values)
+    labels = pod_labels(docs)
+    deployment = one(docs, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector == {
+        "app.kubernetes.io/name": "norce-order-bridge",
+        "app.kubernetes.io/instance": RELEASE,
+    }
+    assert subset(selector, labels)
+    service = one(docs, "Service")
+    assert subset(service["spec"]["selector"], labels)
+    for pdb in by_kind(docs, "PodDisruptionBudget"):
+        assert subset(pdb["spec"]["selector"]["matchLabels"], labels)
+    for np in by_kind(docs, "NetworkPolicy"):
+        assert subset(np["spec"]["podSelector"]["matchLabels"], labels)
+    for sm in by_kind(docs, "ServiceMonitor"):
+        assert subset(sm["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+        assert sm["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_service_targets_the_named_port(values: Path | None):
+    """The metrics Service targets the container port named http; the ServiceMonitor scrapes it."""
+    docs = docs_for(values)
+    service = one(docs, "Service")
+    port_names = {p["name"] for p in container(docs)["ports"]}
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    assert "http" in port_names
+    for sm in by_kind(docs, "ServiceMonitor"):
+        for endpoint in sm["spec"]["endpoints"]:
+            assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+            assert endpoint["path"] == "/metrics"
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_standard_labels_on_every_object(values: Path | None):
+    """Every object carries the app.kubernetes.io/* and helm.sh/chart labels."""
+    for doc in docs_for(values):
+        labels = doc["metadata"]["labels"]
+        for key in (
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/managed-by",
+            "helm.sh/chart",
+        ):
+            assert key in labels, f"{doc['kind']} {doc['metadata']['name']} lacks {key}"
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_config_keys_are_known_settings(values: Path | None):
+    """Every BRIDGE_* variable is one of the bridge's settings."""
+    env = settings(docs_for(values))
+    unknown = {k for k in env if k.startswith("BRIDGE_")} - KNOWN_SETTINGS
+    assert not unknown
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_secret_files_are_mounted_where_env_points(values: Path | None):
+    """Each *_FILE / SSL_* path is a file of a mounted, read-only Secret volume."""
+    docs = docs_for(values)
+    c = container(docs)
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    mounts = c["volumeMounts"]
+    env = settings(docs)
+    file_settings = {
+        k: v for k, v in env.items() if k.endswith("_FILE") or k.startswith("BRIDGE_KAFKA__SSL_")
+    }
+    for name, path in file_settings.items():
+        mount = next((m for m in mounts if path.startswith(m["mountPath"] + "/")), None)
+        assert mount is not None, f"{name}={path} is not under any volume mount"
+        assert mount.get("readOnly") is True
+        volume = volumes[mount["name"]]
+        assert "secret" in volume, f"{name} must come from a Secret volume"
+        filename = path[len(mount["mountPath"]) + 1 :]
+        assert filename in {item["path"] for item in volume["secret"]["items"]}
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_no_secret_values_in_env_or_config(values: Path | None):
+    """Secret values appear only in the Secret, never in env, ConfigMaps or annotations."""
+    docs = docs_for(values)
+    for doc in docs:
+        if doc["kind"] == "Secret":
+            continue
+        text = yaml.safe_dump(doc)
+        for fake in FAKE_SECRETS:
+            assert fake not in text, f"{doc['kind']} {doc['metadata']['name']} leaks a secret"
+    for name in settings(docs):
+        assert not name.endswith(("PASSWORD", "API_KEY")), f"{name} would carry a secret"
+
+
+def test_default_install_has_no_secret_and_no_api_key():
+    """Without credentials the chart creates no Secret and mounts nothing."""
+    docs = render()
+    assert not by_kind(docs, "Secret")
+    assert "BRIDGE_NORCE__API_KEY_FILE" not in settings(docs)
+
+
+def test_chart_managed_secret_holds_the_credentials():
+    """The chart-managed Secret carries both credentials and the pods mount it."""
+    docs = render((CHART_DIR / "ci" / "sasl-values.yaml",))
+    secrets = [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == FULLNAME]
+    assert len(secrets) == 1
+    assert set(secrets[0]["data"]) == {"norce-api-key", "kafka-sasl-password"}
+    secret_volumes = {v["secret"]["secretName"] for v in pod_spec(docs)["volumes"] if "secret" in v}
+    assert FULLNAME in secret_volumes
+    env = settings(docs)
+    assert env["BRIDGE_NORCE__API_KEY_FILE"] == "/var/run/secrets/norce/api-key"
+    assert env["BRIDGE_KAFKA__SASL_PASSWORD_FILE"] == "/var/run/secrets/kafka/sasl-password"
+    assert env["BRIDGE_KAFKA__SSL_CAFILE"] == "/var/run/secrets/kafka-tls/ca/ca.crt"
+
+
+def test_existing_secret_is_used_when_set():
+    """With secrets.existingSecret no Secret is rendered and the volumes reference it."""
+    docs = render((CHART_DIR / "ci" / "existing-secret-values.yaml",))
+    assert not by_kind(docs, "Secret")
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    api_key = volumes["norce-api-key"]["secret"]
+    sasl = volumes["kafka-sasl-password"]["secret"]
+    assert api_key["secretName"] == "norce-order-bridge-credentials"
+    assert sasl["secretName"] == "norce-order-bridge-credentials"
+    assert api_key["items"] == [{"key": "api-key", "path": "api-key"}]
+    assert sasl["items"] == [{"key": "sasl-password", "path": "sasl-password"}]
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/secret" not in annotations
+
+
+def test_checksums_roll_pods_on_config_and_secret_changes():
+    """Changing a config value or a chart-managed secret changes the pod template annotations."""
+    base = (CHART_DIR / "ci" / "sasl-values.yaml",)
+
+    def annotations(*sets: str) -> dict[str, str]:
+        deployment = one(render(base, sets), "Deployment")
+        result: dict[str, str] = deployment["spec"]["template"]["metadata"]["annotations"]
+        return result
+
+    before = annotations()
+    assert before["checksum/config"] != annotations("config.logLevel=DEBUG")["checksum/config"]
+    assert (
+        before["checksum/secret"] != annotations("secrets.norceApiKey=rotated")["checksum/secret"]
+    )
+
+
+def test_autoscaled_deployments_leave_replicas_to_the_autoscaler():
+    """With an HPA or KEDA the Deployment has no replicas field; otherwise it has replicaCount."""
+    assert one(render(), "Deployment")["spec"]["replicas"] == 1
+    for name in ("hpa-values.yaml", "all-features-values.yaml"):
+        assert "replicas" not in one(render((CHART_DIR / "ci" / name,)), "Deployment")["spec"]
+
+
+def test_hpa_targets_the_deployment():
+    """The HPA scales the bridge's Deployment on CPU and the configured external lag metric."""
+    docs = render((CHART_DIR / "ci" / "hpa-values.yaml",))
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": FULLNAME,
+    }
+    types = [m["type"] for m in hpa["spec"]["metrics"]]
+    assert types == ["Resource", "External"]
+
+
+def test_keda_scales_on_the_consumer_group_lag():
+    """The ScaledObject's kafka trigger watches the bridge's group and commands topic with auth."""
+    docs = render((CHART_DIR / "ci" / "all-features-values.yaml",))
+    env = settings(docs)
+    scaled = one(docs, "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == FULLNAME
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    meta = trigger["metadata"]
+    assert meta["consumerGroup"] == env["BRIDGE_KAFKA__GROUP_ID"]
+    assert meta["topic"] == env["BRIDGE_TOPICS__COMMANDS"]
+    assert meta["bootstrapServers"] == env["BRIDGE_KAFKA__BOOTSTRAP_SERVERS"]
+    assert all(isinstance(v, str) for v in meta.values())
+    auth = one(docs, "TriggerAuthentication")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    params = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
+    assert set(params) == {"sasl", "username", "password", "tls", "ca", "cert", "key"}
+    assert params["password"]["name"] == FULLNAME
+    keda_secret = next(
+        d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == f"{FULLNAME}-keda"
+    )
+    assert keda_secret["stringData"] == {
+        "sasl": "scram_sha512",
+        "username": "norce-order-bridge",
+        "tls": "enable",
+    }
+
+
+def test_keda_without_kafka_auth_needs_no_trigger_authentication():
+    """On a PLAINTEXT cluster the ScaledObject has no authenticationRef."""
+    docs = render((), ("autoscaling.keda.enabled=true",))
+    (trigger,) = one(docs, "ScaledObject")["spec"]["triggers"]
+    assert "authenticationRef" not in trigger
+    assert not by_kind(docs, "TriggerAuthentication")
+
+
+def test_network_policy_allows_metrics_in_and_kafka_norce_dns_out():
+    """The NetworkPolicy admits the metrics port and egress to DNS, Kafka and Norce only."""
+    np = one(render((CHART_DIR / "ci" / "all-features-values.yaml",)), "NetworkPolicy")
+    assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = np["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    egress_ports = [sorted(p["port"] for p in rule["ports"]) for rule in np["spec"]["egress"]]
+    assert egress_ports == [[53, 53], [9093], [443], [3128]]
+
+
+def test_prometheus_rule_renders_the_rules_file():
+    """The PrometheusRule carries exactly the rules of files/ plus the additional rule labels."""
+    docs = render((CHART_DIR / "ci" / "all-features-values.yaml",))
+    rule = one(docs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    source = yaml.safe_load((CHART_DIR / "files" / "norce-order-bridge.rules.yaml").read_text())
+    rendered = rule["spec"]["groups"]
+    assert [g["name"] for g in rendered] == [g["name"] for g in source["groups"]]
+    for got_group, want_group in zip(rendered, source["groups"], strict=True):
+        for got, want in zip(got_group["rules"], want_group["rules"], strict=True):
+            assert got["labels"] == {**want["labels"], "team": "orders"}
+            assert {k: v for k, v in got.items() if k != "labels"} == {
+                k: v for k, v in want.items() if k != "labels"
+            }
+
+
+def test_grafana_dashboard_config_map():
+    """The dashboard ConfigMap carries the sidecar label and the dashboard JSON unchanged."""
+    docs = render((CHART_DIR / "ci" / "all-features-values.yaml",))
+    (cm,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "Orders"}
+    source = json.loads((CHART_DIR / "files" / "norce-order-bridge.json").read_text())
+    assert json.loads(cm["data"]["norce-order-bridge.json"]) == source
+
+
+def test_dashboard_sidecar_label_is_configurable():
+    """grafanaDashboard.sidecarLabel/Value change the label the sidecar selects on."""
+    docs = render(
+        (),
+        (
+            "grafanaDashboard.enabled=true",
+            "grafanaDashboard.sidecarLabel=dashboards",
+            "grafanaDashboard.sidecarLabelValue=orders",
+        ),
+    )
+    (cm,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    assert cm["metadata"]["labels"]["dashboards"] == "orders"
+    assert "grafana_dashboard" not in cm["metadata"]["labels"]

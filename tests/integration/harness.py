@@ -1,0 +1,271 @@
+"""Test harness: a simulator, fresh topics and a bridge running in-process against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
+
+from bridge.app import Service, build_service, ensure_topics
+from bridge.codec import AvroCodec
+from bridge.commands import DeleteOrder, SetOrderState, command_to_json
+from bridge.config import (
+    BridgeSettings,
+    HttpSettings,
+    KafkaSettings,
+    NorceSettings,
+    ProcessingSettings,
+    RetrySettings,
+    TopicSettings,
+)
+from bridge.order_model import OrderStatus
+from bridge.simulator import SimulatorConfig, SimulatorHandle, start_simulator
+
+API_KEY = "test-api-key-0123456789"
+
+
+def make_settings(
+    bootstrap: str, sim_url: str, *, partitions: int = 3, **processing: Any
+) -> BridgeSettings:
+    suffix = uuid.uuid4().hex[:8]
+    defaults: dict[str, Any] = {"commit_interval_s": 0.2, "drain_deadline_s": 10.0}
+    defaults.update(processing)
+    return BridgeSettings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id=f"g-{suffix}"),
+        topics=TopicSettings(
+            commands=f"t-{suffix}.commands",
+            snapshots=f"t-{suffix}.snapshots",
+            events=f"t-{suffix}.events",
+            results=f"t-{suffix}.results",
+            dlq=f"t-{suffix}.dlq",
+            partitions=partitions,
+        ),
+        norce=NorceSettings(
+            base_url=sim_url,
+            read_timeout_s=2.0,
+            retry=RetrySettings(max_attempts=3, base_delay_s=0.02, max_delay_s=0.2, deadline_s=3.0),
+        ),
+        processing=ProcessingSettings(**defaults),
+        http=HttpSettings(host="127.0.0.1", port=0),
+    )
+
+
+def set_state(
+    order_id: str, state: str, *, merchant: str = "norce", channel: str = "1", **extra: Any
+) -> SetOrderState:
+    return SetOrderState(
+        command_id=extra.pop("command_id", f"c-{uuid.uuid4().hex[:12]}"),
+        order_id=order_id,
+        merchant=merchant,
+        channel=channel,
+        issued_at=extra.pop("issued_at", datetime.now(UTC)),
+        state=OrderStatus(state),
+        **extra,
+    )
+
+
+def delete(order_id: str, *, merchant: str = "norce", channel: str = "1", **extra: Any) -> DeleteOrder:
+    return DeleteOrder(
+        command_id=extra.pop("command_id", f"c-{uuid.uuid4().hex[:12]}"),
+        order_id=order_id,
+        merchant=merchant,
+        channel=channel,
+        issued_at=extra.pop("issued_at", datetime.now(UTC)),
+        **extra,
+    )
+
+
+@dataclass
+class Outputs:
+    """Everything the bridge published, decoded (read_committed)."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    dlq: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = field(default_factory=list)
+    raw: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+    def results_by_command(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in self.results:
+            out.setdefault(r["commandId"], []).append(r)
+        return out
+
+    def handled_sources(self) -> set[tuple[int, int]]:
+        seen = {(r["source"]["partition"], r["source"]["offset"]) for r in self.results}
+        for _, _, h in self.dlq:
+            seen.add((int(h["__connect.errors.partition"]), int(h["__connect.errors.offset"])))
+        return seen
+
+
+class Bridge:
+    """A running bridge plus helpers to feed it and read what it published."""
+
+    def __init__(self, bootstrap: str, sim: SimulatorHandle, settings: BridgeSettings) -> None:
+        self.bootstrap = bootstrap
+        self.sim = sim
+        self.settings = settings
+        self.topics = settings.topics
+        self.codec = AvroCodec.load(settings.schemas_dir)
+        self.service: Service | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.sent: list[tuple[int, int]] = []
+        self._producer: AIOKafkaProducer | None = None
+        self._out_consumer: AIOKafkaConsumer | None = None
+        self.outputs = Outputs()
+
+    async def start(self) -> Service:
+        self.service = await build_service(self.settings, api_key=SecretStr(API_KEY))
+        self.task = asyncio.create_task(self.service.runtime.run())
+        return self.service
+
+    async def stop(self) -> None:
+        if self.service is not None and self.task is not None:
+            self.service.runtime.stop()
+            await asyncio.wait_for(self.task, 60)
+            await self.service.aclose()
+            self.service = None
+            self.task = None
+
+    async def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all"
+            )
+            await self._producer.start()
+        return self._producer
+
+    async def send_raw(
+        self, value: bytes | None, key: bytes | None = b"k", headers: list[tuple[str, bytes]] | None = None
+    ) -> tuple[int, int]:
+        producer = await self.producer()
+        md = await producer.send_and_wait(self.topics.commands, value, key=key, headers=headers or [])
+        self.sent.append((md.partition, md.offset))
+        return md.partition, md.offset
+
+    async def send(self, *commands: SetOrderState | DeleteOrder) -> list[tuple[int, int]]:
+        return [
+            await self.send_raw(command_to_json(c), key=c.order_id.encode(), headers=[("content-type", b"application/json")])
+            for c in commands
+        ]
+
+    async def collect(
+        self, until: Callable[[Outputs], bool], timeout_s: float = 60.0
+    ) -> Outputs:
+        """Read outputs (read_committed) until ``until(outputs)`` holds or the deadline passes."""
+        if self._out_consumer is None:
+            self._out_consumer = AIOKafkaConsumer(
+                self.topics.results,
+                self.topics.snapshots,
+                self.topics.events,
+                self.topics.dlq,
+                bootstrap_servers=self.bootstrap,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                enable_auto_commit=False,
+            )
+            await self._out_consumer.start()
+        deadline = time.monotonic() + timeout_s
+        o = self.outputs
+        while not until(o) and time.monotonic() < deadline:
+            if self.task is not None and self.task.done():
+                self.task.result()  # surface a crash of the bridge
+            batch = await self._out_consumer.getmany(timeout_ms=200)
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    o.raw.append((tp.topic, m.value))
+                    key = m.key.decode() if m.key else ""
+                    if tp.topic == self.topics.results:
+                        o.results.append(self.codec.decode(m.value)[1])
+                    elif tp.topic == self.topics.snapshots:
+                        o.snapshots.append((key, None if m.value is None else self.codec.decode(m.value)[1]))
+                    elif tp.topic == self.topics.events:
+                        o.events.append(self.codec.decode(m.value))
+                    elif tp.topic == self.topics.dlq:
+                        o.dlq.append((m.key, m.value, dict(m.headers)))
+        return o
+
+    async def all_handled(self, timeout_s: float = 60.0) -> Outputs:
+        """Wait until every sent record has a result or a dead letter."""
+        want = set(self.sent)
+        o = await self.collect(lambda o: want <= o.handled_sources(), timeout_s)
+        missing = want - o.handled_sources()
+        assert not missing, f"{len(missing)} records never handled, e.g. {sorted(missing)[:5]}"
+        return o
+
+    async def committed(self) -> dict[int, int]:
+        """The bridge group's committed offsets on the commands topic."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(self.settings.kafka.group_id)
+        finally:
+            await admin.close()
+        return {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == self.topics.commands}
+
+    async def end_offsets(self) -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topics.commands, p) for p in range(self.topics.partitions)]
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        return {tp.partition: off for tp, off in ends.items()}
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._out_consumer is not None:
+            await self._out_consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def simulator(orders: int = 0, **cfg: Any) -> AsyncIterator[SimulatorHandle]:
+    handle = await start_simulator(
+        SimulatorConfig(api_keys=(API_KEY,), seed=11, orders=orders, **cfg), host="127.0.0.1", port=0
+    )
+    try:
+        yield handle
+    finally:
+        await handle.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(
+    bootstrap: str, sim: SimulatorHandle, *, start: bool = True, **processing: Any
+) -> AsyncIterator[Bridge]:
+    partitions = processing.pop("partitions", 3)
+    settings = make_settings(bootstrap, sim.url, partitions=partitions, **processing)
+    bridge = Bridge(bootstrap, sim, settings)
+    await ensure_topics(settings, {})
+    if start:
+        await bridge.start()
+    try:
+        yield bridge
+    finally:
+        await bridge.aclose()
+
+
+async def poll_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` with a deadline (no fixed sleeps as synchronisation)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def statuses(history: Iterable[str]) -> list[str]:
+    return list(history)
