@@ -9,7 +9,6 @@ See the package docstring for the error-shape and fault-ordering decisions.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -20,6 +19,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
@@ -43,7 +43,6 @@ ADMIN_PREFIX = "/__admin"
 JSON = "application/json; charset=utf-8"
 PROBLEM_JSON = "application/problem+json; charset=utf-8"
 PROBLEM_TYPE_400 = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
-LOGGED_HEADERS = ("x-merchant", "x-channel", "x-adapterid")
 ORDER_BY = ("created", "billingEmail", "billingName", "cartTotal")
 _NO_BODY = object()
 _LOWER_STATUSES = {s.lower(): s for s in ORDER_STATUSES}
@@ -132,8 +131,10 @@ class SimulatorApp:
         self._latency_rng = random.Random(f"latency-{seed}")
         self._lock = threading.RLock()
         self._seq = 0
-        self._log: deque[dict[str, Any]] = deque(maxlen=self.config.max_log_entries)
-        self._calls: dict[str, deque[dict[str, Any]]] = {}
+        # Call records are flat tuples of immutable values (cheap, and ignored by the cyclic GC);
+        # calls() turns them into dicts.
+        self._log: deque[_CallRecord] = deque(maxlen=self.config.max_log_entries)
+        self._calls: dict[str, deque[_CallRecord]] = {}
         self._by_status: Counter[str] = Counter()
         self._by_fault: Counter[str] = Counter()
         self._requests = 0
@@ -177,11 +178,8 @@ class SimulatorApp:
     def calls(self, order_id: str | None = None) -> list[dict[str, Any]]:
         """Return the API call log of one order (or of all requests), oldest first."""
         with self._lock:
-            source = self._log if order_id is None else self._calls.get(order_id, ())
-            entries = [copy.deepcopy(entry) for entry in source]
-        for entry in entries:
-            entry["ts"] = format_ts(entry["ts"])
-        return entries
+            records = list(self._log if order_id is None else self._calls.get(order_id, ()))
+        return [_call_entry(record) for record in records]
 
     def stats(self) -> dict[str, Any]:
         """Return API request counts by status and by injected fault."""
@@ -300,7 +298,7 @@ class SimulatorApp:
         if cfg.latency_ms or cfg.jitter_ms:
             jitter = self._latency_rng.uniform(0.0, cfg.jitter_ms) if cfg.jitter_ms else 0.0
             response.delay_s = (cfg.latency_ms + jitter) / 1000.0
-        self._record(method, target, headers, parsed, response, order_id)
+        self._record(method, target, headers, body, response, order_id)
         return response
 
     def _record(
@@ -308,7 +306,7 @@ class SimulatorApp:
         method: str,
         target: str,
         headers: dict[str, str],
-        parsed: Any,
+        body: bytes,
         response: Response,
         order_id: str | None,
     ) -> None:
@@ -321,18 +319,20 @@ class SimulatorApp:
         if not self.config.log_calls:
             return
         self._seq += 1
-        entry = {
-            "seq": self._seq,
-            "ts": self.config.clock(),
-            "monotonic": time.monotonic(),
-            "method": method,
-            "path": target,
-            "order_id": order_id,
-            "status": None if no_answer else response.status,
-            "fault": response.fault,
-            "headers": {name: headers.get(name) for name in LOGGED_HEADERS},
-            "body": None if parsed is _NO_BODY else parsed,
-        }
+        entry: _CallRecord = (
+            self._seq,
+            self.config.clock(),
+            time.monotonic(),
+            method,
+            target,
+            order_id,
+            None if no_answer else response.status,
+            response.fault,
+            headers.get("x-merchant"),
+            headers.get("x-channel"),
+            headers.get("x-adapterid"),
+            body,
+        )
         self._log.append(entry)
         if order_id is not None:
             per_order = self._calls.get(order_id)
@@ -689,6 +689,44 @@ class SimulatorApp:
         from bridge.simulator.transport import make_mock_transport
 
         return make_mock_transport(self)
+
+
+_CallRecord = tuple[
+    int,  # seq
+    datetime,  # ts
+    float,  # monotonic
+    str,  # method
+    str,  # path (request target as received)
+    str | None,  # order id
+    int | None,  # status (None: no answer was sent)
+    str | None,  # fault kind
+    str | None,  # x-merchant
+    str | None,  # x-channel
+    str | None,  # x-adapterid
+    bytes,  # raw request body
+]
+
+
+def _call_entry(record: _CallRecord) -> dict[str, Any]:
+    seq, ts, mono, method, path, order_id, status, fault, merchant, channel, adapter, body = record
+    parsed: Any = None
+    if body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+    return {
+        "seq": seq,
+        "ts": format_ts(ts),
+        "monotonic": mono,
+        "method": method,
+        "path": path,
+        "order_id": order_id,
+        "status": status,
+        "fault": fault,
+        "headers": {"x-merchant": merchant, "x-channel": channel, "x-adapterid": adapter},
+        "body": parsed,
+    }
 
 
 def _script_entry(entry: Any) -> ScriptedResponse:

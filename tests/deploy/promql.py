@@ -2,8 +2,11 @@
 
 ``all_promql_expressions()`` returns ``(source, expr)`` pairs with Grafana's template variables
 substituted (``$__rate_interval`` -> ``1m``, ``$namespace``/``$job``/``$instance`` -> ``.*``), so a
-real Prometheus can evaluate them as they are. ``metric_names(expr)`` lists the metric names an
-expression selects, and ``known_metric_names()`` the names ``BridgeMetrics`` exports.
+real Prometheus can evaluate them as they are. Dashboard expressions return data once the bridge
+has been scraped a few times (``exercised_metrics()`` creates every series); alert expressions
+are conditions and return nothing while the bridge is healthy, so ``alert_input_selectors()``
+lists the metrics each alert reads. ``metric_names(expr)`` lists the metric names an expression
+selects, and ``known_metric_names()`` the names ``BridgeMetrics`` exports.
 
 The chart's ``files/`` hold the source of truth (``dashboards/`` and ``alerts/`` are checked
 copies). Import from another test folder by path, e.g.::
@@ -135,6 +138,17 @@ def all_promql_expressions() -> list[tuple[str, str]]:
     """Every dashboard and alert expression, with template variables substituted."""
     return [(src, substitute(expr)) for src, expr in dashboard_expressions()] + [
         (src, substitute(expr)) for src, expr in rule_expressions()
+    ]
+
+
+def alert_input_selectors() -> list[tuple[str, str]]:
+    """(source, metric name) of every metric an alert reads.
+
+    Alert expressions are conditions: on a healthy bridge they evaluate without error but return
+    nothing. To show an alert would see data, evaluate these selectors instead.
+    """
+    return [
+        (source, name) for source, expr in rule_expressions() for name in sorted(metric_names(expr))
     ]
 
 

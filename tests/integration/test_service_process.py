@@ -1,0 +1,183 @@
+"""``order-bridge run`` as a real process: configuration from env, SIGTERM drain, restart, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .harness import API_KEY, Bridge, poll_until, running_bridge, set_state, simulator
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def _env(bridge: Bridge, drain_s: float) -> dict[str, str]:
+    s = bridge.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(
+        {
+            "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+            "BRIDGE_KAFKA__GROUP_ID": s.kafka.group_id,
+            "BRIDGE_TOPICS__COMMANDS": s.topics.commands,
+            "BRIDGE_TOPICS__SNAPSHOTS": s.topics.snapshots,
+            "BRIDGE_TOPICS__EVENTS": s.topics.events,
+            "BRIDGE_TOPICS__RESULTS": s.topics.results,
+            "BRIDGE_TOPICS__DLQ": s.topics.dlq,
+            "BRIDGE_TOPICS__CREATE_MISSING": "false",
+            "BRIDGE_NORCE__BASE_URL": bridge.sim.url,
+            "BRIDGE_NORCE__API_KEY": API_KEY,
+            "BRIDGE_PROCESSING__DRAIN_DEADLINE_S": str(drain_s),
+            "BRIDGE_PROCESSING__COMMIT_INTERVAL_S": "0.2",
+            "BRIDGE_PROCESSING__MAX_IN_FLIGHT": "16",
+            "BRIDGE_HTTP__HOST": "127.0.0.1",
+            "BRIDGE_HTTP__PORT": "0",
+            "BRIDGE_LOG_LEVEL": "DEBUG",
+        }
+    )
+    return env
+
+
+def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge", "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+async def _wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"bridge did not exit within {timeout_s}s")
+        await asyncio.sleep(0.05)
+    return proc.returncode
+
+
+async def test_sigterm_drains_commits_only_finished_work_and_a_restart_finishes(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """SIGTERM mid-run exits within the deadline, commits nothing past unfinished work, restart completes."""
+    drain_s = 5.0
+    async with (
+        simulator(latency_ms=40) as sim,
+        running_bridge(kafka_bootstrap, sim, start=False) as bridge,
+    ):
+        orders = sim.app.seed(60, "norce", "1")
+        commands = [set_state(o, s) for s in ("processing", "accepted", "completed") for o in orders]
+        await bridge.send(*commands)
+        log_path = tmp_path / "bridge.log"
+        env = _env(bridge, drain_s)
+        proc = _spawn(env, log_path)
+        try:
+            await bridge.collect(lambda o: len(o.results) >= 40, timeout_s=60)
+            assert proc.poll() is None
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = await _wait_exit(proc, drain_s + 15)
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert code == 0
+        assert took < drain_s + 5, f"exit took {took:.1f}s"
+
+        # No committed offset is past a record whose outputs are missing.
+        await bridge.collect(lambda o: False, timeout_s=1.0)
+        handled = bridge.outputs.handled_sources()
+        committed = await bridge.committed()
+        for partition, offset in committed.items():
+            below = {(p, o) for p, o in bridge.sent if p == partition and o < offset}
+            assert below <= handled, f"partition {partition}: committed {offset} past unfinished work"
+        assert len(bridge.outputs.results) < len(commands), "the run finished before SIGTERM"
+
+        lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        stopped = [rec for rec in lines if rec["msg"] == "bridge stopped"]
+        assert len(stopped) == 1 and stopped[0]["applied"] >= 40
+        with_ids = [rec for rec in lines if "command_id" in rec]
+        assert with_ids and all("order_id" in rec for rec in with_ids)
+        assert API_KEY not in log_path.read_text()
+
+        proc = _spawn(env, log_path)
+        try:
+            out = await bridge.all_handled(timeout_s=90)
+            proc.send_signal(signal.SIGTERM)
+            assert await _wait_exit(proc, drain_s + 15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        per_command = out.results_by_command()
+        assert set(per_command) == {c.command_id for c in commands}
+        assert not out.dlq
+        for o in orders:
+            assert sim.app.history(o) == ["checkout", "processing", "accepted", "completed"]
+
+
+async def test_missing_topics_fail_with_a_clear_message_when_creation_is_disabled(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """With topic creation off, startup fails naming the missing topic, exit code 2."""
+    async with simulator() as sim, running_bridge(kafka_bootstrap, sim, start=False) as bridge:
+        env = _env(bridge, 5)
+        env["BRIDGE_TOPICS__EVENTS"] = "no-such-topic-events"
+        log_path = tmp_path / "bridge.log"
+        proc = subprocess.run(
+            [sys.executable, "-m", "bridge", "run"], env=env, capture_output=True, timeout=60, check=False
+        )
+        assert proc.returncode == 2
+        assert b"no-such-topic-events" in proc.stderr
+        assert b"BRIDGE_TOPICS__CREATE_MISSING" in proc.stderr
+        assert not log_path.exists()
+
+
+def test_invalid_configuration_is_reported_per_variable_without_values() -> None:
+    """A bad setting fails at startup naming the variable, never echoing secrets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(
+        {
+            "BRIDGE_PROCESSING__MAX_IN_FLIGHT": "lots",
+            "BRIDGE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+            "BRIDGE_KAFKA__SASL_PASSWORD": "hunter2-very-secret",
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge", "run"], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert proc.returncode == 2
+    err = proc.stderr.decode()
+    assert "BRIDGE_PROCESSING__MAX_IN_FLIGHT" in err
+    assert "BRIDGE_KAFKA" in err
+    assert "hunter2-very-secret" not in err
+
+
+async def test_health_endpoints_and_metrics_while_running(kafka_bootstrap: str) -> None:
+    """/healthz and /readyz answer, /metrics carries the bridge's series, no config values exposed."""
+    import httpx
+
+    async with simulator() as sim, running_bridge(kafka_bootstrap, sim) as bridge:
+        (order_id,) = sim.app.seed(1, "norce", "1")
+        await bridge.send(set_state(order_id, "processing"))
+        await bridge.all_handled()
+        service = bridge.service
+        assert service is not None and service.health is not None
+        await poll_until(lambda: service.runtime.assigned, 10, "assignment")
+        async with httpx.AsyncClient(base_url=service.health.url) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            metrics = (await http.get("/metrics")).text
+        assert 'norce_bridge_commands_total{outcome="applied",type="SetOrderState"} 1.0' in metrics
+        assert "norce_bridge_api_request_duration_seconds_bucket" in metrics
+        assert sim.url.split("//")[1] not in metrics
+        assert API_KEY not in metrics
+        assert bridge.settings.kafka.bootstrap_servers not in metrics
