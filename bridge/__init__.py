@@ -1,3 +1,3 @@
-"""norce-order-bridge: Norce Checkout order commands on Kafka, executed against the Norce Order API."""
+"""norce-order-bridge: Norce Checkout order commands from Kafka, run against the Order API."""
 
 __version__ = "0.1.0"

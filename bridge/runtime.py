@@ -817,6 +817,7 @@ class Runtime:
             await asyncio.sleep(interval)
             lag = max(0.0, time.monotonic() - t0 - interval)
             self._metrics.event_loop_lag(lag)
+            self._metrics.set_ready(self.assigned and self.broker_ok and not self._draining)
             self.heartbeat = time.monotonic()
             if self.heartbeat - last_lag >= 2.0:
                 last_lag = self.heartbeat

@@ -20,6 +20,9 @@ if [[ "${1:-}" == "--print-bin-dir" ]]; then
 fi
 
 install_helm() {
+    if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+        PATH="/usr/local/go/bin:$PATH"
+    fi
     local helm_bin="$BIN_DIR/helm" stamp="$BIN_DIR/.helm-build"
     command -v go >/dev/null 2>&1 || die "Go toolchain not found on PATH (needed to build helm with 'go install'); install Go >= 1.26"
     # Same link flags as helm's release Makefile: the version `helm version` prints, and the
@@ -59,7 +62,11 @@ install_promtool() {
         apt-get update -q
     fi
     log "installing Debian package 'prometheus' (provides /usr/bin/promtool and /usr/bin/prometheus)"
-    apt-get install -y -q --no-install-recommends prometheus
+    if ! apt-get install -y -q --no-install-recommends prometheus; then
+        log "install failed (stale apt lists?); running apt-get update and retrying"
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends prometheus
+    fi
     # The package starts a system service where an init system runs; the tests never need it.
     log "promtool installed: $(promtool --version 2>&1 | head -n1)"
 }

@@ -350,8 +350,10 @@ class SimulatorApp:
             return []
         if not path.startswith(API_PREFIX + "/"):
             return None
-        rest = path[len(API_PREFIX) + 1 :]
-        return [unquote(segment) for segment in rest.split("/")]
+        segments = path[len(API_PREFIX) + 1 :].split("/")
+        if len(segments) > 1 and segments[-1] == "":
+            segments.pop()  # tolerate one trailing slash
+        return [unquote(segment) for segment in segments]
 
     def _draw_fault(self, method: str, path: str) -> tuple[Response | None, bool]:
         """Pick the injected fault for this request, if any; also say if it is after-apply."""
@@ -416,7 +418,9 @@ class SimulatorApp:
         if entry.fault == "hang":
             return Response(0, fault="script:hang", hang_s=self.config.faults.hang_s)
         headers = list(entry.headers.items())
-        content_type = entry.headers.get("content-type") or entry.headers.get("Content-Type")
+        content_type = next(
+            (v for k, v in entry.headers.items() if k.lower() == "content-type"), None
+        )
         if entry.body is None:
             body = b""
         elif isinstance(entry.body, str) and content_type and "json" not in content_type:

@@ -170,6 +170,8 @@ class _HttpProtocol(asyncio.Protocol):
 
     def _parse(self) -> tuple[str, str, dict[str, str], bytes, bool] | None:
         buffer = self.buffer
+        if not buffer:
+            return None
         while buffer.startswith(b"\r\n"):
             del buffer[:2]
         end = buffer.find(b"\r\n\r\n")
@@ -293,7 +295,8 @@ async def start_simulator(
     server = await loop.create_server(
         lambda: _HttpProtocol(app, state), host, port, backlog=2048, reuse_address=True
     )
-    bound_port = server.sockets[0].getsockname()[1]
-    handle = SimulatorHandle(app, server, state, host, bound_port)
+    bound = server.sockets[0].getsockname()
+    url_host = bound[0] if host in ("", "localhost") else host
+    handle = SimulatorHandle(app, server, state, url_host, bound[1])
     log.info("simulator listening on %s with %d orders", handle.url, len(app.store))
     return handle

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 from helmtools import (
     CHART_DIR,
     CI_VALUES,
@@ -208,3 +210,26 @@ def test_grace_period_longer_than_drain_deadline_renders():
         (), ("config.processing.drainDeadlineSeconds=59", "terminationGracePeriodSeconds=60")
     )
     assert by_kind(docs, "Deployment")
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_notes_render(values: Path | None, tmp_path: Path):
+    """NOTES.txt renders (via tpl in a scratch copy of the chart) and names the release."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART_DIR, chart)
+    (chart / "notes.txt").write_text((chart / "templates" / "NOTES.txt").read_text())
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
+        'data:\n  notes: {{ tpl (.Files.Get "notes.txt") . | quote }}\n'
+    )
+    argv = [find_tool("helm"), "template", "bridge", str(chart), "--namespace", "orders"]
+    argv += ["--show-only", "templates/zz-notes.yaml"]
+    if values is not None:
+        argv += ["--values", str(values)]
+    notes = yaml.safe_load(run(argv).stdout)["data"]["notes"]
+    assert "bridge-norce-order-bridge" in notes
+    assert "/readyz" in notes
+    if values is None:
+        assert "WARNING: no Norce API key" in notes
+    else:
+        assert "WARNING" not in notes

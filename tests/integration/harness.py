@@ -1,4 +1,4 @@
-"""Test harness: a simulator, fresh topics and a bridge running in-process against the real broker."""
+"""Test harness: a simulator, fresh topics and an in-process bridge on the real broker."""
 
 from __future__ import annotations
 
@@ -73,7 +73,9 @@ def set_state(
     )
 
 
-def delete(order_id: str, *, merchant: str = "norce", channel: str = "1", **extra: Any) -> DeleteOrder:
+def delete(
+    order_id: str, *, merchant: str = "norce", channel: str = "1", **extra: Any
+) -> DeleteOrder:
     return DeleteOrder(
         command_id=extra.pop("command_id", f"c-{uuid.uuid4().hex[:12]}"),
         order_id=order_id,
@@ -145,22 +147,29 @@ class Bridge:
         return self._producer
 
     async def send_raw(
-        self, value: bytes | None, key: bytes | None = b"k", headers: list[tuple[str, bytes]] | None = None
+        self,
+        value: bytes | None,
+        key: bytes | None = b"k",
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> tuple[int, int]:
         producer = await self.producer()
-        md = await producer.send_and_wait(self.topics.commands, value, key=key, headers=headers or [])
+        md = await producer.send_and_wait(
+            self.topics.commands, value, key=key, headers=headers or []
+        )
         self.sent.append((md.partition, md.offset))
         return md.partition, md.offset
 
     async def send(self, *commands: SetOrderState | DeleteOrder) -> list[tuple[int, int]]:
         return [
-            await self.send_raw(command_to_json(c), key=c.order_id.encode(), headers=[("content-type", b"application/json")])
+            await self.send_raw(
+                command_to_json(c),
+                key=c.order_id.encode(),
+                headers=[("content-type", b"application/json")],
+            )
             for c in commands
         ]
 
-    async def collect(
-        self, until: Callable[[Outputs], bool], timeout_s: float = 60.0
-    ) -> Outputs:
+    async def collect(self, until: Callable[[Outputs], bool], timeout_s: float = 60.0) -> Outputs:
         """Read outputs (read_committed) until ``until(outputs)`` holds or the deadline passes."""
         if self._out_consumer is None:
             self._out_consumer = AIOKafkaConsumer(
@@ -187,7 +196,9 @@ class Bridge:
                     if tp.topic == self.topics.results:
                         o.results.append(self.codec.decode(m.value)[1])
                     elif tp.topic == self.topics.snapshots:
-                        o.snapshots.append((key, None if m.value is None else self.codec.decode(m.value)[1]))
+                        o.snapshots.append(
+                            (key, None if m.value is None else self.codec.decode(m.value)[1])
+                        )
                     elif tp.topic == self.topics.events:
                         o.events.append(self.codec.decode(m.value))
                     elif tp.topic == self.topics.dlq:
@@ -210,7 +221,11 @@ class Bridge:
             offsets = await admin.list_consumer_group_offsets(self.settings.kafka.group_id)
         finally:
             await admin.close()
-        return {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == self.topics.commands}
+        return {
+            tp.partition: om.offset
+            for tp, om in offsets.items()
+            if tp.topic == self.topics.commands
+        }
 
     async def end_offsets(self) -> dict[int, int]:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
@@ -234,7 +249,9 @@ class Bridge:
 @contextlib.asynccontextmanager
 async def simulator(orders: int = 0, **cfg: Any) -> AsyncIterator[SimulatorHandle]:
     handle = await start_simulator(
-        SimulatorConfig(api_keys=(API_KEY,), seed=11, orders=orders, **cfg), host="127.0.0.1", port=0
+        SimulatorConfig(api_keys=(API_KEY,), seed=11, orders=orders, **cfg),
+        host="127.0.0.1",
+        port=0,
     )
     try:
         yield handle

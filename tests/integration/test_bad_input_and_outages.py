@@ -75,7 +75,12 @@ def malformed_records() -> list[tuple[str, bytes | None, list[tuple[str, bytes]]
         ("crlf in merchant", _cmd(merchant="norce\r\nx"), [], "invalid_field"),
         ("oversize", _cmd(correlationId="x" * 70_000), [], "oversize"),
         ("avro garbage", b"\xc3\x01" + b"\x01" * 20, [], "invalid_avro"),
-        ("avro of another schema", wrong_schema, [("content-type", b"application/avro")], "invalid_avro"),
+        (
+            "avro of another schema",
+            wrong_schema,
+            [("content-type", b"application/avro")],
+            "invalid_avro",
+        ),
         ("avro header, json body", _cmd(), [("content-type", b"application/avro")], "invalid_avro"),
     ]
 
@@ -83,7 +88,7 @@ def malformed_records() -> list[tuple[str, bytes | None, list[tuple[str, bytes]]
 async def test_malformed_inputs_are_dead_lettered_with_reasons_and_offsets_move_on(
     kafka_bootstrap: str,
 ) -> None:
-    """Each malformed record lands in the DLQ once with its reason; valid commands around them apply."""
+    """Each malformed record is dead-lettered once with its reason; valid ones around it apply."""
     cases = malformed_records()
     assert len(cases) >= 20
     async with simulator() as sim, running_bridge(kafka_bootstrap, sim, partitions=1) as bridge:
@@ -124,14 +129,16 @@ async def test_malformed_inputs_are_dead_lettered_with_reasons_and_offsets_move_
 
         deadline = time.monotonic() + 20
         while not await committed_to_end():
-            assert time.monotonic() < deadline, "committed offset never moved past the poison records"
+            assert time.monotonic() < deadline, (
+                "committed offset never moved past the poison records"
+            )
             await bridge.collect(lambda o: False, timeout_s=0.2)
 
 
 async def test_api_down_for_ten_seconds_holds_commands_and_applies_them_after_recovery(
     kafka_bootstrap: str,
 ) -> None:
-    """While Norce answers 503 the circuit opens and nothing is dead-lettered; all apply afterwards."""
+    """While Norce answers 503 the circuit opens, nothing is dead-lettered, all apply later."""
     async with (
         simulator() as sim,
         running_bridge(kafka_bootstrap, sim, circuit_open_s=0.5, circuit_max_open_s=2.0) as bridge,
@@ -152,9 +159,7 @@ async def test_api_down_for_ten_seconds_holds_commands_and_applies_them_after_re
             lambda: service.runtime._circuit.state != "closed", 10, "the circuit to open"
         )
         # the consumer pauses while the circuit is open
-        await poll_until(
-            lambda: service.runtime._all_paused, 5, "partitions to be paused"
-        )
+        await poll_until(lambda: service.runtime._all_paused, 5, "partitions to be paused")
         remaining = 10 - (time.monotonic() - down_at)
         await bridge.collect(lambda o: False, timeout_s=max(0.0, remaining))
         assert not bridge.outputs.dlq, "valid commands were dead-lettered during the outage"

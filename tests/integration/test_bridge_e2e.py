@@ -29,7 +29,7 @@ def _apache_decode(schema_text: str, data: bytes) -> dict[str, Any]:
 async def test_set_state_publishes_snapshot_equal_to_the_order_and_a_state_event(
     kafka_bootstrap: str,
 ) -> None:
-    """PUT state → GET → a snapshot equal to the simulator's order and an event with previous/new status."""
+    """PUT → GET gives a snapshot equal to the order and an event with previous/new status."""
     async with simulator() as sim, running_bridge(kafka_bootstrap, sim) as bridge:
         (order_id,) = sim.app.seed(1, "norce", "1")
         c1 = set_state(order_id, "processing", correlation_id="corr-1")
@@ -76,7 +76,7 @@ async def test_delete_publishes_tombstone_and_event_and_a_repeat_is_already_dele
 
 
 async def test_preconditions_expiry_and_api_rejections(kafka_bootstrap: str) -> None:
-    """Unmet preconditions are rejected, expired commands expire, API 400/404 dead-letter with a failed result."""
+    """Unmet preconditions reject, expired commands expire, API 400/404 fail to the DLQ."""
     from datetime import UTC, datetime, timedelta
 
     from bridge.order_model import OrderStatus

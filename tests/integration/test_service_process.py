@@ -67,14 +67,16 @@ async def _wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
 async def test_sigterm_drains_commits_only_finished_work_and_a_restart_finishes(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    """SIGTERM mid-run exits within the deadline, commits nothing past unfinished work, restart completes."""
+    """SIGTERM exits within the deadline, commits no unfinished work; a restart completes."""
     drain_s = 5.0
     async with (
         simulator(latency_ms=40) as sim,
         running_bridge(kafka_bootstrap, sim, start=False) as bridge,
     ):
         orders = sim.app.seed(60, "norce", "1")
-        commands = [set_state(o, s) for s in ("processing", "accepted", "completed") for o in orders]
+        commands = [
+            set_state(o, s) for s in ("processing", "accepted", "completed") for o in orders
+        ]
         await bridge.send(*commands)
         log_path = tmp_path / "bridge.log"
         env = _env(bridge, drain_s)
@@ -98,14 +100,18 @@ async def test_sigterm_drains_commits_only_finished_work_and_a_restart_finishes(
         committed = await bridge.committed()
         for partition, offset in committed.items():
             below = {(p, o) for p, o in bridge.sent if p == partition and o < offset}
-            assert below <= handled, f"partition {partition}: committed {offset} past unfinished work"
+            assert below <= handled, (
+                f"partition {partition}: committed {offset} past unfinished work"
+            )
         assert len(bridge.outputs.results) < len(commands), "the run finished before SIGTERM"
 
         lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
         stopped = [rec for rec in lines if rec["msg"] == "bridge stopped"]
-        assert len(stopped) == 1 and stopped[0]["applied"] >= 40
+        assert len(stopped) == 1
+        assert stopped[0]["applied"] >= 40
         with_ids = [rec for rec in lines if "command_id" in rec]
-        assert with_ids and all("order_id" in rec for rec in with_ids)
+        assert with_ids
+        assert all("order_id" in rec for rec in with_ids)
         assert API_KEY not in log_path.read_text()
 
         proc = _spawn(env, log_path)
@@ -131,8 +137,13 @@ async def test_missing_topics_fail_with_a_clear_message_when_creation_is_disable
         env = _env(bridge, 5)
         env["BRIDGE_TOPICS__EVENTS"] = "no-such-topic-events"
         log_path = tmp_path / "bridge.log"
-        proc = subprocess.run(
-            [sys.executable, "-m", "bridge", "run"], env=env, capture_output=True, timeout=60, check=False
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bridge", "run"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
         assert proc.returncode == 2
         assert b"no-such-topic-events" in proc.stderr
@@ -151,7 +162,11 @@ def test_invalid_configuration_is_reported_per_variable_without_values() -> None
         }
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge", "run"], env=env, capture_output=True, timeout=60, check=False
+        [sys.executable, "-m", "bridge", "run"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 2
     err = proc.stderr.decode()
@@ -161,7 +176,7 @@ def test_invalid_configuration_is_reported_per_variable_without_values() -> None
 
 
 async def test_health_endpoints_and_metrics_while_running(kafka_bootstrap: str) -> None:
-    """/healthz and /readyz answer, /metrics carries the bridge's series, no config values exposed."""
+    """/healthz, /readyz and /metrics answer, and expose no configuration values."""
     import httpx
 
     async with simulator() as sim, running_bridge(kafka_bootstrap, sim) as bridge:
@@ -169,7 +184,8 @@ async def test_health_endpoints_and_metrics_while_running(kafka_bootstrap: str) 
         await bridge.send(set_state(order_id, "processing"))
         await bridge.all_handled()
         service = bridge.service
-        assert service is not None and service.health is not None
+        assert service is not None
+        assert service.health is not None
         await poll_until(lambda: service.runtime.assigned, 10, "assignment")
         async with httpx.AsyncClient(base_url=service.health.url) as http:
             assert (await http.get("/healthz")).status_code == 200

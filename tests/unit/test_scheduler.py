@@ -60,7 +60,8 @@ def test_distinct_keys_run_in_parallel() -> None:
     assert got[3] is None
     s.done("a")
     nxt = s.pop_ready()
-    assert nxt is not None and nxt.seq == 3
+    assert nxt is not None
+    assert nxt.seq == 3
 
 
 def test_drop_removes_only_matching_items() -> None:
@@ -74,8 +75,10 @@ def test_drop_removes_only_matching_items() -> None:
     assert sorted(d.seq for d in dropped) == [1, 2]
     assert len(s) == 2
     first = s.pop_ready()
-    assert first is not None and first.seq == 0
+    assert first is not None
+    assert first.seq == 0
     assert s.pop_ready() is None
     s.done("a")
     second = s.pop_ready()
-    assert second is not None and second.seq == 3
+    assert second is not None
+    assert second.seq == 3

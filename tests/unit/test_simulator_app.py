@@ -215,6 +215,14 @@ def test_percent_encoded_id_is_decoded(app: SimulatorApp, oid: str) -> None:
     assert call(app, "GET", f"{BASE}/{quote(oid + '/x', safe='')}").status == 404
 
 
+def test_trailing_slash_is_tolerated(app: SimulatorApp, oid: str) -> None:
+    """One trailing slash after the id, state or collection path routes the same."""
+    assert call(app, "GET", f"{BASE}/{oid}/").status == 200
+    assert call(app, "PUT", f"{BASE}/{oid}/state/", {"currentStatus": "processing"}).status == 200
+    assert call(app, "GET", f"{BASE}/").status == 200
+    assert call(app, "GET", f"{BASE}//state").status == 405
+
+
 def test_checkout_order_path_prefix_is_accepted(app: SimulatorApp, oid: str) -> None:
     """Paths under /checkout/order (the server base URL of the docs) work the same."""
     assert call(app, "GET", f"/checkout/order{BASE}/{oid}").status == 200

@@ -1,0 +1,35 @@
+"""The README's first command: `order-bridge demo` runs end to end and exits 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def test_demo_runs_end_to_end_on_embedded_defaults() -> None:
+    """The demo starts its own broker and simulator, handles every record and prints a summary."""
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "records handled : 73/73" in out
+    assert "applied=" in out
+    assert "rejected=1" in out
+    assert "expired=1" in out
+    assert "dead letters    : 11" in out
+    for reason in ("invalid_json", "bad_order_id", "unknown_state", "oversize", "api_rejected"):
+        assert reason in out
+    assert "sample snapshot" in out
+    assert "sample event" in out
