@@ -100,7 +100,12 @@ class _CommandBase(BaseModel):
     @field_validator("merchant", "channel")
     @classmethod
     def _scope_token(cls, v: str) -> str:
-        return _check_token(v, "merchant/channel", MAX_SCOPE_LENGTH)
+        _check_token(v, "merchant/channel", MAX_SCOPE_LENGTH)
+        if not v.isascii() or not v.isprintable():
+            raise ValueError(
+                "merchant/channel must be printable ASCII (they are HTTP header values)"
+            )
+        return v
 
     @field_validator("order_id")
     @classmethod

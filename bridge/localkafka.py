@@ -224,7 +224,12 @@ class LocalKafka:
 
     Extra listeners (e.g. SASL_SSL for security tests) can be added with ``extra_listeners``
     (name → port) and ``extra_properties``; ``data_dir`` may be given so that a restart keeps the
-    log (broker restarts in fault tests).
+    log (broker restarts in fault tests). Property values may span lines (inline PEM
+    certificates and keys): line breaks are written as ``\n`` escapes. ``scram_users``
+    (name → password) are created for every mechanism in ``scram_mechanisms`` when the storage
+    is formatted (KRaft keeps SCRAM credentials in the metadata log); see
+    :func:`sasl_ssl_listener_properties` for a complete SASL_SSL listener. The PLAINTEXT listener
+    stays the inter-broker one.
     """
 
     data_dir: Path | None = None
@@ -237,6 +242,8 @@ class LocalKafka:
     startup_timeout_s: float = 90.0
     port: int = 0
     controller_port: int = 0
+    scram_users: dict[str, str] = field(default_factory=dict)  # name -> password (format time)
+    scram_mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512")
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _own_dir: bool = field(default=False, init=False, repr=False)
     _log_handle: object | None = field(default=None, init=False, repr=False)
@@ -245,6 +252,13 @@ class LocalKafka:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def listener_bootstrap(self, name: str) -> str:
+        """``host:port`` of the extra listener ``name`` (its port is known once started)."""
+        _protocol, port = self.extra_listeners[name]
+        if not port:
+            raise LocalKafkaError(f"listener {name} has no port yet: start the broker first")
+        return f"127.0.0.1:{port}"
 
     @property
     def log_file(self) -> Path:
@@ -289,7 +303,18 @@ class LocalKafka:
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
         }
         props.update(self.extra_properties)
-        return "".join(f"{k}={v}\n" for k, v in props.items())
+        return "".join(f"{k}={_escape_property_value(v)}\n" for k, v in props.items())
+
+    def _scram_format_args(self) -> list[str]:
+        """``--add-scram`` arguments of ``StorageTool format`` for ``scram_users``."""
+        args: list[str] = []
+        for name, password in self.scram_users.items():
+            for bad in ('"', "\\", "\n", "\r"):
+                if bad in name or bad in password:
+                    raise LocalKafkaError(f"SCRAM user {name!r}: name/password contain {bad!r}")
+            for mechanism in self.scram_mechanisms:
+                args += ["--add-scram", f'{mechanism}=[name="{name}",password="{password}"]']
+        return args
 
     def _java(self) -> str:
         java = shutil.which("java")
@@ -322,10 +347,13 @@ class LocalKafka:
         common = [f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
         started = time.monotonic()
         if not (self.data_dir / "log" / "meta.properties").exists():
-            cluster_id = uuid.uuid4().bytes
             import base64
 
-            cid = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
+            # Like Kafka's Uuid.randomUuid(): an id starting with "-" would be read as an option
+            # by the StorageTool's argument parser (1 start in 64 failed that way).
+            cid = "-"
+            while cid.startswith("-"):
+                cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = subprocess.run(
                 [
                     java,
@@ -338,6 +366,7 @@ class LocalKafka:
                     "-c",
                     str(props_file),
                     "--ignore-formatted",
+                    *self._scram_format_args(),
                 ],
                 capture_output=True,
                 text=True,
@@ -453,6 +482,52 @@ class LocalKafka:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.cleanup()
+
+
+def _escape_property_value(value: str) -> str:
+    """A value for a Java properties file: line breaks become ``\\n``/``\\r`` escapes."""
+    return value.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def sasl_ssl_listener_properties(
+    listener: str,
+    *,
+    certificate_chain_pem: str,
+    private_key_pem: str,
+    mechanisms: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+    plain_users: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Broker properties for a SASL_SSL listener named ``listener`` (for ``extra_properties``).
+
+    TLS: the server certificate chain and its unencrypted PKCS#8 private key (PEM text), inline
+    (``ssl.keystore.type=PEM``); no client certificates. SASL: ``mechanisms`` enabled on this
+    listener only; PLAIN users (name → password) live in the listener's JAAS config, SCRAM users
+    are created at format time (``LocalKafka.scram_users``).
+    """
+    if "BEGIN PRIVATE KEY" not in private_key_pem:
+        raise LocalKafkaError("the listener key must be an unencrypted PKCS#8 PEM private key")
+    prefix = f"listener.name.{listener.lower()}"
+    props = {
+        f"{prefix}.ssl.keystore.type": "PEM",
+        f"{prefix}.ssl.keystore.certificate.chain": certificate_chain_pem.strip(),
+        f"{prefix}.ssl.keystore.key": private_key_pem.strip(),
+        f"{prefix}.ssl.client.auth": "none",
+        f"{prefix}.sasl.enabled.mechanisms": ",".join(mechanisms),
+    }
+    for name, pw in (plain_users or {}).items():
+        if not name or any(c in name for c in " \t=\"';\\") or any(c in pw for c in '"\\\r\n'):
+            raise LocalKafkaError(f"PLAIN user {name!r}: unusable name or password characters")
+    for mechanism in mechanisms:
+        if mechanism == "PLAIN":
+            users = "".join(f' user_{name}="{pw}"' for name, pw in (plain_users or {}).items())
+            module = "org.apache.kafka.common.security.plain.PlainLoginModule"
+            props[f"{prefix}.plain.sasl.jaas.config"] = f"{module} required{users};"
+        elif mechanism.startswith("SCRAM-"):
+            module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+            props[f"{prefix}.{mechanism.lower()}.sasl.jaas.config"] = f"{module} required;"
+        else:
+            raise LocalKafkaError(f"unsupported SASL mechanism {mechanism!r}")
+    return props
 
 
 @contextlib.contextmanager

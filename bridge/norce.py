@@ -119,9 +119,14 @@ def build_http_client(
     (it honours ``max_connections`` and the timeouts; aiohttp has no keep-alive pool size).
     ``trust_env`` is off so that proxy and TLS settings come from configuration only.
     """
-    url = httpx.URL(base_url)
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL:
+        raise ConfigError("the Norce base URL is not a valid URL (value not shown)") from None
     if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(f"Norce base URL must be an absolute http(s) URL, got {base_url!r}")
+        raise ConfigError(
+            "the Norce base URL must be an absolute http(s) URL with a host (value not shown)"
+        )
     normalised = str(url.copy_with(raw_path=url.raw_path.rstrip(b"/") + b"/"))
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive)
     timeout = httpx.Timeout(

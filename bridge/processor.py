@@ -185,20 +185,23 @@ class Processor:
         self._api = api
         self._clock = clock
         self._max_age = max_command_age_s
-        self._cache: OrderedDict[str, str] = OrderedDict()
+        # order id -> (status, number of transitions) as last seen by this process
+        self._cache: OrderedDict[str, tuple[str | None, int]] = OrderedDict()
         self._cache_size = status_cache_size
         self._recovery: dict[str, _Recovery | object] = {}
 
     # -- status cache ---------------------------------------------------------------------
 
-    def _remember(self, order_id: str, status: str | None) -> None:
-        if status is None:
+    def _remember(self, order_id: str, order: dict[str, Any] | None) -> tuple[str | None, int]:
+        if order is None:
             self._cache.pop(order_id, None)
-            return
-        self._cache[order_id] = status
+            return None, 0
+        view = (_status_of(order), len(_transitions(order)))
+        self._cache[order_id] = view
         self._cache.move_to_end(order_id)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+        return view
 
     def forget_recovery(self) -> None:
         """Drop per-order recovery state (after a rebalance settles)."""
@@ -216,9 +219,23 @@ class Processor:
         """Execute ``command``; ``suspect_since`` marks a possible replay (its window start)."""
         if suspect_since is None:
             self._recovery.pop(command.order_id, None)
-        if isinstance(command, SetOrderState):
-            return await self._set_state(command, src, suspect_since)
-        return await self._delete(command, src, suspect_since)
+        try:
+            if isinstance(command, SetOrderState):
+                return await self._set_state(command, src, suspect_since)
+            return await self._delete(command, src, suspect_since)
+        except InvalidCommandError as exc:
+            # The client refused to send it (e.g. a header value it cannot carry): the command
+            # itself is bad, so it is a dead letter, never retried.
+            dlq = dead_letter(src, exc.reason, exc, stage=STAGE_PARSE, ids=command)
+            return self._result(
+                command,
+                src,
+                "failed",
+                0,
+                reason=f"{exc.reason}: {exc.message}",
+                outputs=[dlq],
+                dead_letter_reason=exc.reason,
+            )
 
     def invalid(self, src: SourceRecord, error: InvalidCommandError) -> Outcome:
         """An invalid record: dead letter, plus a failed result when it has a command id."""
@@ -268,13 +285,14 @@ class Processor:
         now = self._clock()
         target = cmd.state.value
         expired = is_expired(cmd, now, self._max_age)
-        cached = self._cache.get(cmd.order_id)
+        known = self._cache.get(cmd.order_id)
+        cached = known[0] if known is not None else None
         recovering = (
             suspect_since is not None and self._recovery.get(cmd.order_id) is not _NOT_RECOVERING
         )
         attempts = 0
         pre: dict[str, Any] | None = None
-        if expired or cmd.expected_state is not None or cached is None or recovering:
+        if expired or cmd.expected_state is not None or known is None or recovering:
             try:
                 got = await self._api.get_order_json(
                     cmd.order_id, merchant=cmd.merchant, channel=cmd.channel
@@ -293,8 +311,8 @@ class Processor:
                     return self._result(cmd, src, "expired", exc.attempts, reason=expired)
                 return self._api_failure(cmd, src, exc, "order_not_found")
             pre, attempts = got.value, got.attempts
-            cached = _status_of(pre)
-            self._remember(cmd.order_id, cached)
+            known = self._remember(cmd.order_id, pre)
+            cached = known[0]
 
         if expired:
             return self._result(cmd, src, "expired", attempts, reason=expired, current=cached)
@@ -338,8 +356,8 @@ class Processor:
                 current=cached,
                 reason=f"expected state {cmd.expected_state.value}, order is {cached}",
             )
-        if cached == target:
-            outputs = self._snapshot(cmd, pre, now) if pre is not None else []
+        if pre is not None and cached == target:
+            outputs = self._snapshot(cmd, pre, now)
             return self._result(
                 cmd,
                 src,
@@ -360,7 +378,6 @@ class Processor:
         except NorceInvalidRequestError as exc:
             return self._api_failure(cmd, src, exc, "api_rejected", attempts, current=cached)
         attempts += put.attempts
-        previous = cached
         try:
             got = await self._api.get_order_json(
                 cmd.order_id, merchant=cmd.merchant, channel=cmd.channel
@@ -376,9 +393,25 @@ class Processor:
             )
         attempts += got.attempts
         order = got.value
-        status = _status_of(order)
-        self._remember(cmd.order_id, status)
+        before_n = known[1] if known is not None else 0
+        status, n_now = self._remember(cmd.order_id, order)
         outputs = self._snapshot(cmd, order, now)
+        if known is not None and n_now == before_n and status == target:
+            # Transitions are append-only: none was added, so the order already was in the target
+            # state (the bridge's view was current; the PUT was a same-state no-op).
+            return self._result(
+                cmd,
+                src,
+                "already_applied",
+                attempts,
+                current=status,
+                reason=f"order is already {target}",
+                outputs=outputs,
+            )
+        transitions = _transitions(order)
+        previous = cached
+        if n_now > before_n and len(transitions) >= 2 and transitions[-1][0] == status:
+            previous = transitions[-2][0]  # the order's own history, not the bridge's memory
         outputs.append(
             self._state_event(
                 cmd, previous, status or target, latest_transition_at(order, status or target), now
@@ -393,7 +426,8 @@ class Processor:
     ) -> Outcome:
         now = self._clock()
         expired = is_expired(cmd, now, self._max_age)
-        previous = self._cache.get(cmd.order_id)
+        seen = self._cache.get(cmd.order_id)
+        previous = seen[0] if seen is not None else None
         attempts = 0
         if expired or cmd.expected_state is not None or previous is None:
             try:

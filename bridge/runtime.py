@@ -55,6 +55,9 @@ log = logging.getLogger("bridge.runtime")
 
 EncodedRecord = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 RESERVE_CHUNK_MIN = 1000
+# Metric labels name a topic's role, never its configured name (no configuration in /metrics).
+TOPIC_ROLES = {"snapshot": "snapshots", "event": "events", "result": "results", "dlq": "dlq"}
+COMMANDS_ROLE = "commands"
 UNEXPECTED_FAILURE_LIMIT = 5
 
 
@@ -97,11 +100,13 @@ class PartState:
     in_flight: dict[int, int] = field(default_factory=dict)  # offset -> dispatch ms
     buffered: int = 0
     paused: bool = False
-    revoked: bool = False
+    revoked: bool = False  # no new dispatches; in-flight work may still finish and commit
+    abandoned: bool = False  # no longer ours: late completions are dropped
     reserving: bool = False
     last_commit_key: tuple[Any, ...] | None = None
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     txn: _Txn | None = None
+    tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
 
 
 def _now_ms() -> int:
@@ -390,11 +395,19 @@ class Runtime:
                 ps.in_flight[item.offset] = _now_ms()
                 task = tg.create_task(self._work(item, ps))
                 self._running.add(task)
-                task.add_done_callback(self._running.discard)
+                ps.tasks[item.offset] = task
+                task.add_done_callback(self._task_done)
             self._metrics.set_in_flight(len(self._running))
 
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # Wake the dispatcher only once the task has left ``_running``: waking it from the
+        # worker's ``finally`` would let it see a full ``_running`` and go back to sleep.
+        self._running.discard(task)
+        self._wake.set()
+        self._progress.set()
+
     def _live(self, item: WorkItem, ps: PartState) -> bool:
-        return not ps.revoked and self._parts.get(item.tp) is ps and ps.epoch == item.epoch
+        return not ps.abandoned and self._parts.get(item.tp) is ps and ps.epoch == item.epoch
 
     async def _work(self, item: WorkItem, ps: PartState) -> None:
         cmd = item.command
@@ -404,6 +417,7 @@ class Runtime:
             correlation_id_var.set(cmd.correlation_id if cmd else None),
         )
         started = time.monotonic()
+        completed = False
         try:
             outcome = await self._execute(item, ps)
             if outcome is None or not self._live(item, ps):
@@ -415,6 +429,7 @@ class Runtime:
             if not self._eos:
                 assert ps.offsets is not None
                 ps.offsets.complete(item.offset)
+            completed = True
             self._account(outcome, item, started, len(records))
         except FatalRuntimeError as exc:
             self._die(exc)
@@ -423,8 +438,12 @@ class Runtime:
                 (command_id_var, order_id_var, correlation_id_var), tokens, strict=True
             ):
                 var.reset(token)
-            if self._parts.get(item.tp) is ps and ps.epoch == item.epoch:
-                ps.in_flight.pop(item.offset, None)
+            ps.tasks.pop(item.offset, None)
+            if self._live(item, ps):
+                # An unfinished record keeps its dispatch time: the next commit's metadata must
+                # say it may have reached the API (it is replayed as a suspect).
+                if completed:
+                    ps.in_flight.pop(item.offset, None)
                 ps.buffered -= 1
                 if (
                     ps.recovering
@@ -554,7 +573,7 @@ class Runtime:
             m.command_finished(outcome.command_type, "dead_lettered", 0.0)
             self.counters["dead_lettered"] += 1
         for o in outcome.outputs:
-            m.published(self._topics[o.kind])
+            m.published(TOPIC_ROLES[o.kind])
         if item.src.timestamp_ms > 0:
             m.e2e_latency(max(0.0, time.time() - item.src.timestamp_ms / 1000))
         if outcome.outcome in ("applied", "already_applied"):
@@ -667,7 +686,7 @@ class Runtime:
         ps.offsets.mark_committed(committable)
         ps.limit = limit
         self.counters["commits"] += 1
-        self._metrics.set_committed(ps.tp.topic, ps.tp.partition, committable)
+        self._metrics.set_committed(COMMANDS_ROLE, ps.tp.partition, committable)
 
     async def _commit_txn(self, ps: PartState, new_limit: int | None) -> bool:
         txn = ps.txn
@@ -734,9 +753,12 @@ class Runtime:
                 await self._commit_partition(ps, final=True)
             except FatalRuntimeError as exc:
                 self._die(exc)
+            ps.abandoned = True
+            for task in list(ps.tasks.values()):
+                task.cancel()
         for ps in parts:
             self._parts.pop(ps.tp, None)
-            self._metrics.forget_partition(ps.tp.topic, ps.tp.partition)
+            self._metrics.forget_partition(COMMANDS_ROLE, ps.tp.partition)
             if ps.txn is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ps.txn.producer.stop(), 10)
@@ -765,7 +787,10 @@ class Runtime:
                 )
                 await producer.start()  # init_transactions: fences a zombie owner first
                 txns[tp] = _Txn(producer)
+        # Private but stable aiokafka API: the public committed() drops the metadata we need.
         committed = await consumer._coordinator.fetch_committed_offsets(new) if new else {}
+        # Records at or beyond today's end offset were never dispatched by anyone: not suspect.
+        ends = await consumer.end_offsets(new) if new else {}
         for tp in new:
             self._epoch += 1
             om = committed.get(tp)
@@ -778,7 +803,9 @@ class Runtime:
                 meta = CommitMeta()
                 offsets = None
                 start = 0
-            suspect_limit = meta.limit if meta.limit is not None else start
+            suspect_limit = start
+            if meta.limit is not None:
+                suspect_limit = max(start, min(meta.limit, ends.get(tp, meta.limit)))
             recovering = suspect_limit > start
             ps = PartState(
                 tp=tp,
@@ -835,7 +862,7 @@ class Runtime:
             if hw is None:
                 continue
             position = ps.offsets.committable() if ps.offsets is not None else 0
-            self._metrics.set_lag(tp.topic, tp.partition, max(0, hw - position))
+            self._metrics.set_lag(COMMANDS_ROLE, tp.partition, max(0, hw - position))
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -886,19 +913,59 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 def kafka_client_options(
     settings: BridgeSettings, password: Callable[[], str | None]
 ) -> dict[str, Any]:
-    """Security options for aiokafka clients (TLS, SASL) from the settings."""
+    """Security options for aiokafka clients (TLS, SASL) from the settings.
+
+    TLS files that cannot be loaded raise :class:`~bridge.errors.ConfigError` naming the
+    variable and the file (never its content). An encrypted client key is refused instead of
+    letting OpenSSL prompt for its passphrase on a terminal.
+    """
+    import ssl
+
+    from aiokafka.helpers import create_ssl_context
+
+    from bridge.errors import ConfigError
+
+    def why(exc: Exception) -> str:
+        if isinstance(exc, ssl.SSLError):
+            return exc.reason or exc.strerror or type(exc).__name__
+        if isinstance(exc, OSError):
+            return exc.strerror or type(exc).__name__
+        return type(exc).__name__
+
     k = settings.kafka
     opts: dict[str, Any] = {"security_protocol": k.security_protocol}
     if k.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
+        try:
+            context = create_ssl_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"BRIDGE_KAFKA__SSL_CAFILE: cannot load CA certificates from "
+                f"{str(k.ssl_cafile)!r}: {why(exc)}"
+            ) from None
+        if k.ssl_keyfile is not None and k.ssl_certfile is None:
+            raise ConfigError("BRIDGE_KAFKA__SSL_KEYFILE is set without BRIDGE_KAFKA__SSL_CERTFILE")
+        if k.ssl_certfile is not None:
 
-        opts["ssl_context"] = create_ssl_context(
-            cafile=str(k.ssl_cafile) if k.ssl_cafile else None,
-            certfile=str(k.ssl_certfile) if k.ssl_certfile else None,
-            keyfile=str(k.ssl_keyfile) if k.ssl_keyfile else None,
-        )
+            def no_passphrase() -> bytes:
+                raise ConfigError(
+                    "BRIDGE_KAFKA__SSL_KEYFILE: the client key is encrypted; "
+                    "provide an unencrypted key (a mounted Secret)"
+                )
+
+            try:
+                context.load_cert_chain(
+                    str(k.ssl_certfile),
+                    str(k.ssl_keyfile) if k.ssl_keyfile else None,
+                    password=no_passphrase,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"BRIDGE_KAFKA__SSL_CERTFILE/SSL_KEYFILE: cannot load the client certificate "
+                    f"{str(k.ssl_certfile)!r} and key: {why(exc)}"
+                ) from None
         if not k.ssl_check_hostname:
-            opts["ssl_context"].check_hostname = False
+            context.check_hostname = False
+        opts["ssl_context"] = context
     if k.security_protocol.startswith("SASL"):
         opts["sasl_mechanism"] = k.sasl_mechanism
         opts["sasl_plain_username"] = k.sasl_username
