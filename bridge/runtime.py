@@ -259,6 +259,10 @@ class Runtime:
             for tp, records in batch.items():
                 ps = self._parts.get(tp)
                 if ps is None or ps.revoked:
+                    # Fetched before our assignment callback finished setting the partition up
+                    # (or while it is being revoked): never drop them, fetch them again later.
+                    if records and tp in consumer.assignment():
+                        consumer.seek(tp, records[0].offset)
                     continue
                 for rec in records:
                     self._accept(ps, rec)
