@@ -105,7 +105,7 @@ class NorceSettings(_Section):
     write_timeout_s: float = Field(default=10.0, gt=0)
     pool_timeout_s: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=256, ge=1)
-    http_backend: Literal["httpx", "aiohttp"] = "httpx"
+    http_backend: Literal["httpx", "aiohttp"] = "aiohttp"
     retry: RetrySettings = RetrySettings()
 
     @model_validator(mode="after")
@@ -130,6 +130,7 @@ class ProcessingSettings(_Section):
     max_command_age_s: float | None = Field(default=None, gt=0)
     commit_interval_s: float = Field(default=1.0, gt=0)
     drain_deadline_s: float = Field(default=30.0, gt=0)
+    reserve_chunk: int = Field(default=256, ge=1)
     revoke_deadline_s: float = Field(default=20.0, gt=0)
     circuit_failure_threshold: int = Field(default=5, ge=1)
     circuit_open_s: float = Field(default=2.0, gt=0)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
@@ -169,6 +169,7 @@ class _Recovery:
 
 
 _NOT_RECOVERING = object()
+PUT_DONE_LIMIT = 10_000
 
 
 class Processor:
@@ -188,7 +189,12 @@ class Processor:
         # order id -> (status, number of transitions) as last seen by this process
         self._cache: OrderedDict[str, tuple[str | None, int]] = OrderedDict()
         self._cache_size = status_cache_size
-        self._recovery: dict[str, _Recovery | object] = {}
+        # (scope, order id) -> recovery state; the scope is the partition assignment (topic,
+        # partition, epoch), so a partition assigned again starts its recovery afresh.
+        self._recovery: dict[tuple[Hashable, str], _Recovery | object] = {}
+        # command id -> the bridge's view of the order before a PUT that succeeded, kept while
+        # the command is retried after a later call (the re-fetch) failed.
+        self._put_done: OrderedDict[str, tuple[str | None, int]] = OrderedDict()
 
     # -- status cache ---------------------------------------------------------------------
 
@@ -203,9 +209,10 @@ class Processor:
             self._cache.popitem(last=False)
         return view
 
-    def forget_recovery(self) -> None:
-        """Drop per-order recovery state (after a rebalance settles)."""
-        self._recovery.clear()
+    def forget_recovery(self, scope: Hashable) -> None:
+        """Drop the recovery state of one partition assignment (it was revoked)."""
+        for key in [k for k in self._recovery if k[0] == scope]:
+            del self._recovery[key]
 
     # -- entry points -----------------------------------------------------------------------
 
@@ -215,13 +222,19 @@ class Processor:
         src: SourceRecord,
         *,
         suspect_since: datetime | None = None,
+        scope: Hashable = None,
     ) -> Outcome:
-        """Execute ``command``; ``suspect_since`` marks a possible replay (its window start)."""
+        """Execute ``command``; ``suspect_since`` marks a possible replay (its window start).
+
+        ``scope`` identifies the partition assignment the record came from: replay matching is
+        per (scope, order).
+        """
+        rkey = (scope, command.order_id)
         if suspect_since is None:
-            self._recovery.pop(command.order_id, None)
+            self._recovery.pop(rkey, None)
         try:
             if isinstance(command, SetOrderState):
-                return await self._set_state(command, src, suspect_since)
+                return await self._set_state(command, src, suspect_since, rkey)
             return await self._delete(command, src, suspect_since)
         except InvalidCommandError as exc:
             # The client refused to send it (e.g. a header value it cannot carry): the command
@@ -280,16 +293,22 @@ class Processor:
     # -- SetOrderState ----------------------------------------------------------------------
 
     async def _set_state(
-        self, cmd: SetOrderState, src: SourceRecord, suspect_since: datetime | None
+        self,
+        cmd: SetOrderState,
+        src: SourceRecord,
+        suspect_since: datetime | None,
+        rkey: tuple[Hashable, str],
     ) -> Outcome:
         now = self._clock()
         target = cmd.state.value
+        done_before = self._put_done.get(cmd.command_id)
+        if done_before is not None:
+            # This command's PUT already succeeded; an earlier attempt failed after it.
+            return await self._after_put(cmd, src, now, done_before, 0)
         expired = is_expired(cmd, now, self._max_age)
         known = self._cache.get(cmd.order_id)
         cached = known[0] if known is not None else None
-        recovering = (
-            suspect_since is not None and self._recovery.get(cmd.order_id) is not _NOT_RECOVERING
-        )
+        recovering = suspect_since is not None and self._recovery.get(rkey) is not _NOT_RECOVERING
         attempts = 0
         pre: dict[str, Any] | None = None
         if expired or cmd.expected_state is not None or known is None or recovering:
@@ -318,10 +337,10 @@ class Processor:
             return self._result(cmd, src, "expired", attempts, reason=expired, current=cached)
 
         if recovering and pre is not None and suspect_since is not None:
-            rec = self._recovery.get(cmd.order_id)
+            rec = self._recovery.get(rkey)
             if not isinstance(rec, _Recovery):
                 rec = _Recovery.from_order(pre, suspect_since)
-                self._recovery[cmd.order_id] = rec
+                self._recovery[rkey] = rec
             applied, previous, ts = rec.claim(target)
             if applied:
                 outputs = self._snapshot(cmd, pre, now)
@@ -336,10 +355,10 @@ class Processor:
                     reason="applied before a restart or rebalance",
                     outputs=outputs,
                 )
-            self._recovery[cmd.order_id] = _NOT_RECOVERING
+            self._recovery[rkey] = _NOT_RECOVERING
 
         if cmd.expected_state is not None and cached != cmd.expected_state.value:
-            if cached == target:
+            if cached == target and pre is not None:
                 return self._result(
                     cmd,
                     src,
@@ -347,6 +366,7 @@ class Processor:
                     attempts,
                     current=cached,
                     reason=f"order is already {target}",
+                    outputs=self._snapshot(cmd, pre, now),
                 )
             return self._result(
                 cmd,
@@ -378,11 +398,29 @@ class Processor:
         except NorceInvalidRequestError as exc:
             return self._api_failure(cmd, src, exc, "api_rejected", attempts, current=cached)
         attempts += put.attempts
+        assert known is not None  # always read before a PUT when unknown
+        self._put_done[cmd.command_id] = known
+        while len(self._put_done) > PUT_DONE_LIMIT:
+            self._put_done.popitem(last=False)
+        return await self._after_put(cmd, src, now, known, attempts)
+
+    async def _after_put(
+        self,
+        cmd: SetOrderState,
+        src: SourceRecord,
+        now: datetime,
+        known: tuple[str | None, int],
+        attempts: int,
+    ) -> Outcome:
+        """Re-fetch after a successful PUT and build the outputs (``known`` = view before it)."""
+        target = cmd.state.value
+        cached, before_n = known
         try:
             got = await self._api.get_order_json(
                 cmd.order_id, merchant=cmd.merchant, channel=cmd.channel
             )
         except NorceNotFoundError as exc:
+            self._put_done.pop(cmd.command_id, None)
             self._remember(cmd.order_id, None)
             return self._result(
                 cmd,
@@ -391,12 +429,12 @@ class Processor:
                 attempts + exc.attempts,
                 reason="order was deleted before it could be re-fetched",
             )
+        self._put_done.pop(cmd.command_id, None)
         attempts += got.attempts
         order = got.value
-        before_n = known[1] if known is not None else 0
         status, n_now = self._remember(cmd.order_id, order)
         outputs = self._snapshot(cmd, order, now)
-        if known is not None and n_now == before_n and status == target:
+        if n_now == before_n and status == target:
             # Transitions are append-only: none was added, so the order already was in the target
             # state (the bridge's view was current; the PUT was a same-state no-op).
             return self._result(
@@ -437,10 +475,12 @@ class Processor:
                 attempts = got.attempts
                 previous = _status_of(got.value)
             except NorceNotFoundError as exc:
+                # Gone already (a replay of this command, or deleted by someone else): the
+                # command's intent holds, whatever its precondition said.
                 attempts = exc.attempts
-                previous = None
-                if not expired and cmd.expected_state is None:
+                if not expired:
                     return self._deleted(cmd, src, now, None, attempts, already=True)
+                previous = None
         if expired:
             return self._result(cmd, src, "expired", attempts, reason=expired, current=previous)
         if cmd.expected_state is not None and previous != cmd.expected_state.value:

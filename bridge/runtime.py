@@ -54,7 +54,6 @@ from bridge.scheduler import KeyScheduler
 log = logging.getLogger("bridge.runtime")
 
 EncodedRecord = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
-RESERVE_CHUNK_MIN = 1000
 # Metric labels name a topic's role, never its configured name (no configuration in /metrics).
 TOPIC_ROLES = {"snapshot": "snapshots", "event": "events", "result": "results", "dlq": "dlq"}
 COMMANDS_ROLE = "commands"
@@ -154,7 +153,7 @@ class Runtime:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._all_paused = False
-        self._reserve_chunk = max(RESERVE_CHUNK_MIN, self._p.max_buffered_per_partition)
+        self._reserve_chunk = self._p.reserve_chunk
         self._rng = random.Random()
         self.heartbeat = time.monotonic()
         self.assigned = False
@@ -407,6 +406,7 @@ class Runtime:
         # Wake the dispatcher only once the task has left ``_running``: waking it from the
         # worker's ``finally`` would let it see a full ``_running`` and go back to sleep.
         self._running.discard(task)
+        self._metrics.set_in_flight(len(self._running))
         self._wake.set()
         self._progress.set()
 
@@ -474,7 +474,10 @@ class Runtime:
                 return None
             try:
                 outcome = await self._processor.handle(
-                    item.command, item.src, suspect_since=item.suspect_since
+                    item.command,
+                    item.src,
+                    suspect_since=item.suspect_since,
+                    scope=(item.tp, item.epoch),
                 )
             except asyncio.CancelledError:
                 self._circuit.abandon()
@@ -760,6 +763,7 @@ class Runtime:
             ps.abandoned = True
             for task in list(ps.tasks.values()):
                 task.cancel()
+            self._processor.forget_recovery((ps.tp, ps.epoch))
         for ps in parts:
             self._parts.pop(ps.tp, None)
             self._metrics.forget_partition(COMMANDS_ROLE, ps.tp.partition)
