@@ -19,11 +19,11 @@ dead-letter reason and metric label.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -206,7 +206,7 @@ def parse_command(
             "invalid_utf8", f"value is not UTF-8 at byte {exc.start}"
         ) from None
     try:
-        raw = json.loads(text)
+        raw = orjson.loads(text)
     except ValueError as exc:
         raise InvalidCommandError("invalid_json", f"value is not JSON: {exc}") from None
     return _validate(raw)

@@ -571,13 +571,14 @@ def test_command_result_validates() -> None:
         command_result(**common, outcome="failed", attempts=-1)
 
 
-# ------------------------------------------------------------------ simulator orders (if any)
+# ------------------------------------------------------------------ simulator orders
 
 
 def test_simulator_orders_round_trip(codec: AvroCodec) -> None:
     """Orders from the simulator's factory round-trip losslessly for every status."""
-    data = pytest.importorskip("bridge.simulator.data")
-    factory = data.OrderFactory(random.Random(1234))
+    from bridge.simulator.data import OrderFactory
+
+    factory = OrderFactory(random.Random(1234))
     statuses = ["checkout", "processing", "accepted", "completed", "declined", "removed"]
     for i in range(30):
         order = factory.build(
@@ -754,3 +755,18 @@ def test_any_value_anywhere_maps_losslessly_or_raises_mapping_error(
         return
     _, decoded = codec.decode(codec.encode("OrderSnapshot", record))
     assert_json_identical(order_from_snapshot(decoded), order)
+
+
+def test_compiled_fast_path_equals_the_generic_walk() -> None:
+    """The compiled snapshot mapping gives exactly the generic walk's record for real orders."""
+    from bridge.events import _FAST_ORDER, _ORDER, _object_to_record
+    from bridge.simulator import SimulatorApp, SimulatorConfig
+
+    app = SimulatorApp(SimulatorConfig(orders=0, seed=5))
+    fixture = json.loads(
+        (Path(__file__).resolve().parents[1] / "fixtures" / "order_full.json").read_text()
+    )
+    orders = [fixture] + [app.get_order(i) for i in app.seed(40)]
+    for order in orders:
+        assert order is not None
+        assert _FAST_ORDER(order) == _object_to_record(_ORDER, order, "order")
