@@ -45,7 +45,7 @@ async def test_per_order_ordering_with_concurrency_across_orders(kafka_bootstrap
         assert not out.dlq
         assert all(r["outcome"] == "applied" for r in out.results)
         _check_orders(bridge, orders, LIFECYCLE)
-        # Concurrency happened: 400 commands × 2 calls × ≥5 ms would take ≥4 s one at a time.
+        # Concurrency happened: 400 commands x 2 calls x >=5 ms would take ≥4 s one at a time.
         assert elapsed < 4.0, f"took {elapsed:.1f}s: no concurrency across orders?"
         calls = sim.app.calls()
         assert max(_overlap(calls)) > 8, "no overlapping API calls across orders"
@@ -155,33 +155,33 @@ async def test_rebalance_between_two_instances_loses_and_reorders_nothing(
     kafka_bootstrap: str,
 ) -> None:
     """Two instances split the partitions; stopping one mid-run loses nothing, reorders nothing."""
-    async with simulator(latency_ms=5, jitter_ms=10) as sim:
-        async with running_bridge(
-            kafka_bootstrap, sim, partitions=6, max_in_flight=32, start=False
-        ) as first:
-            second = Bridge(kafka_bootstrap, sim, first.settings)
-            orders = sim.app.seed(120, "norce", "1")
-            commands = [set_state(o, s) for s in LIFECYCLE for o in orders]
-            half = len(commands) // 2
-            await first.send(*commands[:half])
-            await first.start()
-            await second.start()
-            assert first.service is not None
-            assert second.service is not None
-            rt1, rt2 = first.service.runtime, second.service.runtime
-            await poll_until(
-                lambda: bool(rt1._parts) and bool(rt2._parts), 30, "both instances assigned"
-            )
-            assert not set(rt1._parts) & set(rt2._parts)
-            await first.send(*commands[half:])
-            await first.collect(lambda o: len(o.results) >= half // 2, timeout_s=60)
-            await second.stop()  # mid-run: its partitions move to the first instance
-            out = await first.all_handled(timeout_s=120)
-            assert not out.dlq
-            per_command = out.results_by_command()
-            assert set(per_command) == {c.command_id for c in commands}
-            _check_orders(first, orders, LIFECYCLE)
-            await second.aclose()
+    async with (
+        simulator(latency_ms=5, jitter_ms=10) as sim,
+        running_bridge(kafka_bootstrap, sim, partitions=6, max_in_flight=32, start=False) as first,
+    ):
+        second = Bridge(kafka_bootstrap, sim, first.settings)
+        orders = sim.app.seed(120, "norce", "1")
+        commands = [set_state(o, s) for s in LIFECYCLE for o in orders]
+        half = len(commands) // 2
+        await first.send(*commands[:half])
+        await first.start()
+        await second.start()
+        assert first.service is not None
+        assert second.service is not None
+        rt1, rt2 = first.service.runtime, second.service.runtime
+        await poll_until(
+            lambda: bool(rt1._parts) and bool(rt2._parts), 30, "both instances assigned"
+        )
+        assert not set(rt1._parts) & set(rt2._parts)
+        await first.send(*commands[half:])
+        await first.collect(lambda o: len(o.results) >= half // 2, timeout_s=60)
+        await second.stop()  # mid-run: its partitions move to the first instance
+        out = await first.all_handled(timeout_s=120)
+        assert not out.dlq
+        per_command = out.results_by_command()
+        assert set(per_command) == {c.command_id for c in commands}
+        _check_orders(first, orders, LIFECYCLE)
+        await second.aclose()
 
 
 async def test_partition_mode_keeps_one_record_in_flight_per_partition(
