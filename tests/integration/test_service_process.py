@@ -197,3 +197,40 @@ async def test_health_endpoints_and_metrics_while_running(kafka_bootstrap: str) 
         assert sim.url.split("//")[1] not in metrics
         assert API_KEY not in metrics
         assert bridge.settings.kafka.bootstrap_servers not in metrics
+
+
+async def test_send_publishes_one_json_command_that_the_bridge_applies(
+    kafka_bootstrap: str,
+) -> None:
+    """`order-bridge send` produces a JSON command keyed by order id; the bridge applies it."""
+    async with simulator() as sim, running_bridge(kafka_bootstrap, sim) as bridge:
+        (order_id,) = sim.app.seed(1, "norce", "1")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            "send",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--topic",
+            bridge.topics.commands,
+            "--order-id",
+            order_id,
+            "--state",
+            "processing",
+            "--expected-state",
+            "checkout",
+            "--correlation-id",
+            "ops-1",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0
+        sent = json.loads(stdout)
+        bridge.sent.append((sent["partition"], sent["offset"]))
+        out = await bridge.all_handled()
+        (result,) = out.results
+        assert result["commandId"] == sent["sent"]
+        assert result["outcome"] == "applied"
+        assert result["correlationId"] == "ops-1"
+        assert sim.app.history(order_id) == ["checkout", "processing"]
