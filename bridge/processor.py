@@ -357,27 +357,8 @@ class Processor:
                 )
             self._recovery[rkey] = _NOT_RECOVERING
 
-        if cmd.expected_state is not None and cached != cmd.expected_state.value:
-            if cached == target and pre is not None:
-                return self._result(
-                    cmd,
-                    src,
-                    "already_applied",
-                    attempts,
-                    current=cached,
-                    reason=f"order is already {target}",
-                    outputs=self._snapshot(cmd, pre, now),
-                )
-            return self._result(
-                cmd,
-                src,
-                "rejected",
-                attempts,
-                current=cached,
-                reason=f"expected state {cmd.expected_state.value}, order is {cached}",
-            )
         if pre is not None and cached == target:
-            outputs = self._snapshot(cmd, pre, now)
+            # Already there (whatever the precondition said): nothing to do but report it.
             return self._result(
                 cmd,
                 src,
@@ -385,7 +366,16 @@ class Processor:
                 attempts,
                 current=cached,
                 reason=f"order is already {target}",
-                outputs=outputs,
+                outputs=self._snapshot(cmd, pre, now),
+            )
+        if cmd.expected_state is not None and cached != cmd.expected_state.value:
+            return self._result(
+                cmd,
+                src,
+                "rejected",
+                attempts,
+                current=cached,
+                reason=f"expected state {cmd.expected_state.value}, order is {cached}",
             )
 
         try:
