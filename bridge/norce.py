@@ -100,6 +100,59 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 # --------------------------------------------------------------------------- HTTP client
 
 
+def _exact_path_aiohttp_transport(
+    limits: httpx.Limits, trust_env: bool
+) -> httpx.AsyncBaseTransport:
+    """httpx-aiohttp's transport, sending the request path exactly as encoded.
+
+    httpx-aiohttp hands aiohttp ``str(request.url)``; aiohttp (yarl) then re-quotes it and turns
+    e.g. ``%3B`` back into ``;``, so the order id on the wire would differ from the one segment
+    we encoded. This subclass passes a ``yarl.URL(..., encoded=True)`` instead; the rest of the
+    method is httpx-aiohttp 0.2's own (pinned below 0.3 in pyproject.toml).
+    """
+    import yarl
+    from aiohttp import ClientSession, ClientTimeout
+    from httpx_aiohttp import AiohttpTransport
+    from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
+
+    class ExactPathAiohttpTransport(AiohttpTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if not isinstance(self.client, ClientSession):
+                self.client = self.get_client()
+            timeout = request.extensions.get("timeout", {})
+            data: bytes | None = request.content or None
+            with map_aiohttp_exceptions():
+                response = await self.client.request(
+                    method=request.method,
+                    url=yarl.URL(str(request.url), encoded=True),
+                    headers=request.headers,
+                    data=data,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                    compress=False,
+                    timeout=ClientTimeout(
+                        sock_connect=timeout.get("connect"),
+                        sock_read=timeout.get("read"),
+                        connect=timeout.get("pool"),
+                    ),
+                ).__aenter__()
+            extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+            if response.reason:
+                extensions["reason_phrase"] = response.reason.encode()
+            return httpx.Response(
+                status_code=response.status,
+                headers=response.raw_headers,
+                stream=AiohttpResponseStream(response),
+                request=request,
+                extensions=extensions,
+            )
+
+    transport: httpx.AsyncBaseTransport = ExactPathAiohttpTransport(
+        limits=limits, trust_env=trust_env
+    )
+    return transport
+
+
 def build_http_client(
     base_url: str,
     *,
@@ -135,9 +188,7 @@ def build_http_client(
         connect=connect_timeout, read=read_timeout, write=write_timeout, pool=pool_timeout
     )
     if transport is None and http_backend == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
-
-        transport = AiohttpTransport(limits=limits, trust_env=trust_env)
+        transport = _exact_path_aiohttp_transport(limits, trust_env)
     elif http_backend not in ("httpx", "aiohttp"):
         raise ConfigError(f"unknown http_backend {http_backend!r}")
     return httpx.AsyncClient(

@@ -103,7 +103,12 @@ class Outputs:
         return out
 
     def handled_sources(self) -> set[tuple[int, int]]:
-        seen = {(r["source"]["partition"], r["source"]["offset"]) for r in self.results}
+        """Sources with all their outputs read: a failed result also needs its dead letter."""
+        seen = {
+            (r["source"]["partition"], r["source"]["offset"])
+            for r in self.results
+            if r["outcome"] != "failed"
+        }
         for _, _, h in self.dlq:
             seen.add((int(h["__connect.errors.partition"]), int(h["__connect.errors.offset"])))
         return seen
