@@ -102,6 +102,20 @@ class Outputs:
             out.setdefault(r["commandId"], []).append(r)
         return out
 
+    def missing_outputs(self) -> set[str]:
+        """Command ids with an ``applied`` result whose event (or snapshot) is not read yet."""
+        with_event = {e["commandId"] for _, e in self.events}
+        with_snapshot = {s["commandId"] for _, s in self.snapshots if s is not None}
+        missing = set()
+        for r in self.results:
+            if r["outcome"] != "applied":
+                continue
+            if r["commandId"] not in with_event:
+                missing.add(r["commandId"])
+            if r["commandType"] == "SetOrderState" and r["commandId"] not in with_snapshot:
+                missing.add(r["commandId"])
+        return missing
+
     def handled_sources(self) -> set[tuple[int, int]]:
         """Sources with all their outputs read: a failed result also needs its dead letter."""
         seen = {
@@ -211,9 +225,12 @@ class Bridge:
         return o
 
     async def all_handled(self, timeout_s: float = 60.0) -> Outputs:
-        """Wait until every sent record has a result or a dead letter."""
+        """Wait until every sent record has a result or a dead letter, and every applied
+        command's event and snapshot have been read too (they travel on other topics)."""
         want = set(self.sent)
-        o = await self.collect(lambda o: want <= o.handled_sources(), timeout_s)
+        o = await self.collect(
+            lambda o: want <= o.handled_sources() and not o.missing_outputs(), timeout_s
+        )
         missing = want - o.handled_sources()
         assert not missing, f"{len(missing)} records never handled, e.g. {sorted(missing)[:5]}"
         return o
