@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -295,6 +298,30 @@ async def running_bridge(
         yield bridge
     finally:
         await bridge.aclose()
+
+
+def spawn_bridge(env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m bridge run`` with ``env``; its (JSON) logs are appended to ``log_path``."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge", "run"],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """The process's exit code, polling with a deadline (killed and failed past it)."""
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(10)
+            raise AssertionError(f"the bridge process did not exit within {timeout_s}s")
+        await asyncio.sleep(0.05)
+    return proc.returncode
 
 
 async def poll_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -57,7 +57,17 @@ from bridge.logs import configure_logging
 from bridge.norce import NorceClient, RetryPolicy, build_http_client, load_secret
 from bridge.simulator import ScriptedResponse, SimulatorConfig, SimulatorHandle, start_simulator
 
-from .harness import API_KEY, Bridge, Outputs, make_settings, poll_until, set_state, simulator
+from .harness import (
+    API_KEY,
+    Bridge,
+    Outputs,
+    make_settings,
+    poll_until,
+    set_state,
+    simulator,
+    spawn_bridge,
+    wait_exit,
+)
 from .secrets_scan import SecretScanner, find_values
 
 pytestmark = pytest.mark.broker
@@ -367,28 +377,6 @@ def _clean_env() -> dict[str, str]:
     }
 
 
-def _spawn_bridge(env: Mapping[str, str], stderr_path: Path) -> subprocess.Popen[bytes]:
-    with stderr_path.open("ab") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bridge", "run"],
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=err,
-            stderr=err,
-        )
-
-
-async def _wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
-    deadline = time.monotonic() + timeout_s
-    while proc.poll() is None:
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait(10)
-            raise AssertionError(f"the bridge process did not exit within {timeout_s}s")
-        await asyncio.sleep(0.05)
-    return proc.returncode
-
-
 async def _metrics_url(proc: subprocess.Popen[bytes], stderr_path: Path, timeout_s: float) -> str:
     """The health server URL from the ``bridge started`` log line (polled with a deadline)."""
     deadline = time.monotonic() + timeout_s
@@ -526,9 +514,9 @@ async def test_wrong_sasl_password_process_exits_nonzero_naming_the_failure(
         }
     )
     stderr_path = tmp_path / "bridge.stderr"
-    proc = _spawn_bridge(env, stderr_path)
+    proc = spawn_bridge(env, stderr_path)
     try:
-        code = await _wait_exit(proc, 60)
+        code = await wait_exit(proc, 60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -807,7 +795,7 @@ async def test_full_workload_with_faults_leaks_no_secret(
         async with recording_bridge(secure_broker.plaintext, sim, settings, {}, start=False) as b:
             for key, value, headers in records:
                 await b.send_raw(value, key=key, headers=headers)
-            proc = _spawn_bridge(env, stderr_path)
+            proc = spawn_bridge(env, stderr_path)
             try:
                 metrics_url = await _metrics_url(proc, stderr_path, 60)
                 await b.all_handled(timeout_s=180)
@@ -818,7 +806,7 @@ async def test_full_workload_with_faults_leaks_no_secret(
                 )
                 endpoints = await _fetch_endpoints(metrics_url)
                 proc.send_signal(signal.SIGTERM)
-                code = await _wait_exit(proc, 30)
+                code = await wait_exit(proc, 30)
             finally:
                 if proc.poll() is None:
                     proc.kill()

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from .harness import API_KEY, Bridge, poll_until, running_bridge, set_state, simulator
+from .harness import (
+    API_KEY,
+    Bridge,
+    poll_until,
+    running_bridge,
+    set_state,
+    simulator,
+    spawn_bridge,
+    wait_exit,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -44,26 +53,6 @@ def _env(bridge: Bridge, drain_s: float) -> dict[str, str]:
     return env
 
 
-def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bridge", "run"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-
-
-async def _wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
-    deadline = time.monotonic() + timeout_s
-    while proc.poll() is None:
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"bridge did not exit within {timeout_s}s")
-        await asyncio.sleep(0.05)
-    return proc.returncode
-
-
 async def test_sigterm_drains_commits_only_finished_work_and_a_restart_finishes(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -80,13 +69,13 @@ async def test_sigterm_drains_commits_only_finished_work_and_a_restart_finishes(
         await bridge.send(*commands)
         log_path = tmp_path / "bridge.log"
         env = _env(bridge, drain_s)
-        proc = _spawn(env, log_path)
+        proc = spawn_bridge(env, log_path)
         try:
             await bridge.collect(lambda o: len(o.results) >= 40, timeout_s=60)
             assert proc.poll() is None
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            code = await _wait_exit(proc, drain_s + 15)
+            code = await wait_exit(proc, drain_s + 15)
             took = time.monotonic() - t0
         finally:
             if proc.poll() is None:
@@ -114,11 +103,11 @@ async def test_sigterm_drains_commits_only_finished_work_and_a_restart_finishes(
         assert all("order_id" in rec for rec in with_ids)
         assert API_KEY not in log_path.read_text()
 
-        proc = _spawn(env, log_path)
+        proc = spawn_bridge(env, log_path)
         try:
             out = await bridge.all_handled(timeout_s=90)
             proc.send_signal(signal.SIGTERM)
-            assert await _wait_exit(proc, drain_s + 15) == 0
+            assert await wait_exit(proc, drain_s + 15) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
