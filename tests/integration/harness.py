@@ -146,6 +146,10 @@ class Bridge:
         self._producer: AIOKafkaProducer | None = None
         self._out_consumer: AIOKafkaConsumer | None = None
         self.outputs = Outputs()
+        self.client_options: dict[str, Any] = {}  # TLS/SASL for the test's own clients
+
+    def on_record(self, topic: str, partition: int, message: Any) -> None:
+        """Called for every output record read (subclasses keep raw records)."""
 
     async def start(self) -> Service:
         self.service = await build_service(self.settings, api_key=SecretStr(API_KEY))
@@ -163,7 +167,10 @@ class Bridge:
     async def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
             self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all"
+                bootstrap_servers=self.bootstrap,
+                enable_idempotence=True,
+                acks="all",
+                **self.client_options,
             )
             await self._producer.start()
         return self._producer
@@ -203,6 +210,7 @@ class Bridge:
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 enable_auto_commit=False,
+                **self.client_options,
             )
             await self._out_consumer.start()
         deadline = time.monotonic() + timeout_s
@@ -213,6 +221,7 @@ class Bridge:
             batch = await self._out_consumer.getmany(timeout_ms=200)
             for tp, msgs in batch.items():
                 for m in msgs:
+                    self.on_record(tp.topic, tp.partition, m)
                     o.raw.append((tp.topic, m.value))
                     key = m.key.decode() if m.key else ""
                     if tp.topic == self.topics.results:

@@ -32,7 +32,6 @@ from typing import Any
 import httpx
 import pytest
 import trustme
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
@@ -60,7 +59,6 @@ from bridge.simulator import ScriptedResponse, SimulatorConfig, SimulatorHandle,
 from .harness import (
     API_KEY,
     Bridge,
-    Outputs,
     make_settings,
     poll_until,
     set_state,
@@ -228,56 +226,11 @@ class RecordingBridge(Bridge):
         self.client_options = dict(client_options)
         self.records: list[OutRecord] = []
 
-    async def producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                enable_idempotence=True,
-                acks="all",
-                **self.client_options,
-            )
-            await self._producer.start()
-        return self._producer
-
-    async def collect(self, until: Callable[[Outputs], bool], timeout_s: float = 60.0) -> Outputs:
-        if self._out_consumer is None:
-            t = self.topics
-            self._out_consumer = AIOKafkaConsumer(
-                t.results,
-                t.snapshots,
-                t.events,
-                t.dlq,
-                bootstrap_servers=self.bootstrap,
-                auto_offset_reset="earliest",
-                isolation_level="read_committed",
-                enable_auto_commit=False,
-                **self.client_options,
-            )
-            await self._out_consumer.start()
-        deadline = time.monotonic() + timeout_s
-        o = self.outputs
-        while not until(o) and time.monotonic() < deadline:
-            if self.task is not None and self.task.done():
-                self.task.result()  # surface a crash of the bridge
-            batch = await self._out_consumer.getmany(timeout_ms=200)
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    headers = tuple((k, bytes(v or b"")) for k, v in m.headers)
-                    self.records.append(
-                        OutRecord(tp.topic, tp.partition, m.offset, m.key, m.value, headers)
-                    )
-                    o.raw.append((tp.topic, m.value))
-                    key = m.key.decode() if m.key else ""
-                    if tp.topic == self.topics.results:
-                        o.results.append(self.codec.decode(m.value)[1])
-                    elif tp.topic == self.topics.snapshots:
-                        snap = None if m.value is None else self.codec.decode(m.value)[1]
-                        o.snapshots.append((key, snap))
-                    elif tp.topic == self.topics.events:
-                        o.events.append(self.codec.decode(m.value))
-                    elif tp.topic == self.topics.dlq:
-                        o.dlq.append((m.key, m.value, dict(m.headers)))
-        return o
+    def on_record(self, topic: str, partition: int, message: Any) -> None:
+        headers = tuple((k, bytes(v or b"")) for k, v in message.headers)
+        self.records.append(
+            OutRecord(topic, partition, message.offset, message.key, message.value, headers)
+        )
 
     def dead_letters(self) -> dict[tuple[int, int], OutRecord]:
         """Dead letters by the (partition, offset) of the command they carry (first one wins:
