@@ -108,8 +108,8 @@ class _Health:
             return False, "draining"
         if not self.runtime.broker_ok:
             return False, "broker unreachable"
-        if not self.runtime.assigned:
-            return False, "no partitions assigned"
+        if not self.runtime.ready:
+            return False, "not yet a member of the consumer group"
         return True, "ok"
 
 

@@ -36,6 +36,9 @@ class ProcessingGuarantee(StrEnum):
     EXACTLY_ONCE = "exactly_once"
 
 
+REVOKE_MARGIN_MS = 2_000  # the final commit after the revoke wait
+
+
 class _Section(BaseModel):
     model_config = {"extra": "forbid", "frozen": True}
 
@@ -58,6 +61,15 @@ class KafkaSettings(_Section):
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
     linger_ms: int = Field(default=5, ge=0)
     transaction_timeout_ms: int = Field(default=300_000, ge=1_000)
+    # How long the group waits for members to rejoin in a rebalance; default: the session
+    # timeout, or the revoke deadline plus 10 s when that is longer (see bridge.lease).
+    rebalance_timeout_ms: int | None = Field(default=None, ge=6_000)
+
+    def effective_rebalance_timeout_ms(self, revoke_deadline_s: float) -> int:
+        """The rebalance timeout the consumer uses (explicit, or derived as described above)."""
+        if self.rebalance_timeout_ms is not None:
+            return self.rebalance_timeout_ms
+        return max(self.session_timeout_ms, int(revoke_deadline_s * 1000) + 10_000)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
@@ -135,6 +147,10 @@ class ProcessingSettings(_Section):
     circuit_failure_threshold: int = Field(default=5, ge=1)
     circuit_open_s: float = Field(default=2.0, gt=0)
     circuit_max_open_s: float = Field(default=30.0, gt=0)
+    # lease: write to Norce only while the group-membership lease holds (bridge.lease);
+    # lease+read: also re-read the order right before each write and write only if nobody
+    # changed it since the bridge last saw it (README, "Fencing").
+    write_guard: Literal["lease", "lease+read"] = "lease"
 
 
 class HttpSettings(_Section):
@@ -156,6 +172,22 @@ class BridgeSettings(BaseSettings):
     processing: ProcessingSettings = ProcessingSettings()
     http: HttpSettings = HttpSettings()
 
+    @model_validator(mode="after")
+    def _revoke_fits_in_the_group_timeouts(self) -> BridgeSettings:
+        # A revoke that outlasts the session or rebalance timeout gets the member expelled
+        # while it still holds commands: they would then run as a zombie's (bridge.lease).
+        revoke_ms = int(self.processing.revoke_deadline_s * 1000) + REVOKE_MARGIN_MS
+        k = self.kafka
+        rebalance_ms = k.effective_rebalance_timeout_ms(self.processing.revoke_deadline_s)
+        if revoke_ms > k.session_timeout_ms or revoke_ms > rebalance_ms:
+            raise ValueError(
+                "BRIDGE_PROCESSING__REVOKE_DEADLINE_S plus 2 s must not exceed "
+                "BRIDGE_KAFKA__SESSION_TIMEOUT_MS or BRIDGE_KAFKA__REBALANCE_TIMEOUT_MS "
+                f"(revoke deadline {revoke_ms - REVOKE_MARGIN_MS} ms, session timeout "
+                f"{k.session_timeout_ms} ms, rebalance timeout {rebalance_ms} ms)"
+            )
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, v: Any) -> Any:
@@ -170,5 +202,6 @@ def load_settings(**overrides: Any) -> BridgeSettings:
         lines = []
         for err in exc.errors():
             loc = "__".join(str(p) for p in err["loc"]).upper()
-            lines.append(f"  BRIDGE_{loc}: {err['msg']}")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"  BRIDGE_{loc}: {msg}" if loc else f"  {msg}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

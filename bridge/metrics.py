@@ -312,6 +312,26 @@ class BridgeMetrics:
             registry=registry,
         )
 
+        self.lease_age = Gauge(
+            f"{ns}_lease_age_seconds",
+            "Age of the group-membership lease: seconds since the last successful heartbeat was"
+            " sent (writes to Norce stop when it nears the session timeout).",
+            registry=registry,
+        )
+        self.lease_lost = Counter(
+            f"{ns}_lease_lost",
+            "Times the membership lease expired or was lost (a pause, an expulsion, an outage).",
+            registry=registry,
+        )
+        self.commands_abandoned = Counter(
+            f"{ns}_commands_abandoned",
+            "Commands given up without a result because their partition was no longer ours"
+            " (the partition's new owner runs them).",
+            registry=registry,
+        )
+
+        self._lease_lost_seen = 0
+
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
@@ -431,3 +451,16 @@ class BridgeMetrics:
     def set_ready(self, ready: bool) -> None:
         """Publish whether the bridge is ready."""
         self.ready.set(1 if ready else 0)
+
+    # -- write fencing ------------------------------------------------------------------------
+
+    def set_lease(self, age_s: float | None, lost_total: int) -> None:
+        """Publish the lease age (-1 before the first heartbeat) and the total losses so far."""
+        self.lease_age.set(-1.0 if age_s is None else max(0.0, age_s))
+        if lost_total > self._lease_lost_seen:
+            self.lease_lost.inc(lost_total - self._lease_lost_seen)
+            self._lease_lost_seen = lost_total
+
+    def command_abandoned(self) -> None:
+        """Count one command abandoned because its partition was lost."""
+        self.commands_abandoned.inc()

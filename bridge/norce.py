@@ -48,6 +48,7 @@ from bridge.errors import (
     NorceUnauthorizedError,
     NorceUnavailableError,
 )
+from bridge.lease import write_gate
 from bridge.order_model import Order
 
 try:  # aiohttp is only needed for the optional aiohttp transport.
@@ -588,6 +589,14 @@ class NorceClient:
             attempt += 1
             started = self._clock()
             try:
+                # Writes go out only while the runtime's gate says the partition is ours
+                # (bridge.lease); checked before every attempt, retries included.
+                gate = write_gate.get() if method != "GET" else None
+                if gate is not None:
+                    await gate.acquire()
+                    waited = self._clock() - started
+                    started += waited
+                    deadline += waited  # time spent waiting for the lease is not the API's
                 try:
                     response = await self._send(
                         method, path, headers, content, self._attempt_timeout(deadline - started)
@@ -595,6 +604,9 @@ class NorceClient:
                 except Exception as exc:
                     self._observe_request(method, endpoint, None, self._clock() - started)
                     self._translate_transport_error(exc, endpoint=endpoint, attempts=attempt)
+                finally:
+                    if gate is not None:
+                        gate.release()
                 self._observe_request(
                     method, endpoint, response.status_code, self._clock() - started
                 )

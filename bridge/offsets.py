@@ -154,6 +154,13 @@ class PartitionOffsets:
     def next_offset(self) -> int:
         return self._next
 
+    def advance_to(self, position: int) -> None:
+        """Nothing is pending and the consumer's position is past offsets that hold no record
+        (transaction markers, compaction or abort gaps): they are done by definition."""
+        if self._queue or position <= self._next:
+            return
+        self._next = position
+
     def mark_committed(self, offset: int) -> None:
         """Record a successful commit; committed offsets only grow."""
         if offset < self.committed:

@@ -38,13 +38,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, ProducerFenced
 
 from bridge.circuit import CircuitBreaker
 from bridge.codec import AvroCodec
 from bridge.commands import DeleteOrder, SetOrderState, parse_command
 from bridge.config import BridgeSettings, Ordering, ProcessingGuarantee
 from bridge.errors import BridgeError, InvalidCommandError, NorceApiError
+from bridge.kafka_compat import fetch_committed_with_metadata, observe_group_liveness
+from bridge.lease import LeaseLost, MembershipLease, lease_margin_s, write_gate
 from bridge.logs import command_id_var, correlation_id_var, order_id_var
 from bridge.metrics import BridgeMetrics
 from bridge.offsets import MAX_METADATA_CHARS, CommitMeta, PartitionOffsets
@@ -75,6 +77,7 @@ class WorkItem:
     epoch: int
     suspect_since: datetime | None
     received: float
+    writing: bool = False  # a PUT/DELETE of this command is on the wire
 
 
 @dataclass
@@ -106,6 +109,9 @@ class PartState:
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     txn: _Txn | None = None
     tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    # offsets whose command has sent a write or started publishing: a revoke lets these finish
+    # (bounded); every other task of the partition is cancelled at once.
+    committed_to: set[int] = field(default_factory=set)
 
 
 def _now_ms() -> int:
@@ -155,6 +161,11 @@ class Runtime:
         self._all_paused = False
         self._reserve_chunk = self._p.reserve_chunk
         self._rng = random.Random()
+        k = settings.kafka
+        self._rebalance_timeout_ms = k.effective_rebalance_timeout_ms(self._p.revoke_deadline_s)
+        lease_timeout = min(k.session_timeout_ms, self._rebalance_timeout_ms) / 1000
+        self.lease = MembershipLease(lease_timeout, lease_margin_s(lease_timeout))
+        self._lease_changed = asyncio.Event()
         self.heartbeat = time.monotonic()
         self.assigned = False
         self.broker_ok = False
@@ -177,6 +188,16 @@ class Runtime:
         """Ask the runtime to stop fetching and drain."""
         self._stopping.set()
         self._wake.set()
+
+    @property
+    def ready(self) -> bool:
+        """Member of the group and able to reach the broker; partitions are not required.
+
+        An idle member (more replicas than partitions, a surge pod in a rolling update) is
+        ready: requiring partitions would stall rollouts. A wedged process is caught by
+        ``/healthz`` (the loop heartbeat), a stuck partition by the lag and no-progress alerts.
+        """
+        return self.broker_ok and not self._draining and self.lease.renewed_at is not None
 
     @property
     def draining(self) -> bool:
@@ -202,6 +223,7 @@ class Runtime:
             isolation_level="read_committed",
             max_poll_interval_ms=self._s.kafka.max_poll_interval_ms,
             session_timeout_ms=self._s.kafka.session_timeout_ms,
+            rebalance_timeout_ms=self._rebalance_timeout_ms,
             heartbeat_interval_ms=min(3000, self._s.kafka.session_timeout_ms // 3),
             request_timeout_ms=max(
                 self._s.kafka.request_timeout_ms, self._s.kafka.session_timeout_ms + 5000
@@ -222,6 +244,7 @@ class Runtime:
             await self._producer.start()
         try:
             await self._consumer.start()
+            observe_group_liveness(self._consumer, self._on_alive)
             self._consumer.subscribe([self._s.topics.commands], listener=_Listener(self))
             self.broker_ok = True
             async with asyncio.TaskGroup() as tg:
@@ -420,6 +443,7 @@ class Runtime:
             order_id_var.set(cmd.order_id if cmd else None),
             correlation_id_var.set(cmd.correlation_id if cmd else None),
         )
+        gate_token = write_gate.set(_ItemGate(self, item, ps))
         started = time.monotonic()
         completed = False
         try:
@@ -442,7 +466,9 @@ class Runtime:
                 (command_id_var, order_id_var, correlation_id_var), tokens, strict=True
             ):
                 var.reset(token)
+            write_gate.reset(gate_token)
             ps.tasks.pop(item.offset, None)
+            ps.committed_to.discard(item.offset)
             if self._live(item, ps):
                 # An unfinished record keeps its dispatch time: the next commit's metadata must
                 # say it may have reached the API (it is replayed as a suspect).
@@ -482,6 +508,18 @@ class Runtime:
             except asyncio.CancelledError:
                 self._circuit.abandon()
                 raise
+            except LeaseLost as exc:
+                self._circuit.abandon()
+                self._metrics.command_abandoned()
+                log.warning(
+                    "command abandoned before its write: partition no longer ours",
+                    extra={
+                        "partition": item.tp.partition,
+                        "offset": item.offset,
+                        "error": str(exc),
+                    },
+                )
+                return None
             except NorceApiError as exc:
                 # command faults are turned into outcomes by the processor; what arrives here is
                 # systemic (Norce down, throttling beyond the call deadline, bad credentials).
@@ -497,6 +535,8 @@ class Runtime:
                     },
                 )
                 await asyncio.sleep(min(5.0, 0.05 * 2 ** min(systemic, 7)) * self._rng.random())
+                if ps.revoked:
+                    return None
                 continue
             except Exception as exc:
                 unexpected += 1
@@ -523,6 +563,12 @@ class Runtime:
         return out
 
     async def _publish(self, item: WorkItem, ps: PartState, records: list[EncodedRecord]) -> bool:
+        try:
+            await self._hold_lease(item, ps)
+        except LeaseLost:
+            self._metrics.command_abandoned()
+            return False
+        ps.committed_to.add(item.offset)
         if self._eos:
             return await self._publish_txn(item, ps, records)
         producer = self._producer
@@ -537,7 +583,7 @@ class Runtime:
                 log.warning(
                     "publishing outputs failed; retrying", extra={"error": type(exc).__name__}
                 )
-                if not self._live(item, ps):
+                if not self._live(item, ps) or ps.revoked:
                     return False
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
@@ -557,11 +603,17 @@ class Runtime:
                 futs = [
                     await txn.producer.send(t, value=v, key=k, headers=h) for t, k, v, h in records
                 ]
+            except ProducerFenced:
+                self._lose(ps, "transactional producer fenced by a newer owner")
+                return False
             except KafkaError as exc:
                 raise FatalRuntimeError(f"transactional send failed: {type(exc).__name__}") from exc
             txn.pending[item.offset] = futs
         try:
             await asyncio.gather(*futs)
+        except ProducerFenced:
+            self._lose(ps, "transactional producer fenced by a newer owner")
+            return False
         except KafkaError as exc:
             raise FatalRuntimeError(f"transactional send failed: {type(exc).__name__}") from exc
         if txn.pending.pop(item.offset, None) is not None and self._live(item, ps):
@@ -611,6 +663,63 @@ class Runtime:
             self._fatal = exc
         self.stop()
 
+    # -- write fencing (bridge.lease) ------------------------------------------------------------
+
+    def _on_alive(self, sent_at: float) -> None:
+        """A Heartbeat/SyncGroup sent at ``sent_at`` succeeded: the lease is renewed."""
+        self.lease.renew(sent_at)
+        self._lease_changed.set()
+
+    async def _hold_lease(self, item: WorkItem, ps: PartState) -> None:
+        """Return while this instance provably owns ``item``'s partition (module docstring).
+
+        An expired lease on a partition still assigned waits for the next heartbeat (a short
+        pause keeps its partitions and its work); a revoked or lost partition raises LeaseLost.
+        """
+        waited = False
+        while True:
+            if ps.revoked or not self._live(item, ps):
+                raise LeaseLost(f"partition {ps.tp.partition} is no longer assigned here")
+            if self.lease.valid():
+                if waited:
+                    log.info(
+                        "membership lease renewed; writes resume",
+                        extra={"partition": ps.tp.partition},
+                    )
+                return
+            if not waited:
+                waited = True
+                age = self.lease.age()
+                log.warning(
+                    "membership lease expired; holding writes until a heartbeat succeeds",
+                    extra={
+                        "partition": ps.tp.partition,
+                        "lease_age_s": None if age is None else round(age, 3),
+                        "lease_limit_s": round(self.lease.limit_s, 3),
+                    },
+                )
+            self._lease_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lease_changed.wait(), 0.25)
+
+    def _lose(self, ps: PartState, why: str) -> None:
+        """``ps`` is provably someone else's (fenced): stop everything of it, commit nothing."""
+        if ps.abandoned:
+            return
+        log.warning(
+            "partition lost; abandoning its work",
+            extra={"partition": ps.tp.partition, "reason": why},
+        )
+        ps.revoked = True
+        ps.abandoned = True
+        self._sched.drop(lambda i: i.tp == ps.tp)
+        for task in list(ps.tasks.values()):
+            task.cancel()
+        if ps.txn is not None:
+            ps.txn.open = False
+            ps.txn.pending.clear()
+        self._lease_changed.set()
+
     # -- commits ----------------------------------------------------------------------------
 
     def _end_recovery(self, ps: PartState) -> None:
@@ -659,6 +768,15 @@ class Runtime:
         authoritative. In exactly-once mode a final commit during recovery aborts the open
         transaction instead, so the next owner redoes the recovery from the same state.
         """
+        if ps.abandoned:
+            return True
+        if not self.lease.valid():
+            # Not provably ours: a commit would fail (or, worse, succeed for a zombie). In
+            # exactly-once a final commit aborts the open transaction instead.
+            if final and self._eos:
+                await self._abort_txn(ps)
+            return final
+        await self._advance_idle(ps)
         if ps.offsets is None:
             return True
         if ps.recovering:
@@ -688,6 +806,27 @@ class Runtime:
             ps.last_commit_key = key
             return True
 
+    async def _advance_idle(self, ps: PartState) -> None:
+        """Move an idle partition's commit position past records it can never receive.
+
+        Transactional producers leave a control marker after their records, and compaction or
+        aborted transactions leave gaps: the consumer's position moves past them without a record.
+        With nothing pending, the position is exactly what is done, so lag and commits reach 0.
+        """
+        if self._consumer is None or (ps.offsets is not None and ps.offsets.pending) or ps.staged:
+            return
+        try:
+            position = await asyncio.wait_for(self._consumer.position(ps.tp), 1.0)
+        except (KafkaError, TimeoutError, AssertionError):
+            return
+        except Exception:  # IllegalStateError: unassigned in the meantime
+            return
+        if ps.offsets is None:
+            if position > 0:
+                ps.offsets = PartitionOffsets(position)
+        else:
+            ps.offsets.advance_to(position)
+
     def _committed(self, ps: PartState, committable: int, limit: int) -> None:
         assert ps.offsets is not None
         ps.offsets.mark_committed(committable)
@@ -700,7 +839,11 @@ class Runtime:
         assert txn is not None
         assert ps.offsets is not None
         async with txn.lock:
-            if not txn.open and new_limit is None:
+            if (
+                not txn.open
+                and new_limit is None
+                and ps.offsets.committable() <= ps.offsets.committed
+            ):
                 return True
             try:
                 if txn.pending:
@@ -719,6 +862,9 @@ class Runtime:
                 )
                 await txn.producer.commit_transaction()
                 txn.open = False
+            except ProducerFenced:
+                self._lose(ps, "transactional producer fenced by a newer owner")
+                return True
             except KafkaError as exc:
                 raise FatalRuntimeError(f"transaction commit failed: {type(exc).__name__}") from exc
             self._committed(ps, committable, limit)
@@ -748,21 +894,41 @@ class Runtime:
     # -- rebalances ---------------------------------------------------------------------------
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Give partitions back without leaving a zombie behind.
+
+        Commands that have not yet sent their write are cancelled at once (also those waiting
+        on a retry backoff, the circuit or the lease): the new owner runs them. Only commands
+        whose write is on the wire or done, or that are publishing, may finish, within
+        ``revoke_deadline_s`` (which start-up keeps below the session and rebalance timeouts).
+        """
         self._metrics.rebalance()
         parts = [ps for tp, ps in self._parts.items() if tp in revoked]
         for ps in parts:
             ps.revoked = True
+        self._lease_changed.set()  # writers waiting for the lease give up now
         self._sched.drop(lambda i: i.tp in revoked)
-        deadline = time.monotonic() + self._p.revoke_deadline_s
-        await self._wait_idle(lambda: any(ps.in_flight for ps in parts), deadline)
+        cancelled = 0
         for ps in parts:
-            try:
-                await self._commit_partition(ps, final=True)
-            except FatalRuntimeError as exc:
-                self._die(exc)
-            ps.abandoned = True
+            for offset, task in list(ps.tasks.items()):
+                if offset not in ps.committed_to:
+                    task.cancel()
+                    cancelled += 1
+        deadline = time.monotonic() + self._p.revoke_deadline_s
+        await self._wait_idle(lambda: any(ps.tasks for ps in parts), deadline)
+        for ps in parts:
             for task in list(ps.tasks.values()):
                 task.cancel()
+        for ps in parts:
+            try:
+                remaining = max(1.0, deadline + 2.0 - time.monotonic())
+                await asyncio.wait_for(self._commit_partition(ps, final=True), remaining)
+            except FatalRuntimeError as exc:
+                self._die(exc)
+            except TimeoutError:
+                log.warning(
+                    "final commit on revoke timed out", extra={"partition": ps.tp.partition}
+                )
+            ps.abandoned = True
             self._processor.forget_recovery((ps.tp, ps.epoch))
         for ps in parts:
             self._parts.pop(ps.tp, None)
@@ -772,7 +938,11 @@ class Runtime:
                     await asyncio.wait_for(ps.txn.producer.stop(), 10)
         self.assigned = bool(self._parts)
         log.info(
-            "partitions revoked", extra={"partitions": sorted(ps.tp.partition for ps in parts)}
+            "partitions revoked",
+            extra={
+                "partitions": sorted(ps.tp.partition for ps in parts),
+                "cancelled_before_write": cancelled,
+            },
         )
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -795,18 +965,17 @@ class Runtime:
                 )
                 await producer.start()  # init_transactions: fences a zombie owner first
                 txns[tp] = _Txn(producer)
-        # Private but stable aiokafka API: the public committed() drops the metadata we need.
-        committed = await consumer._coordinator.fetch_committed_offsets(new) if new else {}
+        committed = await fetch_committed_with_metadata(consumer, new)
         # Records at or beyond today's end offset were never dispatched by anyone: not suspect.
         ends = await consumer.end_offsets(new) if new else {}
         for tp in new:
             self._epoch += 1
-            om = committed.get(tp)
-            if om is not None and om.offset >= 0:
-                meta = CommitMeta.decode(om.metadata, om.offset)
-                offsets: PartitionOffsets | None = PartitionOffsets(om.offset)
-                start = om.offset
-                consumer.seek(tp, om.offset)
+            found = committed.get(tp)
+            if found is not None:
+                start, text = found
+                meta = CommitMeta.decode(text, start)
+                offsets: PartitionOffsets | None = PartitionOffsets(start)
+                consumer.seek(tp, start)
             else:
                 meta = CommitMeta()
                 offsets = None
@@ -852,7 +1021,8 @@ class Runtime:
             await asyncio.sleep(interval)
             lag = max(0.0, time.monotonic() - t0 - interval)
             self._metrics.event_loop_lag(lag)
-            self._metrics.set_ready(self.assigned and self.broker_ok and not self._draining)
+            self._metrics.set_ready(self.ready)
+            self._metrics.set_lease(self.lease.age(), self.lease.lost_count)
             self.heartbeat = time.monotonic()
             if self.heartbeat - last_lag >= 2.0:
                 last_lag = self.heartbeat
@@ -905,6 +1075,25 @@ class Runtime:
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._producer.stop(), 15)
+
+
+class _ItemGate:
+    """The write gate (:class:`bridge.lease.WriteGate`) of one command's task."""
+
+    __slots__ = ("_item", "_ps", "_rt")
+
+    def __init__(self, runtime: Runtime, item: WorkItem, ps: PartState) -> None:
+        self._rt = runtime
+        self._item = item
+        self._ps = ps
+
+    async def acquire(self) -> None:
+        await self._rt._hold_lease(self._item, self._ps)
+        self._item.writing = True
+        self._ps.committed_to.add(self._item.offset)
+
+    def release(self) -> None:
+        self._item.writing = False
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
