@@ -344,3 +344,52 @@ async def poll_until(predicate: Callable[[], bool], timeout_s: float, what: str)
 
 def statuses(history: Iterable[str]) -> list[str]:
     return list(history)
+
+
+def process_env(settings: BridgeSettings, sim_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``bridge run`` process on ``settings``' topics and group."""
+    import os
+
+    s = settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(
+        {
+            "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+            "BRIDGE_KAFKA__GROUP_ID": s.kafka.group_id,
+            "BRIDGE_TOPICS__COMMANDS": s.topics.commands,
+            "BRIDGE_TOPICS__SNAPSHOTS": s.topics.snapshots,
+            "BRIDGE_TOPICS__EVENTS": s.topics.events,
+            "BRIDGE_TOPICS__RESULTS": s.topics.results,
+            "BRIDGE_TOPICS__DLQ": s.topics.dlq,
+            "BRIDGE_TOPICS__CREATE_MISSING": "false",
+            "BRIDGE_NORCE__BASE_URL": sim_url,
+            "BRIDGE_NORCE__API_KEY": API_KEY,
+            "BRIDGE_PROCESSING__COMMIT_INTERVAL_S": "0.2",
+            "BRIDGE_PROCESSING__MAX_IN_FLIGHT": "16",
+            "BRIDGE_HTTP__HOST": "127.0.0.1",
+            "BRIDGE_HTTP__PORT": "0",
+            "BRIDGE_LOG_LEVEL": "DEBUG",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def log_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON log lines a bridge process wrote so far (partial last lines skipped)."""
+    import json
+
+    out: list[dict[str, Any]] = []
+    if not path.exists():
+        return out
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+    return out
+
+
+def assigned_partitions(path: Path) -> list[int] | None:
+    """The partitions of the last "partitions assigned" line of a bridge log, None if none yet."""
+    lines = [x for x in log_lines(path) if x.get("msg") == "partitions assigned"]
+    return None if not lines else list(lines[-1].get("partitions", []))
