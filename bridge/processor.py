@@ -364,7 +364,21 @@ class Processor:
         detail = f"{reason}: {type(exc).__name__}"
         if ids is not None and ids.dropped:
             detail += f" (unencodable ids left out: {', '.join(ids.dropped)})"
-        dlq = self.dead_letter(src, reason, exc, stage=STAGE_INTERNAL, ids=ids, message=detail)
+        try:
+            dlq = self.dead_letter(src, reason, exc, stage=STAGE_INTERNAL, ids=ids, message=detail)
+        except Exception:  # even the diagnosis failed: the bare minimum, which cannot fail
+            ids = None
+            dlq = Output(
+                "dlq",
+                None,
+                None,
+                (src.value or b"")[: self._dlq_limit // 2],
+                [
+                    ("__connect.errors.reason", reason.encode()),
+                    ("__connect.errors.partition", str(src.partition).encode()),
+                    ("__connect.errors.offset", str(src.offset).encode()),
+                ],
+            )
         outputs = [dlq]
         if with_result and ids is not None and ids.command_id:
             outputs.append(self._id_result(ids, src, "failed", detail))
@@ -985,8 +999,7 @@ def dead_letter(
             # Even the headers are too large (huge original headers): keep only the bridge's.
             headers = [h for h in headers if h[0].startswith(("__connect.", "__bridge.", "norce."))]
             headers.append(("__bridge.dlq.original.headers.dropped", b"true"))
-            room = max(0, max_bytes - record_size(key, b"", headers))
-        value = original[:room]
+        value = original[: max(0, max_bytes - record_size(key, b"", headers))]
     return Output("dlq", key, None, value, headers)
 
 
