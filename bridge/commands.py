@@ -9,7 +9,15 @@ Wire format (JSON, UTF-8, camelCase)::
      "channel": "1", "issuedAt": "2026-11-27T10:00:00Z"}
 
 The same commands may be Avro-encoded (``schemas/OrderCommand.avsc``, single-object encoding),
-told apart by a ``content-type: application/avro`` header or the Avro marker bytes ``C3 01``.
+told apart by a ``content-type`` of ``application/avro`` or ``application/vnd.apache.avro+binary``
+(parameters such as ``; charset=binary`` allowed, any case) or, without a content type, the Avro
+marker bytes ``C3 01``. Both encodings obey the same rules: the JSON is read by the one strict
+parser (:mod:`bridge.jsonstrict`: bounded depth, strict UTF-8, no surrogates, no duplicate keys),
+and the decoded Avro record goes through the same validation as the JSON object.
+
+The contract is exactly the published JSON Schema: enums are case-sensitive without whitespace,
+date-times are RFC 3339 strings (no epoch numbers), ids are non-empty, bounded and free of
+control characters, surrounding whitespace and lone surrogates.
 
 Unknown fields are rejected (``extra="forbid"``): a misspelt ``expectedState`` silently ignored
 would turn a guarded command into an unguarded one. Every parse failure raises
@@ -19,59 +27,136 @@ dead-letter reason and metric label.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal
 
-import orjson
 from pydantic import (
-    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from bridge.codec import AvroCodec
-from bridge.errors import AvroDecodeError, InvalidCommandError, InvalidOrderIdError
+from bridge.errors import (
+    AvroDecodeError,
+    DeadLetterReason,
+    InvalidCommandError,
+    InvalidOrderIdError,
+)
+from bridge.jsonstrict import JsonInputError, loads_strict
 from bridge.norce import validate_order_id
 from bridge.order_model import OrderStatus
 
 AVRO_CONTENT_TYPE = "application/avro"
+AVRO_CONTENT_TYPES: Final = frozenset({"application/avro", "application/vnd.apache.avro+binary"})
 JSON_CONTENT_TYPE = "application/json"
 AVRO_COMMAND_SCHEMA = "OrderCommand"
 MAX_ID_LENGTH = 128
 MAX_SCOPE_LENGTH = 64
 
 # Dead-letter reasons (bounded: they are metric label values).
-REASONS = (
-    "empty_value",
-    "oversize",
-    "invalid_utf8",
-    "invalid_json",
-    "invalid_avro",
-    "not_an_object",
-    "unknown_type",
-    "missing_field",
-    "invalid_field",
-    "unknown_field",
-    "bad_order_id",
-    "unknown_state",
-    "bad_timestamp",
-    "api_rejected",
-    "order_not_found",
+REASONS: Final = tuple(r.value for r in DeadLetterReason)
+
+# The published contract, as regular expressions the JSON Schema carries too (ECMA 262 and
+# Python agree on these). The validators below use the same expressions, so the schema and the
+# bridge accept the same strings.
+RFC3339_PATTERN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
+# An id: no control characters, no surrounding whitespace.
+ID_PATTERN: Final = r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?$"
+# merchant/channel are HTTP header values: printable ASCII, inner spaces only.
+SCOPE_PATTERN: Final = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
+# One URL path segment (see bridge.norce.validate_order_id, the authority): no / ? # % \,
+# whitespace, control or common format characters, not a dot segment.
+ORDER_ID_PATTERN: Final = (
+    r"^(?!\.\.?$)[^/?#%\\\s\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f"
+    r"\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]+$"
+)
+_RFC3339 = re.compile(RFC3339_PATTERN)
+_TOKEN = re.compile(ID_PATTERN)
+_SCOPE = re.compile(SCOPE_PATTERN)
+_STATUS_VALUES: Final = frozenset(m.value for m in OrderStatus)
+
+
+def _has_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8", "strict")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _check_token(value: str, what: str, limit: int) -> str:
     if not value or len(value) > limit:
         raise ValueError(f"{what} must be 1..{limit} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or value != value.strip():
+    if _has_surrogate(value):
+        raise ValueError(f"{what} contains a lone surrogate (not valid Unicode)")
+    if not _TOKEN.match(value):
         raise ValueError(f"{what} must not contain control characters or surrounding whitespace")
     return value
+
+
+def _rfc3339(value: Any) -> datetime:
+    """RFC 3339 date-times only: an epoch number or a date without a time zone is refused."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise PydanticCustomError("timezone_aware", "Input should have timezone info")
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime_type", "Input should be an RFC 3339 date-time string")
+    if not _RFC3339.match(value):
+        raise PydanticCustomError(
+            "datetime_from_date_parsing", "Input should be an RFC 3339 date-time"
+        )
+    try:
+        parsed = datetime.fromisoformat(value.upper())
+    except ValueError:
+        raise PydanticCustomError(
+            "datetime_from_date_parsing", "Input is not a valid calendar date-time"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _strict_status(value: Any) -> OrderStatus:
+    """Exactly one of the enum's values: case-sensitive, no whitespace."""
+    if isinstance(value, OrderStatus):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
+    if value not in _STATUS_VALUES:
+        raise PydanticCustomError(
+            "enum",
+            "Input should be one of: {expected}",
+            {"expected": ", ".join(m.value for m in OrderStatus)},
+        )
+    return OrderStatus(value)
+
+
+Rfc3339 = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN}),
+]
+StrictStatus = Annotated[
+    OrderStatus,
+    BeforeValidator(_strict_status),
+    WithJsonSchema({"enum": [m.value for m in OrderStatus], "type": "string"}),
+]
+
+
+def _token_schema(limit: int, pattern: str) -> dict[str, Any]:
+    return {"minLength": 1, "maxLength": limit, "pattern": pattern}
 
 
 class _CommandBase(BaseModel):
@@ -79,18 +164,34 @@ class _CommandBase(BaseModel):
         frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
     )
 
-    command_id: str = Field(description="Unique id of this command; results correlate by it.")
-    order_id: str = Field(description="Norce order id (one opaque path segment).")
-    merchant: str = Field(description="Norce merchant (x-merchant).")
-    channel: str = Field(description="Norce channel (x-channel).")
-    issued_at: AwareDatetime = Field(description="When the producer issued it (RFC 3339).")
-    expected_state: OrderStatus | None = Field(
+    command_id: str = Field(
+        description="Unique id of this command; results correlate by it.",
+        json_schema_extra=_token_schema(MAX_ID_LENGTH, ID_PATTERN),
+    )
+    order_id: str = Field(
+        description="Norce order id (one opaque path segment).",
+        json_schema_extra=_token_schema(MAX_ID_LENGTH, ORDER_ID_PATTERN),
+    )
+    merchant: str = Field(
+        description="Norce merchant (x-merchant).",
+        json_schema_extra=_token_schema(MAX_SCOPE_LENGTH, SCOPE_PATTERN),
+    )
+    channel: str = Field(
+        description="Norce channel (x-channel).",
+        json_schema_extra=_token_schema(MAX_SCOPE_LENGTH, SCOPE_PATTERN),
+    )
+    issued_at: Rfc3339 = Field(description="When the producer issued it (RFC 3339).")
+    expected_state: StrictStatus | None = Field(
         default=None, description="Precondition: apply only if the order is in this state."
     )
-    expires_at: AwareDatetime | None = Field(
+    expires_at: Rfc3339 | None = Field(
         default=None, description="Do not execute after this instant (RFC 3339)."
     )
-    correlation_id: str | None = Field(default=None, description="Free correlation id.")
+    correlation_id: str | None = Field(
+        default=None,
+        description="Free correlation id.",
+        json_schema_extra=_token_schema(MAX_ID_LENGTH, ID_PATTERN),
+    )
 
     @field_validator("command_id", "correlation_id")
     @classmethod
@@ -100,10 +201,12 @@ class _CommandBase(BaseModel):
     @field_validator("merchant", "channel")
     @classmethod
     def _scope_token(cls, v: str) -> str:
-        _check_token(v, "merchant/channel", MAX_SCOPE_LENGTH)
-        if not v.isascii() or not v.isprintable():
+        if not v or len(v) > MAX_SCOPE_LENGTH:
+            raise ValueError(f"merchant/channel must be 1..{MAX_SCOPE_LENGTH} characters")
+        if not _SCOPE.match(v):
             raise ValueError(
-                "merchant/channel must be printable ASCII (they are HTTP header values)"
+                "merchant/channel must be printable ASCII without surrounding whitespace "
+                "(they are HTTP header values)"
             )
         return v
 
@@ -120,7 +223,7 @@ class SetOrderState(_CommandBase):
     """Move an order to ``state`` (PUT state, then re-fetch)."""
 
     type: Literal["SetOrderState"] = "SetOrderState"
-    state: OrderStatus = Field(description="Target state.")
+    state: StrictStatus = Field(description="Target state.")
 
 
 class DeleteOrder(_CommandBase):
@@ -169,46 +272,67 @@ def _reason_for(exc: ValidationError) -> tuple[str, str]:
     return "invalid_field", msg
 
 
-def _content_type(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
-    for name, value in headers or ():
+def media_type(
+    headers: Sequence[tuple[str, bytes | None]] | None,
+) -> tuple[str | None, dict[str, str]]:
+    """The record's ``content-type`` as (lower-case type/subtype, parameters), or (None, {}).
+
+    Parameters (``; charset=binary``) are split off and their names lower-cased (RFC 9110
+    §8.3.1). The last ``content-type`` header wins; a null, empty or non-ASCII value counts as
+    absent (the record is then told apart by its bytes).
+    """
+    value: bytes | None = None
+    for name, v in headers or ():
         if name.lower() == "content-type":
-            try:
-                return value.decode("ascii", "strict").strip().lower()
-            except UnicodeDecodeError:
-                return None
-    return None
+            value = v
+    if not value:
+        return None, {}
+    try:
+        text = value.decode("ascii", "strict")
+    except UnicodeDecodeError:
+        return None, {}
+    main, *params = text.split(";")
+    kind = main.strip().lower()
+    parsed: dict[str, str] = {}
+    for param in params:
+        pname, sep, pvalue = param.partition("=")
+        if sep:
+            parsed[pname.strip().lower()] = pvalue.strip().strip('"').lower()
+    return (kind or None), parsed
 
 
 def parse_command(
     value: bytes | None,
-    headers: Sequence[tuple[str, bytes]] | None = None,
+    headers: Sequence[tuple[str, bytes | None]] | None = None,
     *,
     codec: AvroCodec | None = None,
     max_bytes: int = 64 * 1024,
 ) -> SetOrderState | DeleteOrder:
-    """Parse one record value into a command or raise InvalidCommandError(reason, message)."""
+    """Parse one record value into a command or raise InvalidCommandError(reason, message).
+
+    Never raises anything else, whatever the bytes and headers.
+    """
     if value is None or len(value) == 0:
         raise InvalidCommandError("empty_value", "record has no value (null or empty)")
     if len(value) > max_bytes:
         raise InvalidCommandError(
             "oversize", f"record value is {len(value)} bytes, limit {max_bytes}"
         )
-    ctype = _content_type(headers)
-    is_avro = ctype == AVRO_CONTENT_TYPE or (
-        ctype in (None, AVRO_CONTENT_TYPE) and codec is not None and codec.is_single_object(value)
-    )
-    if is_avro:
+    ctype, params = media_type(headers)
+    if ctype in AVRO_CONTENT_TYPES:
         return _parse_avro(value, codec)
-    try:
-        text = value.decode("utf-8", "strict")
-    except UnicodeDecodeError as exc:
+    if ctype is None and codec is not None and codec.is_single_object(value):
+        return _parse_avro(value, codec)
+    charset = params.get("charset")
+    if charset is not None and charset not in ("utf-8", "utf8", "us-ascii"):
         raise InvalidCommandError(
-            "invalid_utf8", f"value is not UTF-8 at byte {exc.start}"
-        ) from None
+            "unsupported_content_type",
+            f"charset {charset[:40]!r} is not supported: commands are UTF-8 JSON or Avro",
+        )
     try:
-        raw = orjson.loads(text)
-    except ValueError as exc:
-        raise InvalidCommandError("invalid_json", f"value is not JSON: {exc}") from None
+        raw = loads_strict(value)
+    except JsonInputError as exc:
+        raise InvalidCommandError(exc.reason, exc.message) from None
     return _validate(raw)
 
 
@@ -221,7 +345,11 @@ def _validate(raw: Any) -> SetOrderState | DeleteOrder:
     if kind is None:
         raise InvalidCommandError("missing_field", "type: Field required")
     if kind not in ("SetOrderState", "DeleteOrder"):
-        shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
+        shown = (
+            kind
+            if isinstance(kind, str) and len(kind) <= 40 and not _has_surrogate(kind)
+            else type(kind).__name__
+        )
         raise InvalidCommandError("unknown_type", f"unknown command type {shown!r}")
     try:
         return _ADAPTER.validate_python(raw)
@@ -230,7 +358,8 @@ def _validate(raw: Any) -> SetOrderState | DeleteOrder:
         raise InvalidCommandError(reason, msg) from None
 
 
-def _parse_avro(value: bytes, codec: AvroCodec | None) -> SetOrderState | DeleteOrder:
+def decode_avro_command(value: bytes, codec: AvroCodec | None) -> dict[str, Any]:
+    """The ``OrderCommand`` record of an Avro value (nulls dropped: Avro null means absent)."""
     if codec is None:
         raise InvalidCommandError("invalid_avro", "Avro command received but no codec is loaded")
     try:
@@ -241,10 +370,12 @@ def _parse_avro(value: bytes, codec: AvroCodec | None) -> SetOrderState | Delete
         raise InvalidCommandError(
             "invalid_avro", f"Avro record {name!r} is not an {AVRO_COMMAND_SCHEMA}"
         )
-    raw = {k: v for k, v in record.items() if v is not None}
-    if raw.get("type") == "DeleteOrder":
-        raw.pop("state", None)
-    return _validate(raw)
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def _parse_avro(value: bytes, codec: AvroCodec | None) -> SetOrderState | DeleteOrder:
+    # The same rules as JSON: a DeleteOrder carrying a state is an unknown field, not ignored.
+    return _validate(decode_avro_command(value, codec))
 
 
 def command_to_json(command: SetOrderState | DeleteOrder) -> bytes:
@@ -269,7 +400,9 @@ def command_to_avro_record(command: SetOrderState | DeleteOrder) -> dict[str, An
     }
 
 
-def header_map(headers: Sequence[tuple[str, bytes]] | None) -> Mapping[str, bytes]:
+def header_map(
+    headers: Sequence[tuple[str, bytes | None]] | None,
+) -> Mapping[str, bytes | None]:
     """Headers as a dict (last value wins), for lookups."""
     return {k: v for k, v in headers or ()}
 

@@ -5,7 +5,9 @@
     BridgeError(Exception)                        retriable=False  command_fault=False
     ├── ConfigError                               bad or missing configuration (startup)
     ├── InvalidCommandError(reason, message)      command_fault=True  → dead letter
-    │   └── InvalidOrderIdError(message)          reason="bad_order_id"
+    │   ├── InvalidOrderIdError(message)          reason="bad_order_id"
+    │   ├── UnmappableOrderError(message)         reason="unmappable_order" (API data)
+    │   └── RecordHandlingError(cause)            reason="internal_error" (last resort)
     ├── AvroError
     │   ├── SchemaLoadError                       a schema file is missing or invalid
     │   └── AvroDecodeError                       bytes do not decode with the schema
@@ -31,6 +33,7 @@ errors builds messages only from the endpoint label, the HTTP status and the API
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "AvroError",
     "BridgeError",
     "ConfigError",
+    "DeadLetterReason",
     "InvalidCommandError",
     "InvalidOrderIdError",
     "NorceApiError",
@@ -48,8 +52,39 @@ __all__ = [
     "NorceTimeoutError",
     "NorceUnauthorizedError",
     "NorceUnavailableError",
+    "RecordHandlingError",
     "SchemaLoadError",
+    "UnmappableOrderError",
 ]
+
+
+class DeadLetterReason(StrEnum):
+    """Why a record was dead-lettered: the one vocabulary of ``__connect.errors.reason``, the
+    ``reason`` label of ``norce_bridge_dead_letters_total`` and the prefix of a failed result's
+    reason. A ``StrEnum``, so each member *is* its string."""
+
+    EMPTY_VALUE = "empty_value"
+    OVERSIZE = "oversize"
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    INVALID_AVRO = "invalid_avro"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    UNKNOWN_FIELD = "unknown_field"
+    BAD_ORDER_ID = "bad_order_id"
+    UNKNOWN_STATE = "unknown_state"
+    BAD_TIMESTAMP = "bad_timestamp"
+    API_REJECTED = "api_rejected"
+    ORDER_NOT_FOUND = "order_not_found"
+    UNMAPPABLE_ORDER = "unmappable_order"
+    """Norce returned an order the bridge cannot map to a snapshot (deterministic)."""
+    PROCESSING_ERROR = "processing_error"
+    """An unexpected error kept recurring for a valid command (retried first)."""
+    INTERNAL_ERROR = "internal_error"
+    """Last resort: handling the record failed in a way no other reason covers."""
 
 
 class BridgeError(Exception):
@@ -79,6 +114,22 @@ class InvalidOrderIdError(InvalidCommandError):
 
     def __init__(self, message: str) -> None:
         super().__init__("bad_order_id", message)
+
+
+class UnmappableOrderError(InvalidCommandError):
+    """Norce returned an order that cannot be mapped to a snapshot: deterministic, no retry."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(DeadLetterReason.UNMAPPABLE_ORDER, message)
+
+
+class RecordHandlingError(InvalidCommandError):
+    """Handling one record failed unexpectedly (a bug, not bad input): the last-resort path
+    dead-letters it with reason ``internal_error``; ``cause`` is the original exception."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(DeadLetterReason.INTERNAL_ERROR, f"internal error: {type(cause).__name__}")
+        self.cause = cause
 
 
 class AvroError(BridgeError):

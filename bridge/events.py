@@ -35,6 +35,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, Final, Literal, TypeAlias
 
 import orjson
@@ -49,6 +50,7 @@ __all__ = [
     "SNAPSHOT_SCHEMA_VERSION",
     "STATE_CHANGED_KIND",
     "STATE_CHANGED_SCHEMA",
+    "CommandOutcome",
     "SnapshotMappingError",
     "command_result",
     "event_id",
@@ -73,7 +75,18 @@ SNAPSHOT_SCHEMA_VERSION: Final = 1
 STATE_CHANGED_KIND: Final = "state-changed"
 DELETED_KIND: Final = "deleted"
 
-OUTCOMES: Final = frozenset({"applied", "already_applied", "rejected", "expired", "failed"})
+
+class CommandOutcome(StrEnum):
+    """How a command ended: ``CommandResult.outcome`` and the ``outcome`` metric label."""
+
+    APPLIED = "applied"
+    ALREADY_APPLIED = "already_applied"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+OUTCOMES: Final = frozenset(o.value for o in CommandOutcome)
 """The allowed ``CommandResult.outcome`` values."""
 
 _INT32_MIN: Final = -(2**31)
@@ -683,7 +696,8 @@ def state_changed_event(
     """Build an ``OrderStateChanged`` record with ``eventId = f"{command_id}:state-changed"``.
 
     ``transition_at`` is normally ``latest_transition_at(order, new_status)`` of the
-    re-fetched order.
+    re-fetched order. ``occurred_at`` should be the transition's own time when known, so that a
+    replay rebuilds the same record (same id, same content).
     """
     return {
         "eventId": event_id(command_id, STATE_CHANGED_KIND),
@@ -744,8 +758,12 @@ def command_result(
     reason: str | None = None,
     current_status: str | None = None,
     http_status: int | None = None,
+    replayed: bool = False,
 ) -> dict[str, Any]:
     """Build a ``CommandResult`` record; ``outcome`` must be one of :data:`OUTCOMES`.
+
+    ``replayed`` marks a command found already applied during a replay; ``current_status`` is
+    then the state that command produced.
 
     Raises ValueError for an unknown outcome or a negative ``attempts``.
     """
@@ -767,6 +785,7 @@ def command_result(
         "attempts": attempts,
         "processedAt": format_rfc3339(processed_at),
         "source": {"topic": source_topic, "partition": source_partition, "offset": source_offset},
+        "replayed": replayed,
     }
 
 

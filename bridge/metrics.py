@@ -31,6 +31,9 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from bridge.errors import DeadLetterReason
+from bridge.events import CommandOutcome
+
 __all__ = [
     "API_DURATION_BUCKETS",
     "COMMAND_DURATION_BUCKETS",
@@ -52,32 +55,18 @@ OTHER: Final = "other"
 UNKNOWN_TYPE: Final = "unknown"
 
 COMMAND_TYPES: Final[tuple[str, ...]] = ("SetOrderState", "DeleteOrder")
-COMMAND_OUTCOMES: Final[tuple[str, ...]] = (
-    "applied",
-    "already_applied",
-    "rejected",
-    "expired",
-    "failed",
-    "dead_lettered",
-)
+# One outcome per handled record (a dead-lettered command is ``failed``; dead letters are
+# counted by reason in their own counter, so the outcomes sum to the records handled).
+COMMAND_OUTCOMES: Final[tuple[str, ...]] = tuple(o.value for o in CommandOutcome)
 RETRY_REASONS: Final[tuple[str, ...]] = ("429", "5xx", "timeout", "connection")
 STATUS_CLASSES: Final[tuple[str, ...]] = ("2xx", "3xx", "4xx", "5xx", "error")
 CIRCUIT_STATES: Final[tuple[CircuitState, ...]] = ("closed", "open", "half_open")
 HTTP_METHODS: Final[frozenset[str]] = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 )
-# Dead-letter reasons seen by the dashboard from the start (pre-initialised at zero so rate()
-# and the alerts have a series before the first dead letter). Other short codes are accepted too.
-DEAD_LETTER_REASONS: Final[tuple[str, ...]] = (
-    "invalid_json",
-    "bad_order_id",
-    "validation_error",
-    "unknown_type",
-    "oversize",
-    "api_rejected",
-    "expired",
-    "retries_exhausted",
-)
+# Dead-letter reasons: the bridge's one vocabulary, pre-initialised at zero so rate() and the
+# alerts have a series before the first dead letter. Other short codes are accepted too.
+DEAD_LETTER_REASONS: Final[tuple[str, ...]] = tuple(r.value for r in DeadLetterReason)
 
 # 5 ms .. 60 s: a Norce call takes tens of milliseconds, a command with retries up to a minute.
 COMMAND_DURATION_BUCKETS: Final = (

@@ -44,7 +44,7 @@ from bridge.circuit import CircuitBreaker
 from bridge.codec import AvroCodec
 from bridge.commands import DeleteOrder, SetOrderState, parse_command
 from bridge.config import BridgeSettings, Ordering, ProcessingGuarantee
-from bridge.errors import BridgeError, InvalidCommandError, NorceApiError
+from bridge.errors import BridgeError, InvalidCommandError, NorceApiError, RecordHandlingError
 from bridge.kafka_compat import fetch_committed_with_metadata, observe_group_liveness
 from bridge.lease import LeaseLost, MembershipLease, lease_margin_s, write_gate
 from bridge.logs import command_id_var, correlation_id_var, order_id_var
@@ -55,7 +55,7 @@ from bridge.scheduler import KeyScheduler
 
 log = logging.getLogger("bridge.runtime")
 
-EncodedRecord = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+EncodedRecord = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
 # Metric labels name a topic's role, never its configured name (no configuration in /metrics).
 TOPIC_ROLES = {"snapshot": "snapshots", "event": "events", "result": "results", "dlq": "dlq"}
 COMMANDS_ROLE = "commands"
@@ -304,7 +304,8 @@ class Runtime:
             ps.offsets.complete(offset)
             self.counters["skipped_replayed"] += 1
             return
-        headers = tuple((k, bytes(v) if v is not None else b"") for k, v in (rec.headers or ()))
+        # Header values exactly as sent: a null value stays null (dead letters copy them).
+        headers = tuple((k, bytes(v) if v is not None else None) for k, v in (rec.headers or ()))
         src = SourceRecord(
             ps.tp.topic, ps.tp.partition, offset, rec.key, rec.value, headers, rec.timestamp
         )
@@ -316,6 +317,9 @@ class Runtime:
             )
         except InvalidCommandError as exc:
             error = exc
+        except Exception as exc:  # a parser bug must not stop the partition: last resort
+            log.exception("unexpected error while parsing a record", extra={"offset": offset})
+            error = RecordHandlingError(exc)
         key: Hashable
         if not self._key_mode:
             key = ps.tp
@@ -450,7 +454,10 @@ class Runtime:
             outcome = await self._execute(item, ps)
             if outcome is None or not self._live(item, ps):
                 return
-            records = self._encode(outcome)
+            try:
+                records = self._encode(outcome)
+            except Exception as exc:  # e.g. a value the schema cannot carry: last resort
+                outcome, records = self._last_resort(item, exc)
             published = await self._publish(item, ps, records)
             if not published:
                 return
@@ -485,10 +492,36 @@ class Runtime:
             self._wake.set()
             self._progress.set()
 
+    def _last_resort(
+        self, item: WorkItem, exc: BaseException
+    ) -> tuple[Outcome, list[EncodedRecord]]:
+        """Dead-letter the raw record (``internal_error``), with a result if that encodes."""
+        log.error(
+            "record handling failed; dead-lettering it as internal_error",
+            exc_info=exc,
+            extra={"offset": item.offset, "partition": item.tp.partition},
+        )
+        outcome = self._processor.internal_error(item.src, exc, codec=self._codec)
+        try:
+            return outcome, self._encode(outcome)
+        except Exception:  # the dead letter alone is raw bytes: it always encodes
+            outcome = self._processor.internal_error(
+                item.src, exc, with_result=False, codec=self._codec
+            )
+            return outcome, self._encode(outcome)
+
     async def _execute(self, item: WorkItem, ps: PartState) -> Outcome | None:
+        try:
+            return await self._execute_once(item, ps)
+        except (asyncio.CancelledError, FatalRuntimeError):
+            raise
+        except Exception as exc:  # last resort: never let a record stop us
+            return self._last_resort(item, exc)[0]
+
+    async def _execute_once(self, item: WorkItem, ps: PartState) -> Outcome | None:
         if item.error is not None or item.command is None:
             assert item.error is not None
-            return self._processor.invalid(item.src, item.error)
+            return self._processor.invalid(item.src, item.error, codec=self._codec)
         unexpected = 0
         systemic = 0
         while True:
@@ -628,8 +661,8 @@ class Runtime:
         self.counters[outcome.outcome] = self.counters.get(outcome.outcome, 0) + 1
         self.counters["published"] += n_records
         if outcome.dead_letter_reason is not None:
+            # Counted once above under its outcome (failed); dead letters by reason only here.
             m.dead_lettered(outcome.dead_letter_reason)
-            m.command_finished(outcome.command_type, "dead_lettered", 0.0)
             self.counters["dead_lettered"] += 1
         for o in outcome.outputs:
             m.published(TOPIC_ROLES[o.kind])

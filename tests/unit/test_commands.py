@@ -98,3 +98,72 @@ def test_reasons_are_bounded_codes(value: bytes | None, reason: str) -> None:
     with pytest.raises(InvalidCommandError) as info:
         parse_command(value)
     assert info.value.reason == reason
+
+
+_AGREE_BASE: dict[str, object] = {
+    "type": "SetOrderState",
+    "commandId": "c-1",
+    "orderId": "o_abc",
+    "merchant": "norce",
+    "channel": "1",
+    "issuedAt": "2026-01-01T10:00:00Z",
+    "state": "processing",
+}
+_AGREE_CORPUS: list[dict[str, object]] = [
+    {},
+    {"state": "Processing"},
+    {"state": " processing "},
+    {"state": "shipped"},
+    {"issuedAt": "1700000000"},
+    {"issuedAt": "2026-01-01T10:00:00"},
+    {"issuedAt": "2026-01-01 10:00:00Z"},
+    {"issuedAt": "2026-01-01T10:00:00.1234567+02:00"},
+    {"expiresAt": "2026-01-01t10:00:00z"},
+    {"expectedState": "ACCEPTED"},
+    {"expectedState": "accepted"},
+    {"commandId": ""},
+    {"commandId": " c"},
+    {"commandId": "c\n"},
+    {"commandId": "x" * 129},
+    {"merchant": "nor ce"},
+    {"merchant": " norce"},
+    {"merchant": "nørce"},
+    {"channel": "x" * 65},
+    {"orderId": "../x"},
+    {"orderId": ".."},
+    {"orderId": "a b"},
+    {"orderId": "a\u200bb"},
+    {"correlationId": "ok id"},
+    {"type": "DeleteOrder", "state": None},
+    {"type": "DeleteOrder", "state": "bogus"},
+    {"type": "ShipOrder"},
+    {"extra": "x"},
+]
+
+
+@pytest.mark.parametrize("change", _AGREE_CORPUS)
+def test_json_avro_and_the_json_schema_agree(change: dict[str, object]) -> None:
+    """The same command accepted or refused alike as JSON, as Avro, and by the JSON Schema."""
+    from bridge.codec import AvroCodec
+    from bridge.config import BridgeSettings
+
+    codec = AvroCodec.load(BridgeSettings().schemas_dir)
+    doc = {**_AGREE_BASE, **change}
+    doc = {k: v for k, v in doc.items() if v is not None}
+    schema_ok = jsonschema.Draft202012Validator(command_json_schema()).is_valid(doc)
+
+    def accepted(value: bytes, headers: list[tuple[str, bytes | None]]) -> bool:
+        try:
+            parse_command(value, headers, codec=codec)
+        except InvalidCommandError:
+            return False
+        return True
+
+    json_ok = accepted(json.dumps(doc).encode(), [])
+    assert json_ok == schema_ok, doc
+    avro_fields = [f["name"] for f in codec.parsed_schema("OrderCommand")["fields"]]
+    if set(doc) <= set(avro_fields):
+        record = dict.fromkeys(avro_fields)
+        record.update(doc)
+        avro_ok = accepted(codec.encode("OrderCommand", record), [])
+        assert avro_ok == json_ok, doc
