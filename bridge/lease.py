@@ -118,6 +118,9 @@ class WriteGate(Protocol):
 
     def release(self) -> None: ...
 
+    async def before_delete(self, previous_status: str | None) -> None:
+        """Make durable, before a DELETE is sent, the state the order is deleted from."""
+
 
 # The gate of the command the current task runs; None outside the runtime (tools, tests).
 write_gate: contextvars.ContextVar[WriteGate | None] = contextvars.ContextVar(

@@ -45,6 +45,16 @@ class CommitMeta:
     limit: int | None = None
     at_ms: int | None = None
     in_flight: tuple[tuple[int, int], ...] = ()  # (offset, dispatch time ms)
+    # (offset, status) of DeleteOrder commands about to be sent: the state the order is deleted
+    # from, which a replay cannot read back once the order is gone (committed before the DELETE).
+    deletes: tuple[tuple[int, str | None], ...] = ()
+
+    def delete_note(self, offset: int) -> tuple[str | None] | None:
+        """``(status,)`` when a DELETE of ``offset`` was noted before it was sent, else None."""
+        for off, status in self.deletes:
+            if off == offset:
+                return (status,)
+        return None
 
     def window_start_ms(self, offset: int) -> int | None:
         """When the history of a suspect record's order must be checked from."""
@@ -72,12 +82,17 @@ class CommitMeta:
         flights: list[int] = []
         for off, ms in sorted(self.in_flight):
             flights += [off - committed, (self.at_ms or 0) - ms]
-        body = {
+        body: dict[str, object] = {
             "r": runs,
             "l": None if self.limit is None else self.limit - committed,
             "t": self.at_ms,
             "f": flights,
         }
+        if self.deletes:
+            body["d"] = [
+                [off - committed, status or ""]
+                for off, status in sorted(self.deletes, key=lambda d: d[0])
+            ]
         raw = json.dumps(body, separators=(",", ":")).encode()
         return _META_PREFIX + base64.urlsafe_b64encode(zlib.compress(raw, 6)).decode()
 
@@ -102,7 +117,12 @@ class CommitMeta:
                 (committed + d_off, (at_ms or 0) - d_ms)
                 for d_off, d_ms in zip(fl[::2], fl[1::2], strict=True)
             )
-            return CommitMeta(done=tuple(done), limit=limit, at_ms=at_ms, in_flight=flights)
+            notes = tuple(
+                (committed + int(d_off), str(status) or None) for d_off, status in body.get("d", [])
+            )
+            return CommitMeta(
+                done=tuple(done), limit=limit, at_ms=at_ms, in_flight=flights, deletes=notes
+            )
         except (ValueError, KeyError, TypeError, zlib.error):
             return CommitMeta()
 

@@ -61,6 +61,7 @@ from bridge.events import (
     state_changed_event,
 )
 from bridge.jsonstrict import JsonInputError, loads_strict
+from bridge.lease import write_gate
 
 T = TypeVar("T", covariant=True)
 
@@ -275,11 +276,14 @@ class Processor:
         *,
         suspect_since: datetime | None = None,
         scope: Hashable = None,
+        delete_note: tuple[str | None] | None = None,
     ) -> Outcome:
         """Execute ``command``; ``suspect_since`` marks a possible replay (its window start).
 
         ``scope`` identifies the partition assignment the record came from: replay matching is
-        per (scope, merchant, channel, order).
+        per (scope, merchant, channel, order). ``delete_note`` is, for a suspect delete, the
+        state its previous execution noted durably right before sending the DELETE (so the
+        replay can say what it deleted once the order is gone).
         """
         rkey = (scope, *_okey(command))
         if suspect_since is None:
@@ -287,7 +291,7 @@ class Processor:
         try:
             if isinstance(command, SetOrderState):
                 return await self._set_state(command, src, suspect_since, rkey)
-            return await self._delete(command, src, suspect_since, rkey)
+            return await self._delete(command, src, suspect_since, rkey, delete_note)
         except InvalidCommandError as exc:
             # The command itself is bad (a header value the client cannot carry) or Norce's
             # answer to it cannot be mapped: deterministic, so a dead letter at once, no retry.
@@ -604,6 +608,7 @@ class Processor:
         src: SourceRecord,
         suspect_since: datetime | None,
         rkey: tuple[Hashable, str, str, str],
+        delete_note: tuple[str | None] | None = None,
     ) -> Outcome:
         now = self._clock()
         okey = _okey(cmd)
@@ -620,7 +625,9 @@ class Processor:
             except NorceNotFoundError as exc:
                 attempts = exc.attempts
                 if not expired:
-                    return self._gone(cmd, src, now, attempts, rec, suspect_since, rkey)
+                    return self._gone(
+                        cmd, src, now, attempts, rec, suspect_since, rkey, note=delete_note
+                    )
                 previous = None
         if expired:
             return self._result(cmd, src, "expired", attempts, reason=expired, current=previous)
@@ -634,6 +641,9 @@ class Processor:
                 reason=f"expected state {cmd.expected_state.value}, "
                 f"order is {previous or 'deleted'}",
             )
+        gate = write_gate.get()
+        if gate is not None:
+            await gate.before_delete(previous)
         try:
             res = await self._api.delete_order(
                 cmd.order_id, merchant=cmd.merchant, channel=cmd.channel
@@ -658,6 +668,8 @@ class Processor:
         suspect_since: datetime | None,
         rkey: tuple[Hashable, str, str, str],
         previous: str | None = None,
+        *,
+        note: tuple[str | None] | None = None,
     ) -> Outcome:
         """The order is gone. During a replay the first suspect delete of it claims the delete.
 
@@ -666,7 +678,10 @@ class Processor:
         dispatch reservation of the crashed owner, i.e. it may have reached Norce; under the
         single-writer assumption (README, "Replays") the order's disappearance is then this
         command's doing: ``alreadyDeleted=false`` with the state it deleted from when this replay
-        still saw the order (the position its earlier suspect commands reached), else null.
+        still saw the order (the position its earlier suspect commands reached), else null. The
+        runtime notes that state durably (in the commit metadata) right before every DELETE is
+        sent, and hands it back as ``note``: with it the replayed event says exactly what the
+        original execution said.
         """
         if (
             suspect_since is None
@@ -674,7 +689,15 @@ class Processor:
             or (isinstance(rec, _Recovery) and rec.deleted)
         ):
             return self._deleted(cmd, src, now, previous, attempts, already=True)
-        if isinstance(rec, _Recovery):
+        if note is not None:  # noted durably by the execution that sent the DELETE
+            known = note[0]
+            if isinstance(rec, _Recovery):
+                rec.deleted = True
+            else:
+                fresh = _Recovery.gone()
+                fresh.deleted = True
+                self._recovery[rkey] = fresh
+        elif isinstance(rec, _Recovery):
             rec.deleted = True
             known = rec.position_status
         else:

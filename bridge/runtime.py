@@ -78,6 +78,7 @@ class WorkItem:
     suspect_since: datetime | None
     received: float
     writing: bool = False  # a PUT/DELETE of this command is on the wire
+    delete_note: tuple[str | None] | None = None  # noted pre-DELETE state from the last owner
 
 
 @dataclass
@@ -112,6 +113,8 @@ class PartState:
     # offsets whose command has sent a write or started publishing: a revoke lets these finish
     # (bounded); every other task of the partition is cancelled at once.
     committed_to: set[int] = field(default_factory=set)
+    # offset -> the state a DeleteOrder is about to delete the order from (CommitMeta.deletes)
+    delete_from: dict[int, str | None] = field(default_factory=dict)
 
 
 def _now_ms() -> int:
@@ -338,6 +341,8 @@ class Runtime:
         item = WorkItem(
             ps.tp, offset, key, src, command, error, ps.epoch, suspect_since, time.monotonic()
         )
+        if suspect_since is not None:
+            item.delete_note = ps.inherited.delete_note(offset)
         ps.buffered += 1
         if offset >= ps.limit:
             ps.staged.append(item)
@@ -481,6 +486,7 @@ class Runtime:
                 # say it may have reached the API (it is replayed as a suspect).
                 if completed:
                     ps.in_flight.pop(item.offset, None)
+                    ps.delete_from.pop(item.offset, None)
                 ps.buffered -= 1
                 if (
                     ps.recovering
@@ -537,6 +543,7 @@ class Runtime:
                     item.src,
                     suspect_since=item.suspect_since,
                     scope=(item.tp, item.epoch),
+                    delete_note=item.delete_note,
                 )
             except asyncio.CancelledError:
                 self._circuit.abandon()
@@ -783,17 +790,31 @@ class Runtime:
                 (o, ms) for o, ms in ps.in_flight.items() if o >= committable and o not in done_set
             )
         )
-        meta = CommitMeta(done=done, limit=limit, at_ms=at_ms, in_flight=flights)
+        deletes = tuple(
+            sorted(
+                (o, st)
+                for o, st in ps.delete_from.items()
+                if o >= committable and o not in done_set
+            )
+        )
+        meta = CommitMeta(done=done, limit=limit, at_ms=at_ms, in_flight=flights, deletes=deletes)
         text = meta.encode(committable)
         if len(text) > MAX_METADATA_CHARS and flights:
             # Too many in flight to list: fall back to the oldest dispatch time for all of them.
             oldest = min(ms for _, ms in flights)
-            text = CommitMeta(done=done, limit=limit, at_ms=oldest).encode(committable)
+            text = CommitMeta(done=done, limit=limit, at_ms=oldest, deletes=deletes).encode(
+                committable
+            )
             log.warning("commit metadata too large; using the oldest dispatch time as window")
         return text
 
     async def _commit_partition(
-        self, ps: PartState, *, new_limit: int | None = None, final: bool = False
+        self,
+        ps: PartState,
+        *,
+        new_limit: int | None = None,
+        final: bool = False,
+        force: bool = False,
     ) -> bool:
         """Commit ``ps``; returns False when the commit failed and should be retried.
 
@@ -818,10 +839,16 @@ class Runtime:
             return True
         async with ps.commit_lock:
             if self._eos:
-                return await self._commit_txn(ps, new_limit)
+                return await self._commit_txn(ps, new_limit, force=force)
             committable = ps.offsets.committable()
             limit = max(ps.limit, new_limit or 0)
-            key = (committable, ps.offsets.done_above(), tuple(sorted(ps.in_flight)), limit)
+            key = (
+                committable,
+                ps.offsets.done_above(),
+                tuple(sorted(ps.in_flight)),
+                limit,
+                tuple(sorted(ps.delete_from.items(), key=lambda kv: kv[0])),
+            )
             if key == ps.last_commit_key:
                 return True
             text = self._metadata(ps, committable, limit)
@@ -867,7 +894,9 @@ class Runtime:
         self.counters["commits"] += 1
         self._metrics.set_committed(COMMANDS_ROLE, ps.tp.partition, committable)
 
-    async def _commit_txn(self, ps: PartState, new_limit: int | None) -> bool:
+    async def _commit_txn(
+        self, ps: PartState, new_limit: int | None, *, force: bool = False
+    ) -> bool:
         txn = ps.txn
         assert txn is not None
         assert ps.offsets is not None
@@ -875,6 +904,7 @@ class Runtime:
             if (
                 not txn.open
                 and new_limit is None
+                and not force
                 and ps.offsets.committable() <= ps.offsets.committed
             ):
                 return True
@@ -1127,6 +1157,12 @@ class _ItemGate:
 
     def release(self) -> None:
         self._item.writing = False
+
+    async def before_delete(self, previous_status: str | None) -> None:
+        # Commit (offsets + metadata, or the open transaction) noting the state the order is
+        # deleted from: once it is gone a replay cannot read it back (bridge.processor._gone).
+        self._ps.delete_from[self._item.offset] = previous_status
+        await self._rt._commit_partition(self._ps, force=True)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -126,3 +126,29 @@ def test_window_start_prefers_the_recorded_dispatch_time() -> None:
     meta = CommitMeta(at_ms=1000, in_flight=((7, 900),))
     assert meta.window_start_ms(7) == 900
     assert meta.window_start_ms(8) == 1000
+
+
+def test_delete_notes_round_trip_through_the_commit_metadata() -> None:
+    """The state a DELETE deleted from survives the commit, also when it was unknown."""
+    meta = CommitMeta(done=(12,), limit=40, at_ms=5000, deletes=((11, "processing"), (14, None)))
+    back = CommitMeta.decode(meta.encode(10), 10)
+    assert back.delete_note(11) == ("processing",)
+    assert back.delete_note(14) == (None,)
+    assert back.delete_note(13) is None
+    assert back.done == (12,)
+
+
+def test_advance_to_skips_offsets_without_records_only_when_nothing_is_pending() -> None:
+    """Transaction markers past the last record become committable once all is done."""
+    po = PartitionOffsets(0)
+    po.add(0)
+    po.add(1)
+    po.advance_to(3)
+    assert po.committable() == 0  # still pending: never skip past a pending record
+    po.complete(0)
+    po.complete(1)
+    assert po.committable() == 2
+    po.advance_to(3)
+    assert po.committable() == 3
+    po.advance_to(1)
+    assert po.committable() == 3
