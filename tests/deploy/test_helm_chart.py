@@ -306,6 +306,18 @@ def test_schema_rejects_invalid_values(sets: list[str], message: str):
             "podDisruptionBudget.maxUnavailable (0%) allows no eviction",
         ),
         (
+            ["resources.requests.memory=1Gi"],
+            "resources.requests.memory (1Gi) must not be greater than resources.limits.memory",
+        ),
+        (
+            ["resources.limits.cpu=50m"],
+            "resources.requests.cpu (100m) must not be greater than resources.limits.cpu (50m)",
+        ),
+        (
+            ["helmTest.resources.requests.memory=65Mi"],
+            "helmTest.resources.requests.memory (65Mi) must not be greater than",
+        ),
+        (
             ["config.kafka.tls.caSecret.name=kafka-ca"],
             "config.kafka.tls.caSecret is set but securityProtocol is PLAINTEXT",
         ),
@@ -376,6 +388,10 @@ def test_template_rejects_inconsistent_values(sets: list[str], message: str):
             "resources=null",
             "autoscaling.hpa.targetCPUUtilizationPercentage=null",
         ],
+        ["resources.requests.memory=512Mi"],
+        ["resources.limits.memory=0.5Gi", "resources.requests.memory=536870912"],
+        ["resources.limits.cpu=0.1"],
+        ["resources.limits.cpu=1", "resources.requests.cpu=1000m"],
         ["config.norce.baseUrl=http://127.0.0.1:8089/"],
         ["config.norce.baseUrl=http://localhost:8089"],
         ["config.norce.baseUrl=http://[::1]:8089/"],

@@ -102,6 +102,28 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* A Kubernetes quantity (schema-checked: 250m, 0.5, 1Gi, 1e3...) as a plain number. */}}
+{{- define "norce-order-bridge.quantity" -}}
+{{- $q := toString . }}
+{{- $units := dict "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- $unit := regexFind "([KMGTPE]i|[mkMGTPE])$" $q }}
+{{- mulf (float64 (trimPrefix "+" (trimSuffix $unit $q))) (get $units $unit | default 1.0) }}
+{{- end }}
+
+{{/* Requests above limits are rejected by the API server in the middle of an install. */}}
+{{- define "norce-order-bridge.checkResources" -}}
+{{- $resources := .resources | default dict }}
+{{- $requests := $resources.requests | default dict }}
+{{- range $name, $limit := $resources.limits | default dict }}
+{{- $request := get $requests $name }}
+{{- if and (not (kindIs "invalid" $request)) (not (kindIs "invalid" $limit)) }}
+{{- if gt (float64 (include "norce-order-bridge.quantity" $request)) (float64 (include "norce-order-bridge.quantity" $limit)) }}
+{{- fail (printf "%s.requests.%s (%v) must not be greater than %s.limits.%s (%v)" $.path $name $request $.path $name $limit) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The plain BRIDGE_* settings of the ConfigMap, as YAML (nulls and empty strings dropped later). */}}
 {{- define "norce-order-bridge.configEnv" -}}
 {{- $c := .Values.config }}
@@ -240,6 +262,8 @@ BRIDGE_NORCE__API_KEY_FILE BRIDGE_KAFKA__SASL_PASSWORD_FILE BRIDGE_KAFKA__SSL_CA
 {{- end }}
 {{- end }}
 {{- end }}
+{{- include "norce-order-bridge.checkResources" (dict "resources" .Values.resources "path" "resources") }}
+{{- include "norce-order-bridge.checkResources" (dict "resources" .Values.helmTest.resources "path" "helmTest.resources") }}
 {{- /* Alerts. */}}
 {{- if and .Values.prometheusRule.enabled .Values.serviceMonitor.jobLabel (not .Values.prometheusRule.job) }}
 {{- fail "serviceMonitor.jobLabel changes the job label of the bridge's targets: set prometheusRule.job to the resulting value, or the down/absent alerts watch the wrong job" }}
