@@ -2,12 +2,15 @@
 # Provision the deployment tools the tests in tests/deploy/ need:
 #   * helm     - built from source through the Go module proxy (`go install`), pinned, cached
 #                outside the repository under ${XDG_CACHE_HOME:-$HOME/.cache}/norce-order-bridge/tools/
+#   * helm-docs - generates the chart's values table (helm/norce-order-bridge/README.md), built
+#                the same way (`go install`), pinned, cached beside helm
 #   * promtool - from Debian's `prometheus` package (/usr/bin/promtool, /usr/bin/prometheus)
 # Idempotent: each tool is skipped when it is already present at the expected version.
 # Afterwards put the helm directory on PATH:  export PATH="$(scripts/install-tools.sh --print-bin-dir):$PATH"
 set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+HELM_DOCS_VERSION="${HELM_DOCS_VERSION:-v1.14.2}"
 TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/norce-order-bridge/tools"
 BIN_DIR="$TOOLS_DIR/bin"
 
@@ -49,6 +52,24 @@ install_helm() {
     log "helm built in $((SECONDS - start))s: $("$helm_bin" version --short) (default Kubernetes version 1.${k8s_minor})"
 }
 
+install_helm_docs() {
+    if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+        PATH="/usr/local/go/bin:$PATH"
+    fi
+    local bin="$BIN_DIR/helm-docs" module="github.com/norwoodj/helm-docs"
+    command -v go >/dev/null 2>&1 || die "Go toolchain not found on PATH (needed to build helm-docs with 'go install'); install Go >= 1.26"
+    if [[ -x "$bin" ]] \
+        && go version -m "$bin" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+github\.com/norwoodj/helm-docs[[:space:]]+${HELM_DOCS_VERSION}([[:space:]]|$)"; then
+        log "helm-docs ${HELM_DOCS_VERSION} already installed at $bin"
+        return
+    fi
+    mkdir -p "$BIN_DIR"
+    log "building helm-docs ${HELM_DOCS_VERSION} with 'go install ${module}/cmd/helm-docs@${HELM_DOCS_VERSION}' into $BIN_DIR"
+    local start=$SECONDS
+    GOBIN="$BIN_DIR" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w -X main.version=${HELM_DOCS_VERSION#v}" "${module}/cmd/helm-docs@${HELM_DOCS_VERSION}"
+    log "helm-docs built in $((SECONDS - start))s: $("$bin" --version)"
+}
+
 install_promtool() {
     if command -v promtool >/dev/null 2>&1; then
         log "promtool already installed at $(command -v promtool): $(promtool --version 2>&1 | head -n1)"
@@ -72,5 +93,6 @@ install_promtool() {
 }
 
 install_helm
+install_helm_docs
 install_promtool
-log "done; add helm to PATH with: export PATH=\"$BIN_DIR:\$PATH\""
+log "done; add helm and helm-docs to PATH with: export PATH=\"$BIN_DIR:\$PATH\""

@@ -18,6 +18,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "helm" / "norce-order-bridge"
 CI_VALUES = sorted((CHART_DIR / "ci").glob("*-values.yaml"))
+# The smallest values that install (the chart requires a Norce API URL and a key source); the
+# base of every render that names no values file.
+MINIMAL_VALUES = CHART_DIR / "ci" / "minimal-values.yaml"
 # Kubernetes version the manifests are rendered for and validated against (kubernetes-validate
 # ships its schemas).
 KUBE_VERSION = "1.33.0"
@@ -47,7 +50,9 @@ def find_tool(name: str) -> str:
     pytest.fail(f"{name} not found on PATH nor in {tools_bin_dir()}: {INSTALL_HINT}", pytrace=False)
 
 
-def run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], *, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a tool with a clean helm home and capture its output."""
     env = dict(os.environ)
     env.update(
@@ -55,7 +60,9 @@ def run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[s
         HELM_CONFIG_HOME=str(_HELM_HOME / "config"),
         HELM_DATA_HOME=str(_HELM_HOME / "data"),
     )
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, env=env, timeout=120, check=False, cwd=cwd
+    )
     if check and proc.returncode != 0:
         pytest.fail(
             f"{' '.join(argv)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}",
@@ -64,9 +71,9 @@ def run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[s
     return proc
 
 
-def values_id(path: Path | None) -> str:
-    """Readable test id of a values file (None = chart defaults)."""
-    return "defaults" if path is None else path.name
+def values_id(path: Path) -> str:
+    """Readable test id of a values file."""
+    return path.name
 
 
 def template_argv(
@@ -94,14 +101,20 @@ def template_argv(
 
 @functools.cache
 def render(values: tuple[Path, ...] = (), sets: tuple[str, ...] = ()) -> tuple[dict[str, Any], ...]:
-    """Rendered manifests (parsed) for the given values files and --set items."""
-    proc = run(template_argv(values, sets))
+    """Rendered manifests (parsed) for values files (default: the minimal ones) and --set items."""
+    proc = run(template_argv(values or (MINIMAL_VALUES,), sets))
     return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
 
 
-def render_fails(sets: Iterable[str] = (), values: Iterable[Path] = ()) -> str:
-    """Render expecting failure; return helm's error output."""
-    proc = run(template_argv(values, sets), check=False)
+def render_fails(
+    sets: Iterable[str] = (), values: Iterable[Path] = (), *, bare: bool = False
+) -> str:
+    """Render expecting failure; return helm's error output.
+
+    Without values files the minimal values are the base, unless ``bare`` (the chart's defaults).
+    """
+    files = list(values) or ([] if bare else [MINIMAL_VALUES])
+    proc = run(template_argv(files, sets), check=False)
     assert proc.returncode != 0, f"helm template accepted invalid values {list(sets)}"
     return proc.stderr
 

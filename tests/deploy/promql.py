@@ -6,7 +6,8 @@ real Prometheus can evaluate them as they are. Dashboard expressions return data
 has been scraped a few times (``exercised_metrics()`` creates every series); alert expressions
 are conditions and return nothing while the bridge is healthy, so ``alert_input_selectors()``
 lists the metrics each alert reads. ``metric_names(expr)`` lists the metric names an expression
-selects, and ``known_metric_names()`` the names ``BridgeMetrics`` exports.
+selects, ``known_metric_names()`` the names ``BridgeMetrics`` exports and ``exported_labels()``
+the label names and values of each (topics are labelled by role: ``TOPIC_ROLES``).
 
 The chart's ``files/`` hold the source of truth (``dashboards/`` and ``alerts/`` are checked
 copies). Import from another test folder by path, e.g.::
@@ -26,6 +27,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from bridge.metrics import BridgeMetrics
+from bridge.runtime import COMMANDS_ROLE
+from bridge.runtime import TOPIC_ROLES as OUTPUT_TOPIC_ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "helm" / "norce-order-bridge"
@@ -34,6 +37,9 @@ RULES_FILE = CHART_DIR / "files" / "norce-order-bridge.rules.yaml"
 DASHBOARD_COPY = ROOT / "dashboards" / "norce-order-bridge.json"
 RULES_COPY = ROOT / "alerts" / "norce-order-bridge.rules.yaml"
 RULES_TEST_FILE = ROOT / "alerts" / "norce-order-bridge.rules.test.yaml"
+
+# The values of the `topic` label: the role of a topic, never its configured name.
+TOPIC_ROLES: frozenset[str] = frozenset({COMMANDS_ROLE, *OUTPUT_TOPIC_ROLES.values()})
 
 # Grafana's built-in interval variables and the value used when evaluating outside Grafana.
 BUILTIN_VARIABLES = {
@@ -181,12 +187,14 @@ def exercised_metrics(registry: CollectorRegistry | None = None) -> BridgeMetric
     m.on_request("GET", "/api/v0/checkout/orders/{order_id}", 503, 0.02)
     m.on_retry("/api/v0/checkout/orders/{order_id}", "5xx")
     m.dead_lettered("invalid_json")
-    m.published("norce.order.snapshots")
+    for role in sorted(OUTPUT_TOPIC_ROLES.values()):
+        m.published(role)
     m.set_in_flight(1)
     m.set_buffered(2)
     m.set_paused_partitions(0)
-    m.set_lag("norce.order.commands", 0, 3)
-    m.set_committed("norce.order.commands", 0, 10)
+    # As the runtime reports them: by the role of the topic, not its name.
+    m.set_lag(COMMANDS_ROLE, 0, 3)
+    m.set_committed(COMMANDS_ROLE, 0, 10)
     m.set_circuit("closed")
     m.event_loop_lag(0.001)
     m.rebalance()
@@ -203,3 +211,22 @@ def known_metric_names() -> set[str]:
         names.add(family.name)
         names.update(sample.name for sample in family.samples)
     return names
+
+
+def exported_labels() -> dict[str, dict[str, set[str]]]:
+    """Sample name -> label name -> values, as the bridge exports them (every method exercised).
+
+    The label names are exact; the values are those the runtime produces for closed label sets
+    (e.g. ``topic`` is always one of ``TOPIC_ROLES``).
+    """
+    reg = CollectorRegistry()
+    exercised_metrics(reg)
+    out: dict[str, dict[str, set[str]]] = {}
+    for family in reg.collect():
+        for name in {family.name, *(sample.name for sample in family.samples)}:
+            out.setdefault(name, {})
+        for sample in family.samples:
+            for target in (family.name, sample.name):
+                for key, value in sample.labels.items():
+                    out[target].setdefault(key, set()).add(value)
+    return out

@@ -8,9 +8,20 @@ from typing import Any
 
 import pytest
 import yaml
-from helmtools import CHART_DIR, CI_VALUES, NAMESPACE, RELEASE, by_kind, one, render, values_id
+from helmtools import (
+    CHART_DIR,
+    CI_VALUES,
+    MINIMAL_VALUES,
+    NAMESPACE,
+    RELEASE,
+    by_kind,
+    one,
+    render,
+    values_id,
+)
+from promql import TOPIC_ROLES, exported_labels, known_metric_names
 
-VALUES_CASES = [None, *CI_VALUES]
+VALUES_CASES = CI_VALUES
 FULLNAME = f"{RELEASE}-norce-order-bridge"
 FAKE_SECRETS = ("ci-fake-norce-api-key", "ci-fake-sasl-password")
 # The bridge's settings (bridge/config.py); a typo in the chart would make the bridge fail to
@@ -36,6 +47,9 @@ KNOWN_SETTINGS = {
     "BRIDGE_TOPICS__PARTITIONS",
     "BRIDGE_TOPICS__REPLICATION_FACTOR",
     "BRIDGE_NORCE__BASE_URL",
+    "BRIDGE_NORCE__ENVIRONMENT",
+    "BRIDGE_NORCE__SLUG",
+    "BRIDGE_NORCE__ALLOW_INSECURE_HTTP",
     "BRIDGE_NORCE__API_KEY_FILE",
     "BRIDGE_NORCE__ADAPTER_ID",
     "BRIDGE_NORCE__READ_TIMEOUT_S",
@@ -46,12 +60,13 @@ KNOWN_SETTINGS = {
     "BRIDGE_PROCESSING__MAX_COMMAND_AGE_S",
     "BRIDGE_PROCESSING__DRAIN_DEADLINE_S",
     "BRIDGE_HTTP__PORT",
+    "BRIDGE_HTTP__WEDGED_AFTER_S",
 }
 
 
-def docs_for(values: Path | None) -> tuple[dict[str, Any], ...]:
+def docs_for(values: Path) -> tuple[dict[str, Any], ...]:
     """Rendered manifests of one values case."""
-    return render(() if values is None else (values,))
+    return render((values,))
 
 
 def container(docs: tuple[dict[str, Any], ...]) -> dict[str, Any]:
@@ -98,7 +113,7 @@ def subset(small: dict[str, str], big: dict[str, str]) -> bool:
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_probes_use_the_health_endpoints_on_the_named_port(values: Path | None):
+def test_probes_use_the_health_endpoints_on_the_named_port(values: Path):
     """Liveness probes /healthz, readiness probes /readyz, both on the port named http (8000)."""
     docs = docs_for(values)
     c = container(docs)
@@ -111,7 +126,7 @@ def test_probes_use_the_health_endpoints_on_the_named_port(values: Path | None):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_security_context_is_locked_down(values: Path | None):
+def test_security_context_is_locked_down(values: Path):
     """Non-root 10001, read-only root filesystem, no privilege escalation, no capabilities."""
     docs = docs_for(values)
     pod = pod_spec(docs)["securityContext"]
@@ -129,7 +144,7 @@ def test_security_context_is_locked_down(values: Path | None):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_tmp_is_a_writable_empty_dir(values: Path | None):
+def test_tmp_is_a_writable_empty_dir(values: Path):
     """/tmp is an emptyDir, as the root filesystem is read-only."""
     docs = docs_for(values)
     mounts = {m["mountPath"]: m["name"] for m in container(docs)["volumeMounts"]}
@@ -138,7 +153,7 @@ def test_tmp_is_a_writable_empty_dir(values: Path | None):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_grace_period_exceeds_drain_deadline(values: Path | None):
+def test_grace_period_exceeds_drain_deadline(values: Path):
     """terminationGracePeriodSeconds is longer than the bridge's drain deadline."""
     docs = docs_for(values)
     grace = pod_spec(docs)["terminationGracePeriodSeconds"]
@@ -146,7 +161,7 @@ def test_grace_period_exceeds_drain_deadline(values: Path | None):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_entrypoint_is_not_overridden(values: Path | None):
+def test_entrypoint_is_not_overridden(values: Path):
     """The image's exec-form ENTRYPOINT stays PID 1 (no command override, no shell)."""
     c = container(docs_for(values))
     assert "command" not in c
@@ -154,7 +169,7 @@ def test_entrypoint_is_not_overridden(values: Path | None):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_selectors_match_pod_labels(values: Path | None):
+def test_selectors_match_pod_labels(values: Path):
     """Deployment, Service, PDB, NetworkPolicy and ServiceMonitor select the bridge's pods."""
     docs = docs_for(values)
     labels = pod_labels(docs)
@@ -177,7 +192,7 @@ def test_selectors_match_pod_labels(values: Path | None):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_service_targets_the_named_port(values: Path | None):
+def test_service_targets_the_named_port(values: Path):
     """The metrics Service targets the container port named http; the ServiceMonitor scrapes it."""
     docs = docs_for(values)
     service = one(docs, "Service")
@@ -191,7 +206,7 @@ def test_service_targets_the_named_port(values: Path | None):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_standard_labels_on_every_object(values: Path | None):
+def test_standard_labels_on_every_object(values: Path):
     """Every object carries the app.kubernetes.io/* and helm.sh/chart labels."""
     for doc in docs_for(values):
         labels = doc["metadata"]["labels"]
@@ -206,7 +221,7 @@ def test_standard_labels_on_every_object(values: Path | None):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_config_keys_are_known_settings(values: Path | None):
+def test_config_keys_are_known_settings(values: Path):
     """Every BRIDGE_* variable is one of the bridge's settings."""
     env = settings(docs_for(values))
     unknown = {k for k in env if k.startswith("BRIDGE_")} - KNOWN_SETTINGS
@@ -214,7 +229,7 @@ def test_config_keys_are_known_settings(values: Path | None):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_secret_files_are_mounted_where_env_points(values: Path | None):
+def test_secret_files_are_mounted_where_env_points(values: Path):
     """Each *_FILE / SSL_* path is a file of a mounted, read-only Secret volume."""
     docs = docs_for(values)
     c = container(docs)
@@ -235,7 +250,7 @@ def test_secret_files_are_mounted_where_env_points(values: Path | None):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_no_secret_values_in_env_or_config(values: Path | None):
+def test_no_secret_values_in_env_or_config(values: Path):
     """Secret values appear only in the Secret, never in env, ConfigMaps or annotations."""
     docs = docs_for(values)
     for doc in docs:
@@ -248,11 +263,81 @@ def test_no_secret_values_in_env_or_config(values: Path | None):
         assert not name.endswith(("PASSWORD", "API_KEY")), f"{name} would carry a secret"
 
 
-def test_default_install_has_no_secret_and_no_api_key():
-    """Without credentials the chart creates no Secret and mounts nothing."""
-    docs = render()
+def test_minimal_install_reads_the_api_key_from_the_existing_secret():
+    """With an existing Secret the chart creates none and mounts the API key from it."""
+    docs = render((MINIMAL_VALUES,))
     assert not by_kind(docs, "Secret")
-    assert "BRIDGE_NORCE__API_KEY_FILE" not in settings(docs)
+    assert settings(docs)["BRIDGE_NORCE__API_KEY_FILE"] == "/var/run/secrets/norce/api-key"
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    assert volumes["norce-api-key"]["secret"]["secretName"] == "norce-order-bridge-credentials"
+
+
+def test_norce_environment_and_slug_replace_the_base_url():
+    """environment + slug reach the bridge; no base URL is rendered then."""
+    env = settings(
+        render(
+            (),
+            (
+                "config.norce.baseUrl=",
+                "config.norce.environment=production",
+                "config.norce.slug=acme-shop",
+            ),
+        )
+    )
+    assert env["BRIDGE_NORCE__ENVIRONMENT"] == "production"
+    assert env["BRIDGE_NORCE__SLUG"] == "acme-shop"
+    assert "BRIDGE_NORCE__BASE_URL" not in env
+
+
+def test_insecure_http_is_passed_only_when_allowed():
+    """allowInsecureHttp=true reaches the bridge; by default the variable is not set at all."""
+    assert "BRIDGE_NORCE__ALLOW_INSECURE_HTTP" not in settings(render())
+    env = settings(
+        render(
+            (),
+            (
+                "config.norce.baseUrl=http://norce-proxy.orders.svc:8080/",
+                "config.norce.allowInsecureHttp=true",
+            ),
+        )
+    )
+    assert env["BRIDGE_NORCE__ALLOW_INSECURE_HTTP"] == "true"
+    assert env["BRIDGE_NORCE__BASE_URL"] == "http://norce-proxy.orders.svc:8080/"
+
+
+def test_wedged_after_reaches_the_bridge():
+    """config.http.wedgedAfterSeconds sets the /healthz wedge threshold."""
+    assert "BRIDGE_HTTP__WEDGED_AFTER_S" not in settings(render())
+    env = settings(render((), ("config.http.wedgedAfterSeconds=45",)))
+    assert env["BRIDGE_HTTP__WEDGED_AFTER_S"] == "45"
+
+
+def test_default_resources_request_cpu_and_memory_without_cpu_limit():
+    """Pods request CPU and memory by default, limit memory, and are never CPU-throttled."""
+    resources = container(render())["resources"]
+    assert set(resources["requests"]) == {"cpu", "memory"}
+    assert set(resources["limits"]) == {"memory"}
+
+
+def test_pods_spread_over_zones_and_nodes_by_default():
+    """Without explicit constraints the pods spread softly over zones and nodes."""
+    docs = render()
+    constraints = pod_spec(docs)["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in constraints] == [
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    ]
+    for c in constraints:
+        assert c["whenUnsatisfiable"] == "ScheduleAnyway"
+        assert c["maxSkew"] == 1
+        assert subset(c["labelSelector"]["matchLabels"], pod_labels(docs))
+    # Explicit constraints replace the default; disabling it leaves none.
+    explicit = pod_spec(render((CHART_DIR / "ci" / "all-features-values.yaml",)))
+    assert [c["topologyKey"] for c in explicit["topologySpreadConstraints"]] == [
+        "topology.kubernetes.io/zone"
+    ]
+    off = pod_spec(render((), ("topologySpread.enabled=false",)))
+    assert "topologySpreadConstraints" not in off
 
 
 def test_chart_managed_secret_holds_the_credentials():
@@ -305,6 +390,34 @@ def test_autoscaled_deployments_leave_replicas_to_the_autoscaler():
     assert one(render(), "Deployment")["spec"]["replicas"] == 1
     for name in ("hpa-values.yaml", "all-features-values.yaml"):
         assert "replicas" not in one(render((CHART_DIR / "ci" / name,)), "Deployment")["spec"]
+
+
+def test_hpa_example_selects_metrics_the_bridge_exports():
+    """Every metric the example HPA selects exists in BridgeMetrics with those labels and values.
+
+    The bridge labels topics by role (commands, snapshots, ...); a selector on the topic's name
+    could never resolve.
+    """
+    hpa = one(render((CHART_DIR / "ci" / "hpa-values.yaml",)), "HorizontalPodAutoscaler")
+    labels_of = exported_labels()
+    checked = 0
+    for metric in hpa["spec"]["metrics"]:
+        if metric["type"] == "Resource":
+            continue
+        source = metric[metric["type"][0].lower() + metric["type"][1:]]
+        name = source["metric"]["name"]
+        assert name in known_metric_names(), f"{name} is not exported by the bridge"
+        selector = source["metric"].get("selector", {})
+        for key, value in selector.get("matchLabels", {}).items():
+            assert key in labels_of[name], f"{name} has no label {key}"
+            assert value in labels_of[name][key], (
+                f"{name}{{{key}={value!r}}} never exists: the bridge exports "
+                f"{sorted(labels_of[name][key])}"
+            )
+        checked += 1
+    assert checked, "the example HPA selects no bridge metric"
+    assert labels_of["norce_bridge_consumer_lag"]["topic"] == {"commands"}
+    assert set(TOPIC_ROLES) >= {"commands", "snapshots", "events", "results", "dlq"}
 
 
 def test_hpa_targets_the_deployment():
@@ -366,20 +479,89 @@ def test_network_policy_allows_metrics_in_and_kafka_norce_dns_out():
     assert egress_ports == [[53, 53], [9093], [443], [3128]]
 
 
+JOB_SELECTOR = 'job="norce-order-bridge"'
+
+
 def test_prometheus_rule_renders_the_rules_file():
-    """The PrometheusRule carries exactly the rules of files/ plus the additional rule labels."""
+    """The PrometheusRule carries the rules of files/ plus the additional rule labels; the
+    down/absent rules watch this release's job and namespace instead of the generic job."""
     docs = render((CHART_DIR / "ci" / "all-features-values.yaml",))
     rule = one(docs, "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     source = yaml.safe_load((CHART_DIR / "files" / "norce-order-bridge.rules.yaml").read_text())
     rendered = rule["spec"]["groups"]
     assert [g["name"] for g in rendered] == [g["name"] for g in source["groups"]]
+    release_job = f'job="{FULLNAME}", namespace="{NAMESPACE}"'
+    substituted = 0
     for got_group, want_group in zip(rendered, source["groups"], strict=True):
         for got, want in zip(got_group["rules"], want_group["rules"], strict=True):
             assert got["labels"] == {**want["labels"], "team": "orders"}
-            assert {k: v for k, v in got.items() if k != "labels"} == {
-                k: v for k, v in want.items() if k != "labels"
+            assert JOB_SELECTOR not in got["expr"]
+            assert got["expr"] == want["expr"].replace(JOB_SELECTOR, release_job)
+            substituted += JOB_SELECTOR in want["expr"]
+            assert {k: v for k, v in got.items() if k not in ("labels", "expr")} == {
+                k: v for k, v in want.items() if k not in ("labels", "expr")
             }
+    assert substituted >= 3, "the absent/down/scrape rules select the job"
+
+
+def test_prometheus_rule_job_and_runbook_base_are_configurable():
+    """prometheusRule.job names the scrape job; runbookBaseUrl moves every runbook link."""
+    docs = render(
+        (),
+        (
+            "prometheusRule.enabled=true",
+            "prometheusRule.job=kafka-bridges",
+            "prometheusRule.runbookBaseUrl=https://wiki.example.com/runbooks/bridge/",
+        ),
+    )
+    rules = [r for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    absent = next(r for r in rules if r["alert"] == "NorceBridgeAbsent")
+    assert absent["expr"].strip() == (f'absent(up{{job="kafka-bridges", namespace="{NAMESPACE}"}})')
+    for r in rules:
+        url = r["annotations"]["runbook_url"]
+        assert url == f"https://wiki.example.com/runbooks/bridge#{r['alert'].lower()}", url
+
+
+def test_helm_test_pod_checks_readyz_through_the_service():
+    """The helm test hook is a locked-down, one-shot Pod of the bridge image polling /readyz of
+    the Service, and no selector of the release picks it up as a bridge pod."""
+    docs = render((CHART_DIR / "ci" / "all-features-values.yaml",))
+    pods = by_kind(docs, "Pod")
+    assert len(pods) == 1
+    pod = pods[0]
+    meta = pod["metadata"]
+    assert meta["annotations"]["helm.sh/hook"] == "test"
+    assert "hook-succeeded" in meta["annotations"]["helm.sh/hook-delete-policy"]
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["activeDeadlineSeconds"] > 120
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["imagePullSecrets"] == pod_spec(docs)["imagePullSecrets"]
+    (c,) = spec["containers"]
+    assert c["image"] == container(docs)["image"]
+    assert c["command"][:2] == ["python", "-c"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["resources"]["limits"]["memory"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    service = one(docs, "Service")
+    port = service["spec"]["ports"][0]["port"]
+    assert env["READYZ_URL"] == f"http://{FULLNAME}.{NAMESPACE}.svc:{port}/readyz"
+    assert env["TIMEOUT_S"] == "120"
+    labels = meta["labels"]
+    assert not subset(service["spec"]["selector"], labels)
+    assert not subset(one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], labels)
+    np = one(docs, "NetworkPolicy")
+    assert not subset(np["spec"]["podSelector"]["matchLabels"], labels)
+    # The NetworkPolicy restricts who may reach the bridge: the test Pod must be one of them.
+    peers = np["spec"]["ingress"][0]["from"]
+    assert any(
+        "namespaceSelector" not in p and subset(p["podSelector"]["matchLabels"], labels)
+        for p in peers
+        if "podSelector" in p
+    )
+    assert not by_kind(render((), ("helmTest.enabled=false",)), "Pod")
 
 
 def test_grafana_dashboard_config_map():

@@ -83,25 +83,190 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if or .Values.secrets.existingSecret .Values.secrets.norceApiKey }}true{{ end }}
 {{- end }}
 
-{{/* Render-time checks of combinations the schema cannot express. */}}
+{{/* Lowest number of replicas the Deployment runs with (the autoscaler's minimum, at least 1). */}}
+{{- define "norce-order-bridge.minReplicas" -}}
+{{- $a := .Values.autoscaling }}
+{{- $n := int .Values.replicaCount }}
+{{- if $a.hpa.enabled }}{{ $n = int $a.hpa.minReplicas }}{{ else if $a.keda.enabled }}{{ $n = int $a.keda.minReplicaCount }}{{ end }}
+{{- max $n 1 }}
+{{- end }}
+
+{{/* Pods a PDB value (integer or percentage, rounded up as Kubernetes does) stands for. */}}
+{{- define "norce-order-bridge.scaledPods" -}}
+{{- $v := toString .value }}
+{{- if hasSuffix "%" $v }}
+{{- $pct := trimSuffix "%" $v | int }}
+{{- div (add (mul $pct .replicas) 99) 100 }}
+{{- else }}
+{{- int $v }}
+{{- end }}
+{{- end }}
+
+{{/* A Kubernetes quantity (schema-checked: 250m, 0.5, 1Gi, 1e3...) as a plain number. */}}
+{{- define "norce-order-bridge.quantity" -}}
+{{- $q := toString . }}
+{{- $units := dict "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- $unit := regexFind "([KMGTPE]i|[mkMGTPE])$" $q }}
+{{- mulf (float64 (trimPrefix "+" (trimSuffix $unit $q))) (get $units $unit | default 1.0) }}
+{{- end }}
+
+{{/* Requests above limits are rejected by the API server in the middle of an install. */}}
+{{- define "norce-order-bridge.checkResources" -}}
+{{- $resources := .resources | default dict }}
+{{- $requests := $resources.requests | default dict }}
+{{- range $name, $limit := $resources.limits | default dict }}
+{{- $request := get $requests $name }}
+{{- if and (not (kindIs "invalid" $request)) (not (kindIs "invalid" $limit)) }}
+{{- if gt (float64 (include "norce-order-bridge.quantity" $request)) (float64 (include "norce-order-bridge.quantity" $limit)) }}
+{{- fail (printf "%s.requests.%s (%v) must not be greater than %s.limits.%s (%v)" $.path $name $request $.path $name $limit) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The plain BRIDGE_* settings of the ConfigMap, as YAML (nulls and empty strings dropped later). */}}
+{{- define "norce-order-bridge.configEnv" -}}
+{{- $c := .Values.config }}
+{{- $env := dict
+    "BRIDGE_LOG_LEVEL" $c.logLevel
+    "BRIDGE_KAFKA__BOOTSTRAP_SERVERS" $c.kafka.bootstrapServers
+    "BRIDGE_KAFKA__GROUP_ID" $c.kafka.groupId
+    "BRIDGE_KAFKA__CLIENT_ID" $c.kafka.clientId
+    "BRIDGE_KAFKA__SECURITY_PROTOCOL" $c.kafka.securityProtocol
+    "BRIDGE_TOPICS__COMMANDS" $c.topics.commands
+    "BRIDGE_TOPICS__SNAPSHOTS" $c.topics.snapshots
+    "BRIDGE_TOPICS__EVENTS" $c.topics.events
+    "BRIDGE_TOPICS__RESULTS" $c.topics.results
+    "BRIDGE_TOPICS__DLQ" $c.topics.dlq
+    "BRIDGE_TOPICS__CREATE_MISSING" $c.topics.createMissing
+    "BRIDGE_TOPICS__PARTITIONS" $c.topics.partitions
+    "BRIDGE_TOPICS__REPLICATION_FACTOR" $c.topics.replicationFactor
+    "BRIDGE_NORCE__BASE_URL" $c.norce.baseUrl
+    "BRIDGE_NORCE__ENVIRONMENT" $c.norce.environment
+    "BRIDGE_NORCE__SLUG" $c.norce.slug
+    "BRIDGE_NORCE__ADAPTER_ID" $c.norce.adapterId
+    "BRIDGE_NORCE__READ_TIMEOUT_S" $c.norce.readTimeoutSeconds
+    "BRIDGE_NORCE__MAX_CONNECTIONS" $c.norce.maxConnections
+    "BRIDGE_PROCESSING__ORDERING" $c.processing.ordering
+    "BRIDGE_PROCESSING__PROCESSING_GUARANTEE" $c.processing.processingGuarantee
+    "BRIDGE_PROCESSING__MAX_IN_FLIGHT" $c.processing.maxInFlight
+    "BRIDGE_PROCESSING__MAX_COMMAND_AGE_S" $c.processing.maxCommandAgeSeconds
+    "BRIDGE_PROCESSING__DRAIN_DEADLINE_S" $c.processing.drainDeadlineSeconds
+    "BRIDGE_HTTP__PORT" .Values.containerPort
+    "BRIDGE_HTTP__WEDGED_AFTER_S" (dig "http" "wedgedAfterSeconds" nil $c)
+}}
+{{- if $c.norce.allowInsecureHttp }}
+{{- /* Only when true: false is the bridge's default. */}}
+{{- $_ := set $env "BRIDGE_NORCE__ALLOW_INSECURE_HTTP" true }}
+{{- end }}
+{{- if include "norce-order-bridge.kafkaSasl" . }}
+{{- $_ := set $env "BRIDGE_KAFKA__SASL_MECHANISM" $c.kafka.sasl.mechanism }}
+{{- $_ := set $env "BRIDGE_KAFKA__SASL_USERNAME" $c.kafka.sasl.username }}
+{{- end }}
+{{- toYaml $env }}
+{{- end }}
+
+{{/* Names of the variables the chart sets on the container itself (secret file paths). */}}
+{{- define "norce-order-bridge.envNames" -}}
+BRIDGE_NORCE__API_KEY_FILE BRIDGE_KAFKA__SASL_PASSWORD_FILE BRIDGE_KAFKA__SSL_CAFILE BRIDGE_KAFKA__SSL_CERTFILE BRIDGE_KAFKA__SSL_KEYFILE
+{{- end }}
+
+{{/* Render-time checks of combinations the schema cannot express. Each names the values to fix. */}}
 {{- define "norce-order-bridge.validate" -}}
 {{- $p := .Values.config.processing }}
+{{- $kafka := .Values.config.kafka }}
+{{- $norce := .Values.config.norce }}
+{{- $a := .Values.autoscaling }}
 {{- if le (int64 .Values.terminationGracePeriodSeconds) (int64 (ceil $p.drainDeadlineSeconds)) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be greater than config.processing.drainDeadlineSeconds (%v): the pod would be killed in the middle of its drain" .Values.terminationGracePeriodSeconds $p.drainDeadlineSeconds) }}
 {{- end }}
-{{- if include "norce-order-bridge.kafkaSasl" . }}
-{{- if not .Values.config.kafka.sasl.mechanism }}
-{{- fail (printf "config.kafka.sasl.mechanism is required with securityProtocol %s" .Values.config.kafka.securityProtocol) }}
+{{- /* Where the bridge sends commands, and with which key: without them the pod exits at startup. */}}
+{{- if eq $norce.environment "custom" }}
+{{- if not $norce.baseUrl }}
+{{- fail "config.norce.baseUrl is required: the Norce Order API URL, e.g. https://<slug>.api-se.norce.tech/checkout/order/ (or set config.norce.environment and config.norce.slug)" }}
 {{- end }}
-{{- if not .Values.config.kafka.sasl.username }}
-{{- fail (printf "config.kafka.sasl.username is required with securityProtocol %s" .Values.config.kafka.securityProtocol) }}
+{{- if and (hasPrefix "http://" $norce.baseUrl) (not $norce.allowInsecureHttp) (not (regexMatch "^http://(localhost|127(\\.[0-9]{1,3}){3}|\\[::1\\])(:[0-9]+)?(/|$)" $norce.baseUrl)) }}
+{{- fail (printf "config.norce.baseUrl %s is plain http:// to a non-loopback host: the bridge would refuse to send the API key there. Use https://, or set config.norce.allowInsecureHttp=true if the traffic is protected otherwise (e.g. a sidecar proxy)" $norce.baseUrl) }}
+{{- end }}
+{{- else }}
+{{- if not $norce.slug }}
+{{- fail (printf "config.norce.slug is required with config.norce.environment=%s (the bridge builds the API URL from it)" $norce.environment) }}
+{{- end }}
+{{- if $norce.baseUrl }}
+{{- fail (printf "config.norce.baseUrl is ignored with config.norce.environment=%s: set either baseUrl (environment custom) or environment and slug" $norce.environment) }}
+{{- end }}
+{{- end }}
+{{- if not (include "norce-order-bridge.mountApiKey" .) }}
+{{- fail (printf "a Norce API key is required: set secrets.existingSecret (a Secret with key %s) or secrets.norceApiKey" .Values.secrets.norceApiKeyKey) }}
+{{- end }}
+{{- if and .Values.secrets.existingSecret (or .Values.secrets.norceApiKey .Values.secrets.kafkaSaslPassword) }}
+{{- fail "secrets.norceApiKey / secrets.kafkaSaslPassword are ignored when secrets.existingSecret is set: put the credentials in that Secret and remove them from the values" }}
+{{- end }}
+{{- /* Kafka security. */}}
+{{- if include "norce-order-bridge.kafkaSasl" . }}
+{{- if not $kafka.sasl.mechanism }}
+{{- fail (printf "config.kafka.sasl.mechanism is required with securityProtocol %s" $kafka.securityProtocol) }}
+{{- end }}
+{{- if not $kafka.sasl.username }}
+{{- fail (printf "config.kafka.sasl.username is required with securityProtocol %s" $kafka.securityProtocol) }}
 {{- end }}
 {{- if not (or .Values.secrets.existingSecret .Values.secrets.kafkaSaslPassword) }}
-{{- fail (printf "securityProtocol %s needs the SASL password: set secrets.existingSecret (key %s) or secrets.kafkaSaslPassword" .Values.config.kafka.securityProtocol .Values.secrets.kafkaSaslPasswordKey) }}
+{{- fail (printf "securityProtocol %s needs the SASL password: set secrets.existingSecret (key %s) or secrets.kafkaSaslPassword" $kafka.securityProtocol .Values.secrets.kafkaSaslPasswordKey) }}
 {{- end }}
 {{- end }}
-{{- if and .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled }}
+{{- if not (hasSuffix "SSL" $kafka.securityProtocol) }}
+{{- if $kafka.tls.caSecret.name }}
+{{- fail (printf "config.kafka.tls.caSecret is set but securityProtocol is %s, which does not use TLS: the CA would be ignored and the connection unencrypted. Use SSL or SASL_SSL, or remove the CA secret" $kafka.securityProtocol) }}
+{{- end }}
+{{- if $kafka.tls.clientSecret.name }}
+{{- fail (printf "config.kafka.tls.clientSecret is set but securityProtocol is %s, which does not use TLS: the client certificate would be ignored. Use SSL or SASL_SSL, or remove the client secret" $kafka.securityProtocol) }}
+{{- end }}
+{{- end }}
+{{- /* Secrets never travel as env values; the chart's own variables are not overridden. */}}
+{{- $own := splitList " " (include "norce-order-bridge.envNames" .) }}
+{{- $own = concat $own (keys (include "norce-order-bridge.configEnv" . | fromYaml)) }}
+{{- range .Values.extraEnv }}
+{{- $name := upper (toString .name) }}
+{{- if regexMatch "^BRIDGE_.*(API_KEY|PASSWORD|SECRET|TOKEN)$" $name }}
+{{- fail (printf "extraEnv %s would pass a secret as an environment value (the bridge reads variable names in any letter case): use secrets.existingSecret / secrets.* (mounted as files)" .name) }}
+{{- end }}
+{{- if has $name $own }}
+{{- fail (printf "extraEnv %s overrides a variable the chart sets: use the matching chart value instead" .name) }}
+{{- end }}
+{{- end }}
+{{- /* Autoscaling. */}}
+{{- if and $a.hpa.enabled $a.keda.enabled }}
 {{- fail "autoscaling.hpa.enabled and autoscaling.keda.enabled are mutually exclusive (KEDA manages its own HPA)" }}
+{{- end }}
+{{- if and $a.hpa.enabled (gt (int $a.hpa.minReplicas) (int $a.hpa.maxReplicas)) }}
+{{- fail (printf "autoscaling.hpa.minReplicas (%v) must not be greater than autoscaling.hpa.maxReplicas (%v)" $a.hpa.minReplicas $a.hpa.maxReplicas) }}
+{{- end }}
+{{- if and $a.keda.enabled (gt (int $a.keda.minReplicaCount) (int $a.keda.maxReplicaCount)) }}
+{{- fail (printf "autoscaling.keda.minReplicaCount (%v) must not be greater than autoscaling.keda.maxReplicaCount (%v)" $a.keda.minReplicaCount $a.keda.maxReplicaCount) }}
+{{- end }}
+{{- if and $a.hpa.enabled (not (kindIs "invalid" $a.hpa.targetCPUUtilizationPercentage)) (not (dig "requests" "cpu" "" (.Values.resources | default dict))) }}
+{{- fail "autoscaling.hpa.targetCPUUtilizationPercentage needs resources.requests.cpu: CPU utilisation is measured against the request, and without one the HPA never scales. Set resources.requests.cpu, or targetCPUUtilizationPercentage=null to scale on autoscaling.hpa.metrics only" }}
+{{- end }}
+{{- /* A PodDisruptionBudget that allows no eviction blocks every node drain. */}}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if $pdb.enabled }}
+{{- $replicas := int (include "norce-order-bridge.minReplicas" .) }}
+{{- if not (kindIs "invalid" $pdb.minAvailable) }}
+{{- $min := int (include "norce-order-bridge.scaledPods" (dict "value" $pdb.minAvailable "replicas" $replicas)) }}
+{{- if ge $min $replicas }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%v) must be lower than the replica count (%d, the autoscaler's minimum when autoscaling): otherwise no pod may ever be evicted and node drains block. Lower it, raise the replica count, or use maxUnavailable" $pdb.minAvailable $replicas) }}
+{{- end }}
+{{- else if not (kindIs "invalid" $pdb.maxUnavailable) }}
+{{- if eq (int (include "norce-order-bridge.scaledPods" (dict "value" $pdb.maxUnavailable "replicas" $replicas))) 0 }}
+{{- fail (printf "podDisruptionBudget.maxUnavailable (%v) allows no eviction: node drains would block. Use at least 1" $pdb.maxUnavailable) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- include "norce-order-bridge.checkResources" (dict "resources" .Values.resources "path" "resources") }}
+{{- include "norce-order-bridge.checkResources" (dict "resources" .Values.helmTest.resources "path" "helmTest.resources") }}
+{{- /* Alerts. */}}
+{{- if and .Values.prometheusRule.enabled .Values.serviceMonitor.jobLabel (not .Values.prometheusRule.job) }}
+{{- fail "serviceMonitor.jobLabel changes the job label of the bridge's targets: set prometheusRule.job to the resulting value, or the down/absent alerts watch the wrong job" }}
 {{- end }}
 {{- end }}
 
@@ -127,6 +292,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: /var/run/secrets/kafka-tls/client/tls.key
 {{- end }}
 {{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of the `helm test` Pod: the release's, but not the selector of the bridge's pods. */}}
+{{- define "norce-order-bridge.testLabels" -}}
+helm.sh/chart: {{ include "norce-order-bridge.chart" . }}
+app.kubernetes.io/name: {{ include "norce-order-bridge.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: helm-test
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: norce-order-bridge
+{{- with .Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
