@@ -172,7 +172,11 @@ async def build_service(
             ),
             observer=metrics,
         )
-        processor = Processor(client, max_command_age_s=p.max_command_age_s)
+        processor = Processor(
+            client,
+            max_command_age_s=p.max_command_age_s,
+            read_before_write=p.write_guard == "lease+read",
+        )
         circuit = CircuitBreaker(
             threshold=p.circuit_failure_threshold,
             open_s=p.circuit_open_s,

@@ -3,9 +3,9 @@
 A minimal HTTP/1.1 handler over asyncio streams (one request per connection, ``Connection:
 close``), so it needs no web framework and shares the bridge's event loop. ``/healthz`` answers
 whether the process is alive (loop not wedged), ``/readyz`` whether it should receive traffic
-(partitions assigned, broker reachable, not draining); both delegate to a :class:`HealthState`
-the runtime implements. The reason strings come from the runtime and never carry configuration:
-this server exposes no configuration value at all.
+(a member of the consumer group, broker reachable, not draining); both delegate to a
+:class:`HealthState` the runtime implements. The reason strings come from the runtime and
+never carry configuration: this server exposes no configuration value at all.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class HealthState(Protocol):
         ...
 
     def is_ready(self) -> tuple[bool, str]:
-        """Whether partitions are assigned, the broker is reachable and no drain is running."""
+        """Whether the bridge is a group member, the broker is reachable and no drain is running."""
         ...
 
 

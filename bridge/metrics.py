@@ -297,7 +297,8 @@ class BridgeMetrics:
         )
         self.ready = Gauge(
             f"{ns}_ready",
-            "1 while the bridge reports ready (partitions assigned, broker reachable), else 0.",
+            "1 while the bridge reports ready (group member, broker reachable, not draining),"
+            " else 0.",
             registry=registry,
         )
 

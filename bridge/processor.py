@@ -233,8 +233,11 @@ class Processor:
         status_cache_size: int = 50_000,
         codec: AvroCodec | None = None,
         max_dead_letter_bytes: int | None = None,
+        read_before_write: bool = False,
     ) -> None:
         self._api = api
+        # write_guard=lease+read: re-read the order right before every write (README, "Fencing")
+        self._read_before_write = read_before_write
         self._clock = clock
         self._max_age = max_command_age_s
         self._codec = codec
@@ -277,8 +280,12 @@ class Processor:
         suspect_since: datetime | None = None,
         scope: Hashable = None,
         delete_note: tuple[str | None] | None = None,
+        dispatched_at: datetime | None = None,
     ) -> Outcome:
         """Execute ``command``; ``suspect_since`` marks a possible replay (its window start).
+
+        ``dispatched_at`` (when the runtime dispatched it) is the window the read-before-write
+        guard checks the order's history from when the order changed behind the bridge's back.
 
         ``scope`` identifies the partition assignment the record came from: replay matching is
         per (scope, merchant, channel, order). ``delete_note`` is, for a suspect delete, the
@@ -290,7 +297,7 @@ class Processor:
             self._recovery.pop(rkey, None)
         try:
             if isinstance(command, SetOrderState):
-                return await self._set_state(command, src, suspect_since, rkey)
+                return await self._set_state(command, src, suspect_since, rkey, dispatched_at)
             return await self._delete(command, src, suspect_since, rkey, delete_note)
         except InvalidCommandError as exc:
             # The command itself is bad (a header value the client cannot carry) or Norce's
@@ -421,6 +428,7 @@ class Processor:
         src: SourceRecord,
         suspect_since: datetime | None,
         rkey: tuple[Hashable, str, str, str],
+        dispatched_at: datetime | None = None,
     ) -> Outcome:
         now = self._clock()
         okey = _okey(cmd)
@@ -435,7 +443,9 @@ class Processor:
         recovering = suspect_since is not None and self._recovery.get(rkey) is not _NOT_RECOVERING
         attempts = 0
         pre: dict[str, Any] | None = None
-        if expired or cmd.expected_state is not None or known is None or recovering:
+        read_guard = self._read_before_write and not recovering
+        prior = known
+        if expired or cmd.expected_state is not None or known is None or recovering or read_guard:
             try:
                 got = await self._get(cmd)
             except NorceNotFoundError as exc:
@@ -464,6 +474,21 @@ class Processor:
 
         if expired:
             return self._result(cmd, src, "expired", attempts, reason=expired, current=cached)
+
+        if (
+            read_guard
+            and prior is not None
+            and known is not None
+            and pre is not None
+            and dispatched_at is not None
+            and known[1] != prior[1]
+        ):
+            # The order changed since the bridge last saw it (another writer, or a previous
+            # owner of the partition): check the transitions since this command was dispatched,
+            # like a replay suspect, instead of writing blindly.
+            claim = _Recovery.from_order(pre, dispatched_at).claim(target)
+            if claim.applied:
+                return self._replayed_set_state(cmd, src, pre, claim, attempts, now)
 
         if recovering and pre is not None and suspect_since is not None:
             rec = self._recovery.get(rkey)
@@ -617,7 +642,7 @@ class Processor:
         previous = seen[0] if seen is not None else None
         rec = self._recovery.get(rkey) if suspect_since is not None else None
         attempts = 0
-        if expired or cmd.expected_state is not None or previous is None:
+        if expired or cmd.expected_state is not None or previous is None or self._read_before_write:
             try:
                 got = await self._get(cmd)
                 attempts = got.attempts

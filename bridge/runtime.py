@@ -544,6 +544,9 @@ class Runtime:
                     suspect_since=item.suspect_since,
                     scope=(item.tp, item.epoch),
                     delete_note=item.delete_note,
+                    dispatched_at=datetime.fromtimestamp(
+                        ps.in_flight.get(item.offset, _now_ms()) / 1000, UTC
+                    ),
                 )
             except asyncio.CancelledError:
                 self._circuit.abandon()
