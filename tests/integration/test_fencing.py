@@ -320,3 +320,35 @@ async def test_lag_and_commits_reach_zero_after_transactional_commands(
             ]
 
         await poll_until(lambda: lag() == [0.0] * len(lag()), 30, f"lag 0, still {lag()}")
+
+
+async def test_sigterm_during_a_revoke_still_drains_and_exits(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A member stuck in a revoke (its PUT hangs) still drains and exits 0 on SIGTERM."""
+    async with (
+        simulator() as sim,
+        group(kafka_bootstrap, sim, tmp_path, "at_least_once") as (
+            reader,
+            start,
+        ),
+    ):
+        [order] = sim.app.seed(1, "norce", "1", status="checkout")
+        suffix = uuid.uuid4().hex[:6]
+        member = start(f"bridge-a-{suffix}")
+        await poll_until(lambda: member.assigned() == [0], 60, "the member's assignment")
+        sim.app.set_faults(
+            hang_s=30.0,
+            script=[{"method": "PUT", "path_suffix": "/state", "fault": "hang", "count": 1}],
+        )
+        await reader.send(set_state(order, "processing"))
+        await poll_until(
+            lambda: any(c["fault"] == "script:hang" for c in puts_by(sim, order, member.name)),
+            30,
+            "the hanging PUT",
+        )
+        start(f"bridge-b-{suffix}")  # triggers the revoke of the first member
+        member.proc.send_signal(signal.SIGTERM)
+        code = await wait_exit(member.proc, 40)
+        assert code == 0
+        assert member.logged("bridge stopped") or member.logged("draining")
