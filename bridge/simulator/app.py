@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import random
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -46,6 +47,8 @@ PROBLEM_JSON = "application/problem+json; charset=utf-8"
 PROBLEM_TYPE_400 = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
 ORDER_BY = ("created", "billingEmail", "billingName", "cartTotal")
 BAD_REQUEST = "order-bad-request"
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+_INT32_TEXT = re.compile(r"^[+-]?[0-9]{1,10}$")
 INTERNAL_ERROR = "internal-server-error"
 _LOWER_STATUSES = {s.lower(): s for s in ORDER_STATUSES}
 
@@ -591,7 +594,7 @@ class SimulatorApp:
 
     def _create(self, merchant: str, channel: str, body: bytes) -> Response:
         parsed: Any = {}
-        if body.strip():
+        if body:  # a body of only whitespace is not JSON (and not "no body")
             try:
                 parsed = parse_json(body)
             except BodyError as exc:
@@ -611,17 +614,17 @@ class SimulatorApp:
         params = parse_qs(query, keep_blank_values=True)
         values: dict[str, int] = {}
         for name, default in (("offset", 0), ("limit", self.config.default_limit)):
-            raw = params.get(name, [""])[-1]
-            if raw == "":
+            if name not in params:
                 values[name] = default
                 continue
-            try:
-                values[name] = int(raw)
-            except ValueError:
+            raw = params[name][-1]
+            if not _INT32_TEXT.match(raw) or not INT32_MIN <= int(raw) <= INT32_MAX:
+                shown = raw[:40]
                 return problem(
-                    f"The value '{raw}' is not valid for {name}.",
-                    {name: [f"The value '{raw}' is not valid."]},
+                    f"The value '{shown}' is not valid for {name}.",
+                    {name: [f"The value '{shown}' is not a valid int32."]},
                 )
+            values[name] = int(raw)
         offset, limit = values["offset"], values["limit"]
         if offset < 0:
             return base_error(400, "order-bad-request", "offset must be zero or positive.")
@@ -629,16 +632,16 @@ class SimulatorApp:
             return base_error(
                 400, "order-bad-request", f"limit must be between 1 and {self.config.max_limit}."
             )
-        order_by = params.get("order_by", ["created"])[-1] or "created"
-        direction = params.get("order_by_direction", ["desc"])[-1] or "desc"
+        order_by = params.get("order_by", ["created"])[-1]
+        direction = params.get("order_by_direction", ["desc"])[-1]
         if order_by not in ORDER_BY:
-            return problem(f"Unknown order_by '{order_by}'.", {"order_by": list(ORDER_BY)})
+            return problem(f"Unknown order_by '{order_by[:40]}'.", {"order_by": list(ORDER_BY)})
         if direction not in ("asc", "desc"):
             return problem(
-                f"Unknown order_by_direction '{direction}'.",
+                f"Unknown order_by_direction '{direction[:40]}'.",
                 {"order_by_direction": ["asc", "desc"]},
             )
-        statuses = {s for raw in params.get("status", []) for s in raw.split(",") if s}
+        statuses = {s for raw in params.get("status", []) for s in raw.split(",")}
         if statuses - set(ORDER_STATUSES):
             return problem("Unknown status filter.", {"status": list(ORDER_STATUSES)})
         scoped = list(self.store.scoped(merchant, channel))
