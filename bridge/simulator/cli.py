@@ -103,6 +103,7 @@ async def serve(config: SimulatorConfig, host: str, port: int) -> None:
         line = {
             "event": "simulator_started",
             "url": handle.url,
+            "event_loop": "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
             "orders": len(handle.app.store),
             "seeded_ids_sample": handle.app.seeded_ids[:5],
         }
