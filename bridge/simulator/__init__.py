@@ -15,7 +15,20 @@ unknown paths 404 ``not-found``; a wrong method 405 with ``Allow``.
 
 Checks run in this order: injected faults, route/method, ``Authorization`` (401
 ``{"code":"unauthorized"}``; ``Bearer <key>`` or the bare key), ``x-merchant``/``x-channel``
-(400), request body (400), order lookup (404), business rules (400).
+(400), request media type (415), request body (400), order lookup (404), business rules (400).
+
+Media type: a POST/PUT body needs a JSON ``Content-Type`` -- ``application/json``,
+``text/json`` or ``application/*+json``, any case, parameters such as ``; charset=utf-8``
+allowed (what ASP.NET's JSON input formatter accepts); otherwise 415
+``{"code":"unsupported-media-type"}``. A request without a body may omit the header, but a
+non-JSON ``Content-Type`` is 415 even without a body. Unknown query parameters are ignored.
+
+Bodies are bound strictly (``bridge.simulator.model``): strict JSON (no NaN/Infinity, no
+number beyond a double, no lone surrogates, depth <= 64), every nested type of the writeable
+``Order`` members, no ``null`` in typed members, int32 ranges, money within +-1e13, enums
+case-insensitive and stored in documented spelling, read-only and unknown members dropped.
+Only the bound copy is stored, so everything stored can be served back; readers of stored
+data are defensive anyway, and a create is stored only once it is complete.
 
 Error shapes: header problems and business-rule failures use the documented ``BaseError``
 ``{"code","message"}`` as ``application/json`` (``order-bad-request`` for headers, illegal
@@ -24,8 +37,15 @@ consent on the way to ``processing``; ``order-conflict`` 409 for a duplicate car
 create). Body and query *binding* failures (invalid JSON, not an object, missing
 ``currentStatus``, unknown enum value, non-integer paging values) use RFC 7807
 ``application/problem+json`` ``{"type","title","status","detail","errors"}``, as ASP.NET
-model binding does. Enum values are matched case-insensitively (as .NET does) and stored in
-their documented lower-case form.
+model binding does; these also carry the ``BaseError`` members ``code``
+(``order-bad-request``) and ``message`` (the detail plus every field error), so *every*
+error body has ``{code, message}``. Enum values are matched case-insensitively (as .NET does)
+and stored in their documented form. A simulator bug is caught per request and answered 500
+``{"code":"internal-server-error","message":...}``; every answer, including those 500s and the
+HTTP server's own 400/413/431/501 for unparseable requests, is counted in ``stats()``.
+
+Event loop: the server runs on plain asyncio or uvloop; ``simulate --event-loop
+asyncio|uvloop`` chooses (default asyncio, never implicitly uvloop).
 
 State rules: the transition graph is ``SimulatorConfig.transitions`` (default: checkout ->
 processing|removed; processing -> checkout|accepted|declined|removed; accepted ->

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -31,6 +32,7 @@ from bridge.simulator.config import (
     SimulatorConfig,
 )
 from bridge.simulator.data import format_ts
+from bridge.simulator.model import BodyError, bind_order, parse_json
 from bridge.simulator.store import ConflictError, OrderStore, StoredOrder, dump_json
 
 if TYPE_CHECKING:
@@ -44,7 +46,10 @@ JSON = "application/json; charset=utf-8"
 PROBLEM_JSON = "application/problem+json; charset=utf-8"
 PROBLEM_TYPE_400 = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
 ORDER_BY = ("created", "billingEmail", "billingName", "cartTotal")
-_NO_BODY = object()
+BAD_REQUEST = "order-bad-request"
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+_INT32_TEXT = re.compile(r"^[+-]?[0-9]{1,10}$")
+INTERNAL_ERROR = "internal-server-error"
 _LOWER_STATUSES = {s.lower(): s for s in ORDER_STATUSES}
 
 _SETTABLE_CONFIG = ("latency_ms", "jitter_ms", "enforce_transitions", "enforce_required_consents")
@@ -93,16 +98,43 @@ def base_error(status: int, code: str, message: str, **extra_headers: str) -> Re
 
 
 def problem(detail: str, errors: Mapping[str, list[str]] | None = None) -> Response:
-    """Build an RFC 7807 400 ``application/problem+json`` response (model-binding failure)."""
+    """Build an RFC 7807 400 ``application/problem+json`` response (model-binding failure).
+
+    Besides the RFC 7807 members it carries the ``BaseError`` members ``code``
+    (``order-bad-request``) and ``message`` (the detail plus every field error), so a client
+    that reads only ``{code, message}`` still learns what was wrong.
+    """
     payload: dict[str, Any] = {
         "type": PROBLEM_TYPE_400,
         "title": "One or more validation errors occurred.",
         "status": 400,
         "detail": detail,
+        "code": BAD_REQUEST,
+        "message": detail,
     }
     if errors:
         payload["errors"] = {k: list(v) for k, v in errors.items()}
+        fields = "; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items())
+        payload["message"] = f"{detail} {fields}"
     return Response(400, [("content-type", PROBLEM_JSON)], dump_json(payload))
+
+
+def internal_error() -> Response:
+    """The catch-all 500 of a simulator bug, in the documented ``BaseError`` shape."""
+    return base_error(500, INTERNAL_ERROR, "The simulator failed to handle the request.")
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """Tell whether a ``Content-Type`` value names JSON (parameters and case are ignored).
+
+    Accepted, as ASP.NET's JSON input formatter accepts them: ``application/json``,
+    ``text/json`` and any ``application/*+json``.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in ("application/json", "text/json"):
+        return True
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and subtype.endswith("+json") and len(subtype) > 5
 
 
 def not_found(order_id: str) -> Response:
@@ -192,6 +224,12 @@ class SimulatorApp:
                 "uptime_s": round(time.monotonic() - self._started, 3),
             }
 
+    def count_unparsed(self, status: int) -> None:
+        """Count an answer the HTTP server gave to a request it could not parse (431, 413...)."""
+        with self._lock:
+            self._requests += 1
+            self._by_status[str(status)] += 1
+
     def reset_log(self) -> None:
         """Forget the call log and the request statistics (orders and histories are kept)."""
         with self._lock:
@@ -264,7 +302,11 @@ class SimulatorApp:
         path, _, query = target.partition("?")
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
             with self._lock:
-                return self._admin(method, path, query, body)
+                try:
+                    return self._admin(method, path, query, body)
+                except Exception:
+                    log.exception("simulator failed to handle admin %s %s", method, path)
+                    return internal_error()
         with self._lock:
             return self._api(method, target, path, query, headers, body)
 
@@ -279,21 +321,20 @@ class SimulatorApp:
     ) -> Response:
         segments = self._route(path)
         order_id = segments[0] if segments else None
-        parsed: Any = _NO_BODY
-        if body:
-            try:
-                parsed = json.loads(body)
-            except ValueError:
-                parsed = _NO_BODY
-        faulted, after_apply = self._draw_fault(method, path)
-        if faulted is not None and not after_apply:
-            response = faulted
-        else:
-            response = self._dispatch(method, segments, query, headers, body, parsed)
-            if response.status == 201 and segments == [] and response.body:
-                order_id = json.loads(response.body)
-            if faulted is not None:
+        try:
+            faulted, after_apply = self._draw_fault(method, path)
+            if faulted is not None and not after_apply:
                 response = faulted
+            else:
+                response = self._dispatch(method, segments, query, headers, body)
+                if response.status == 201 and segments == [] and response.body:
+                    order_id = json.loads(response.body)
+                if faulted is not None:
+                    response = faulted
+        except Exception:
+            # A simulator bug: answer (and count) a documented 500 rather than drop the request.
+            log.exception("simulator failed to handle %s %s", method, path)
+            response = internal_error()
         cfg = self.config
         if cfg.latency_ms or cfg.jitter_ms:
             jitter = self._latency_rng.uniform(0.0, cfg.jitter_ms) if cfg.jitter_ms else 0.0
@@ -440,7 +481,6 @@ class SimulatorApp:
         query: str,
         headers: dict[str, str],
         body: bytes,
-        parsed: Any,
     ) -> Response:
         if segments is None:
             return base_error(404, "not-found", "No API route matches this path.")
@@ -469,13 +509,17 @@ class SimulatorApp:
                     "order-bad-request",
                     f"The {name} header is required and must not be empty.",
                 )
+        if method in ("POST", "PUT"):
+            unsupported = _unsupported_media_type(headers, body)
+            if unsupported is not None:
+                return unsupported
         if not segments:
             if method == "GET":
                 return self._list(merchant, channel, query)
-            return self._create(merchant, channel, body, parsed)
+            return self._create(merchant, channel, body)
         order_id = segments[0]
         if len(segments) == 2:
-            return self._put_state(order_id, merchant, channel, body, parsed)
+            return self._put_state(order_id, merchant, channel, body)
         order = self.store.get(order_id, merchant, channel)
         if order is None:
             return not_found(order_id)
@@ -497,13 +541,13 @@ class SimulatorApp:
             www_authenticate="Bearer",
         )
 
-    def _put_state(
-        self, order_id: str, merchant: str, channel: str, body: bytes, parsed: Any
-    ) -> Response:
+    def _put_state(self, order_id: str, merchant: str, channel: str, body: bytes) -> Response:
         if not body.strip():
-            return problem("A non-empty request body is required.", {"": ["Body is required."]})
-        if parsed is _NO_BODY:
-            return problem("The request body is not valid JSON.", {"$": ["Invalid JSON."]})
+            return problem("A non-empty request body is required.", {"$": ["Body is required."]})
+        try:
+            parsed = parse_json(body)
+        except BodyError as exc:
+            return problem(str(exc), {"$": [str(exc)]})
         if not isinstance(parsed, dict):
             return problem("The request body must be a JSON object.", {"$": ["Expected object."]})
         raw_status = parsed.get("currentStatus")
@@ -548,18 +592,20 @@ class SimulatorApp:
         self.store.set_status(order, status)
         return Response(200)
 
-    def _create(self, merchant: str, channel: str, body: bytes, parsed: Any) -> Response:
-        if not body.strip():
-            parsed = {}
-        elif parsed is _NO_BODY:
-            return problem("The request body is not valid JSON.", {"$": ["Invalid JSON."]})
+    def _create(self, merchant: str, channel: str, body: bytes) -> Response:
+        parsed: Any = {}
+        if body:  # a body of only whitespace is not JSON (and not "no body")
+            try:
+                parsed = parse_json(body)
+            except BodyError as exc:
+                return problem(str(exc), {"$": [str(exc)]})
         if not isinstance(parsed, dict):
             return problem("The request body must be a JSON object.", {"$": ["Expected object."]})
-        errors = _validate_order_body(parsed)
+        bound, errors = bind_order(parsed)
         if errors:
             return problem("The order is not valid.", errors)
         try:
-            order_id = self.store.create(merchant, channel, parsed)
+            order_id = self.store.create(merchant, channel, bound)
         except ConflictError as exc:
             return base_error(409, "order-conflict", str(exc))
         return _json_response(201, order_id)
@@ -568,17 +614,17 @@ class SimulatorApp:
         params = parse_qs(query, keep_blank_values=True)
         values: dict[str, int] = {}
         for name, default in (("offset", 0), ("limit", self.config.default_limit)):
-            raw = params.get(name, [""])[-1]
-            if raw == "":
+            if name not in params:
                 values[name] = default
                 continue
-            try:
-                values[name] = int(raw)
-            except ValueError:
+            raw = params[name][-1]
+            if not _INT32_TEXT.match(raw) or not INT32_MIN <= int(raw) <= INT32_MAX:
+                shown = raw[:40]
                 return problem(
-                    f"The value '{raw}' is not valid for {name}.",
-                    {name: [f"The value '{raw}' is not valid."]},
+                    f"The value '{shown}' is not valid for {name}.",
+                    {name: [f"The value '{shown}' is not a valid int32."]},
                 )
+            values[name] = int(raw)
         offset, limit = values["offset"], values["limit"]
         if offset < 0:
             return base_error(400, "order-bad-request", "offset must be zero or positive.")
@@ -586,30 +632,23 @@ class SimulatorApp:
             return base_error(
                 400, "order-bad-request", f"limit must be between 1 and {self.config.max_limit}."
             )
-        order_by = params.get("order_by", ["created"])[-1] or "created"
-        direction = params.get("order_by_direction", ["desc"])[-1] or "desc"
+        order_by = params.get("order_by", ["created"])[-1]
+        direction = params.get("order_by_direction", ["desc"])[-1]
         if order_by not in ORDER_BY:
-            return problem(f"Unknown order_by '{order_by}'.", {"order_by": list(ORDER_BY)})
+            return problem(f"Unknown order_by '{order_by[:40]}'.", {"order_by": list(ORDER_BY)})
         if direction not in ("asc", "desc"):
             return problem(
-                f"Unknown order_by_direction '{direction}'.",
+                f"Unknown order_by_direction '{direction[:40]}'.",
                 {"order_by_direction": ["asc", "desc"]},
             )
-        statuses = {s for raw in params.get("status", []) for s in raw.split(",") if s}
+        statuses = {s for raw in params.get("status", []) for s in raw.split(",")}
         if statuses - set(ORDER_STATUSES):
             return problem("Unknown status filter.", {"status": list(ORDER_STATUSES)})
         scoped = list(self.store.scoped(merchant, channel))
         matched = [o for o in scoped if _matches(o, params, statuses)]
         matched.sort(key=lambda o: (_sort_key(o, order_by), o.id), reverse=direction == "desc")
         page = matched[offset : offset + limit]
-        value_sum = round(
-            sum(
-                round(float(o.data.get("total", {}).get("includingVat") or 0) * 100)
-                for o in matched
-            )
-            / 100,
-            2,
-        )
+        value_sum = round(sum(_minor(_price_incl(o.data.get("total"))) for o in matched) / 100, 2)
         pagination = dump_json(
             {
                 "offset": offset,
@@ -741,87 +780,79 @@ def _script_entry(entry: Any) -> ScriptedResponse:
     raise ValueError("script entries must be objects")
 
 
-_ORDER_TYPES: dict[str, type | tuple[type, ...]] = {
-    "reference": str,
-    "state": dict,
-    "culture": str,
-    "currency": str,
-    "country": str,
-    "cart": dict,
-    "customer": dict,
-    "consents": list,
-    "validations": list,
-    "hooks": list,
-    "notifications": list,
-    "total": dict,
-    "attributes": dict,
-}
-_PATTERNS = {
-    "culture": r"^[A-Za-z]{2,3}(?:-[A-Za-z]{2,2})*$",
-    "currency": r"^[A-Za-z]{3,3}$",
-    "country": r"^[A-Za-z]{2,2}$",
-}
+def _unsupported_media_type(headers: Mapping[str, str], body: bytes) -> Response | None:
+    """Return the 415 for a POST/PUT whose body is not declared JSON, else ``None``.
+
+    A body needs a JSON ``Content-Type``; a request without a body may omit the header, but a
+    non-JSON ``Content-Type`` is refused even on an empty body (it says the client meant to
+    send something else).
+    """
+    content_type = headers.get("content-type")
+    if content_type is None:
+        if not body:
+            return None
+        message = "A request body needs Content-Type: application/json."
+    elif is_json_media_type(content_type):
+        return None
+    else:
+        shown = content_type.split(";", 1)[0].strip()[:80]
+        message = f"Content-Type '{shown}' is not supported; use application/json."
+    return base_error(415, "unsupported-media-type", message)
 
 
-def _validate_order_body(body: dict[str, Any]) -> dict[str, list[str]]:
-    """Check the writeable fields of a create body the way model binding would."""
-    errors: dict[str, list[str]] = {}
-    for name, expected in _ORDER_TYPES.items():
-        if name not in body or body[name] is None:
-            continue
-        value: Any = body[name]
-        if not isinstance(value, expected):
-            errors[name] = [f"The {name} field has the wrong JSON type."]
-        elif name in _PATTERNS and not re.match(_PATTERNS[name], str(value)):
-            errors[name] = [f"The {name} field does not match {_PATTERNS[name]}."]
-    state = body.get("state")
-    if isinstance(state, dict) and "currentStatus" in state:
-        status = state["currentStatus"]
-        if not isinstance(status, str) or status.lower() not in _LOWER_STATUSES:
-            errors["state.currentStatus"] = ["Unknown order status."]
-    customer = body.get("customer")
-    if isinstance(customer, dict) and customer.get("type") is not None:
-        kind = customer["type"]
-        if not isinstance(kind, str) or kind.lower() not in ("person", "organization"):
-            errors["customer.type"] = ["Unknown customer type."]
-    for name in ("total",):
-        total = body.get(name)
-        if isinstance(total, dict):
-            for part in ("includingVat", "excludingVat"):
-                if part in total and (
-                    not isinstance(total[part], int | float) or isinstance(total[part], bool)
-                ):
-                    errors[f"{name}.{part}"] = ["Must be a number."]
-    return errors
+def _obj(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (stored data is read defensively)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _price_incl(price: Any) -> float:
+    value = _obj(price).get("includingVat")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            as_float = float(value)
+        except OverflowError:
+            return 0.0
+        return as_float if math.isfinite(as_float) else 0.0
+    return 0.0
+
+
+def _minor(amount: float) -> int:
+    return round(amount * 100) if math.isfinite(amount * 100) else 0
 
 
 def _matches(order: StoredOrder, params: dict[str, list[str]], statuses: set[str]) -> bool:
     data = order.data
-    if statuses and data["state"]["currentStatus"] not in statuses:
+    if statuses and order.status not in statuses:
         return False
     reference = params.get("reference", [""])[-1]
     if reference and data.get("reference") != reference:
         return False
     cart_reference = params.get("cart_reference", [""])[-1]
-    if cart_reference and (data.get("cart") or {}).get("reference") != cart_reference:
+    if cart_reference and _obj(data.get("cart")).get("reference") != cart_reference:
         return False
     payment_id = params.get("payment_id", [""])[-1]
-    if payment_id and not any(p.get("id") == payment_id for p in data.get("payments") or []):
+    payments = data.get("payments")
+    if payment_id and not any(
+        _obj(p).get("id") == payment_id for p in (payments if isinstance(payments, list) else [])
+    ):
         return False
     search = params.get("search", [""])[-1].lower()
     if search:
-        billing = (data.get("customer") or {}).get("billing") or {}
+        billing = _obj(_obj(data.get("customer")).get("billing"))
         haystack = " ".join(
-            str(v)
+            _text(v)
             for v in (
                 data.get("id"),
                 data.get("reference"),
-                (data.get("cart") or {}).get("reference"),
+                _obj(data.get("cart")).get("reference"),
                 billing.get("email"),
                 billing.get("givenName"),
                 billing.get("familyName"),
             )
-            if v
         ).lower()
         if search not in haystack:
             return False
@@ -830,11 +861,11 @@ def _matches(order: StoredOrder, params: dict[str, list[str]], statuses: set[str
 
 def _sort_key(order: StoredOrder, order_by: str) -> Any:
     data = order.data
-    billing = (data.get("customer") or {}).get("billing") or {}
+    billing = _obj(_obj(data.get("customer")).get("billing"))
     if order_by == "billingEmail":
-        return str(billing.get("email") or "")
+        return _text(billing.get("email"))
     if order_by == "billingName":
-        return f"{billing.get('givenName') or ''} {billing.get('familyName') or ''}"
+        return f"{_text(billing.get('givenName'))} {_text(billing.get('familyName'))}"
     if order_by == "cartTotal":
-        return float(((data.get("cart") or {}).get("total") or {}).get("includingVat") or 0)
-    return str(data.get("created") or "")
+        return _price_incl(_obj(data.get("cart")).get("total"))
+    return _text(data.get("created"))

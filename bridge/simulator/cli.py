@@ -10,11 +10,14 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from bridge.simulator.config import FaultConfig, SimulatorConfig
 from bridge.simulator.server import start_simulator
 
 log = logging.getLogger("bridge.simulator")
+
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-call-log", action="store_false", dest="log_calls", help="disable the call log"
     )
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="asyncio",
+        help="event loop implementation (uvloop needs the uvloop package; default asyncio)",
+    )
     return parser
 
 
@@ -94,6 +103,7 @@ async def serve(config: SimulatorConfig, host: str, port: int) -> None:
         line = {
             "event": "simulator_started",
             "url": handle.url,
+            "event_loop": "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
             "orders": len(handle.app.store),
             "seeded_ids_sample": handle.app.seeded_ids[:5],
         }
@@ -103,12 +113,18 @@ async def serve(config: SimulatorConfig, host: str, port: int) -> None:
         await handle.aclose()
 
 
-def _install_uvloop() -> None:
-    try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """Return the event-loop factory for ``--event-loop`` (raises ``ValueError`` if unusable)."""
+    if name == "asyncio":
+        return asyncio.new_event_loop
+    if name == "uvloop":
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError as exc:
+            raise ValueError("--event-loop uvloop needs the uvloop package installed") from exc
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    raise ValueError(f"unknown event loop {name!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,9 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("invalid simulator settings: %s", exc)
         return 2
-    _install_uvloop()
     try:
-        asyncio.run(serve(config, args.host, args.port))
+        factory = loop_factory(args.event_loop)
+    except ValueError as exc:
+        log.error("invalid simulator settings: %s", exc)
+        return 2
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(config, args.host, args.port))
     except OSError as exc:
         log.error("simulator could not start: %s", exc)
         return 1

@@ -5,12 +5,18 @@ one connection are answered in order (a pipelined request waits for the previous
 Chunked request bodies are refused with 501. Responses that need no delay are written
 synchronously from ``data_received``; latency, hangs and resets run in a per-connection task
 so a slow answer never blocks other connections.
+
+It runs on any event loop that implements the asyncio protocol API, including uvloop: the
+transport is used only through the ``asyncio.Transport`` methods (uvloop's ``TCPTransport``
+implements them without subclassing ``asyncio.Transport``), and a reset sets ``SO_LINGER`` on
+the socket object the loop exposes (a real ``socket.socket`` or uvloop's pseudo-socket).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import struct
@@ -18,8 +24,9 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 from types import TracebackType
+from typing import cast
 
-from bridge.simulator.app import Response, SimulatorApp
+from bridge.simulator.app import Response, SimulatorApp, internal_error
 from bridge.simulator.config import SimulatorConfig
 
 log = logging.getLogger("bridge.simulator")
@@ -73,8 +80,8 @@ class _HttpProtocol(asyncio.Protocol):
     # -- asyncio callbacks --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not an isinstance check: uvloop's TCPTransport is no asyncio.Transport subclass.
+        self.transport = cast(asyncio.Transport, transport)
         self.state.connections.add(self)
         self.state.accepted += 1
         sock = transport.get_extra_info("socket")
@@ -104,9 +111,9 @@ class _HttpProtocol(asyncio.Protocol):
             method, target, headers, body, keep_alive = request
             try:
                 response = self.app.handle_lowered(method, target, headers, body)
-            except Exception:  # pragma: no cover - a bug in the app must not kill the server
+            except Exception:  # pragma: no cover - the app answers its own bugs with a 500
                 log.exception("simulator failed to handle %s %s", method, target)
-                response = Response(500, [("content-type", "application/json")], b"{}")
+                response = internal_error()
             if response.delay_s > 0 or response.reset or response.hang_s is not None:
                 self.busy = True
                 self.task = asyncio.get_running_loop().create_task(
@@ -165,7 +172,9 @@ class _HttpProtocol(asyncio.Protocol):
             transport.close()
 
     def _fail(self, status: int, message: str) -> None:
-        body = b'{"code":"bad-request","message":"' + message.encode() + b'"}'
+        self.app.count_unparsed(status)
+        code = HTTPStatus(status).phrase.lower().replace(" ", "-")
+        body = json.dumps({"code": code, "message": message}).encode()
         self._send(Response(status, [("content-type", "application/json")], body), False)
 
     def _parse(self) -> tuple[str, str, dict[str, str], bytes, bool] | None:

@@ -127,13 +127,13 @@ class OrderStore:
                 return candidate
 
     def _index(self, order: StoredOrder) -> None:
-        ref = order.data.get("cart", {}).get("reference")
-        if isinstance(ref, str) and ref:
+        ref = _cart_reference(order.data)
+        if ref:
             self._cart_refs[(order.merchant, order.channel, ref)] = order.id
 
     def _unindex(self, order: StoredOrder) -> None:
-        ref = order.data.get("cart", {}).get("reference")
-        if isinstance(ref, str):
+        ref = _cart_reference(order.data)
+        if ref:
             key = (order.merchant, order.channel, ref)
             if self._cart_refs.get(key) == order.id:
                 del self._cart_refs[key]
@@ -158,10 +158,12 @@ class OrderStore:
     def create(self, merchant: str, channel: str, body: JsonObj) -> str:
         """Create an order in ``checkout`` from the writeable fields of ``body``; return its id.
 
-        Fields that are absent are generated; read-only fields in ``body`` are ignored.
+        ``body`` must already be bound to the model (``model.bind_order``). Fields that are
+        absent are generated; read-only fields in ``body`` are ignored. The order is complete
+        before it becomes visible: nothing is stored if building it fails.
         """
-        ref = body.get("cart", {}).get("reference") if isinstance(body.get("cart"), dict) else None
-        if isinstance(ref, str) and ref and (merchant, channel, ref) in self._cart_refs:
+        ref = _cart_reference(body)
+        if ref and (merchant, channel, ref) in self._cart_refs:
             raise ConflictError(f"An order with cart reference '{ref}' already exists.")
         now = self.now()
         order_id = self._unique_id("o_")
@@ -185,9 +187,10 @@ class OrderStore:
         }
         self._complete_created(data, given=set(body))
         stored = StoredOrder(merchant, channel, data)
+        stored.json_bytes()  # fails here, before the order is visible, if it cannot be served
+        self._index(stored)
         self.orders[order_id] = stored
         self.histories[order_id] = ["checkout"]
-        self._index(stored)
         return order_id
 
     def _complete_created(self, data: JsonObj, given: set[str]) -> None:
@@ -198,7 +201,11 @@ class OrderStore:
             ("notifications", "oc"),
         ):
             for entry in data.get(collection) or []:
-                if isinstance(entry, dict) and not entry.get("id"):
+                # Callback and Hook ids are read-only (server-generated); a Notification id
+                # is writeable in v0 and kept when given.
+                if isinstance(entry, dict) and (
+                    collection != "notifications" or not entry.get("id")
+                ):
                     entry["id"] = self.factory.new_id(prefix)
         cart = data.get("cart")
         if "cart" in given and isinstance(cart, dict):
@@ -212,6 +219,9 @@ class OrderStore:
         if "total" not in given and isinstance(cart, dict):
             parts = [cart.get("total")] + [s.get("total") for s in data.get("shippings") or []]
             data["total"] = _sum_prices(parts)
+        if "currency" in given:
+            for payment in data.get("payments") or []:
+                payment["currency"] = data["currency"]
         if "total" in given or "cart" in given:
             total = data.get("total")
             amount = total.get("includingVat") if isinstance(total, dict) else None
@@ -247,6 +257,12 @@ class OrderStore:
     def scoped(self, merchant: str, channel: str) -> Iterable[StoredOrder]:
         """Iterate the orders of one merchant and channel."""
         return (o for o in self.orders.values() if o.merchant == merchant and o.channel == channel)
+
+
+def _cart_reference(data: JsonObj) -> str | None:
+    cart = data.get("cart")
+    ref = cart.get("reference") if isinstance(cart, dict) else None
+    return ref if isinstance(ref, str) and ref else None
 
 
 def _walk_items(items: Iterable[Any]) -> Iterable[JsonObj]:

@@ -14,7 +14,12 @@ from bridge.simulator import Response, SimulatorApp, SimulatorConfig
 
 BASE = "/api/v0/checkout/orders"
 KEY = "sim-api-key"
-HEADERS = {"Authorization": f"Bearer {KEY}", "x-merchant": "norce", "x-channel": "1"}
+HEADERS = {
+    "Authorization": f"Bearer {KEY}",
+    "x-merchant": "norce",
+    "x-channel": "1",
+    "content-type": "application/json",
+}
 
 
 class Clock:

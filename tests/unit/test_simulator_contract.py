@@ -21,7 +21,12 @@ REGISTRY: Registry[Any] = Registry().with_resource(
     URN, Resource.from_contents(SPEC, default_specification=DRAFT4)
 )
 BASE = "/api/v0/checkout/orders"
-HEADERS = {"Authorization": "Bearer sim-api-key", "x-merchant": "norce", "x-channel": "1"}
+HEADERS = {
+    "Authorization": "Bearer sim-api-key",
+    "x-merchant": "norce",
+    "x-channel": "1",
+    "content-type": "application/json",
+}
 ORDER_PATH = "/api/v0/checkout/orders/{order_id}"
 STATE_PATH = "/api/v0/checkout/orders/{order_id}/state"
 LIST_PATH = "/api/v0/checkout/orders"

@@ -13,7 +13,12 @@ import pytest
 from bridge.simulator import FaultConfig, Response, ScriptedResponse, SimulatorApp, SimulatorConfig
 
 BASE = "/api/v0/checkout/orders"
-HEADERS = {"Authorization": "Bearer sim-api-key", "x-merchant": "norce", "x-channel": "1"}
+HEADERS = {
+    "Authorization": "Bearer sim-api-key",
+    "x-merchant": "norce",
+    "x-channel": "1",
+    "content-type": "application/json",
+}
 FIXED = datetime(2026, 1, 12, 8, 0, tzinfo=UTC)
 
 
