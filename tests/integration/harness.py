@@ -393,3 +393,92 @@ def assigned_partitions(path: Path) -> list[int] | None:
     """The partitions of the last "partitions assigned" line of a bridge log, None if none yet."""
     lines = [x for x in log_lines(path) if x.get("msg") == "partitions assigned"]
     return None if not lines else list(lines[-1].get("partitions", []))
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """One record of an output topic, decoded (``schema`` None: a tombstone or a dead letter)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    schema: str | None
+    value: dict[str, Any] | None
+    raw: bytes | None
+
+
+class TopicReader:
+    """The test's own consumer of whole topics from the beginning, with a chosen isolation level.
+
+    ``read_uncommitted`` also shows records of open (or aborted) transactions: what a process
+    had produced before it was killed. Values of ``raw_topics`` (dead letters) are not decoded.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Iterable[str],
+        codec: AvroCodec,
+        *,
+        partitions: int,
+        isolation: str = "read_committed",
+        raw_topics: Iterable[str] = (),
+    ) -> None:
+        self.topics = tuple(topics)
+        self.partitions = partitions
+        self.codec = codec
+        self.raw_topics = frozenset(raw_topics)
+        self.records: list[OutputRecord] = []
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            isolation_level=isolation,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        self._assigned: list[TopicPartition] = []
+
+    async def __aenter__(self) -> TopicReader:
+        c = self._consumer
+        await c.start()
+        self._assigned = [TopicPartition(t, p) for t in self.topics for p in range(self.partitions)]
+        try:
+            c.assign(self._assigned)
+            await c.seek_to_beginning(*self._assigned)
+        except BaseException:
+            await c.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def poll(self, timeout_ms: int = 200) -> list[OutputRecord]:
+        """Read what arrived since the last poll (also kept in ``records``)."""
+        new: list[OutputRecord] = []
+        batch = await self._consumer.getmany(*self._assigned, timeout_ms=timeout_ms)
+        for tp, msgs in batch.items():
+            for m in msgs:
+                schema: str | None = None
+                value: dict[str, Any] | None = None
+                if m.value is not None and tp.topic not in self.raw_topics:
+                    schema, value = self.codec.decode(m.value)
+                key = m.key.decode("utf-8", "replace") if m.key is not None else ""
+                new.append(
+                    OutputRecord(tp.topic, tp.partition, m.offset, key, schema, value, m.value)
+                )
+        self.records += new
+        return new
+
+    async def read_to_end(self, timeout_s: float = 30.0) -> list[OutputRecord]:
+        """Read until every partition's position reaches its end offset as of this call (the
+        last stable offset for ``read_committed``); all records read so far are returned."""
+        ends = await self._consumer.end_offsets(self._assigned)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            behind = [tp for tp in self._assigned if await self._consumer.position(tp) < ends[tp]]
+            if not behind:
+                return self.records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {behind} to their end offsets {ends}")
+            await self.poll()
