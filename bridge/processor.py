@@ -455,13 +455,18 @@ class Processor:
                     # history went with the order; this command's own event was published before
                     # that delete was dispatched (same-order commands run one after the other and
                     # a record is done only once its outputs are acknowledged), so nothing new.
-                    if not isinstance(self._recovery.get(rkey), _Recovery):
-                        self._recovery[rkey] = _Recovery.gone()
+                    rec = self._recovery.get(rkey)
+                    if not isinstance(rec, _Recovery):
+                        rec = self._recovery[rkey] = _Recovery.gone()
+                    # It moved the order to its target before the delete: that is the state a
+                    # later suspect delete of this replay deleted from, and what it produced.
+                    rec.position_status = target
                     return self._result(
                         cmd,
                         src,
                         "already_applied",
                         exc.attempts,
+                        current=target,
                         reason="order no longer exists (deleted by a later command)",
                         replayed=True,
                     )
