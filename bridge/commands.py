@@ -71,12 +71,14 @@ REASONS: Final = tuple(r.value for r in DeadLetterReason)
 # bridge accept the same strings.
 RFC3339_PATTERN: Final = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})(?!\n)$"
 )
 # An id: no control characters, no surrounding whitespace.
-ID_PATTERN: Final = r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?$"
+# Every pattern ends in (?!\n)$: in Python (and the jsonschema library) a bare $ also matches
+# before a final newline, in ECMA-262 it does not; the lookahead makes all engines agree.
+ID_PATTERN: Final = r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?(?!\n)$"
 # merchant/channel are HTTP header values: printable ASCII, inner spaces only.
-SCOPE_PATTERN: Final = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
+SCOPE_PATTERN: Final = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?(?!\n)$"
 # One URL path segment (see bridge.norce.validate_order_id, the authority): no / ? # % \,
 # whitespace, control or common format characters, not a dot segment.
 ORDER_ID_PATTERN: Final = (
@@ -102,7 +104,7 @@ def _check_token(value: str, what: str, limit: int) -> str:
         raise ValueError(f"{what} must be 1..{limit} characters")
     if _has_surrogate(value):
         raise ValueError(f"{what} contains a lone surrogate (not valid Unicode)")
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise ValueError(f"{what} must not contain control characters or surrounding whitespace")
     return value
 
@@ -115,7 +117,7 @@ def _rfc3339(value: Any) -> datetime:
         return value
     if not isinstance(value, str):
         raise PydanticCustomError("datetime_type", "Input should be an RFC 3339 date-time string")
-    if not _RFC3339.match(value):
+    if not _RFC3339.fullmatch(value):
         raise PydanticCustomError(
             "datetime_from_date_parsing", "Input should be an RFC 3339 date-time"
         )
@@ -203,7 +205,7 @@ class _CommandBase(BaseModel):
     def _scope_token(cls, v: str) -> str:
         if not v or len(v) > MAX_SCOPE_LENGTH:
             raise ValueError(f"merchant/channel must be 1..{MAX_SCOPE_LENGTH} characters")
-        if not _SCOPE.match(v):
+        if not _SCOPE.fullmatch(v):
             raise ValueError(
                 "merchant/channel must be printable ASCII without surrounding whitespace "
                 "(they are HTTP header values)"

@@ -167,3 +167,28 @@ def test_json_avro_and_the_json_schema_agree(change: dict[str, object]) -> None:
         record.update(doc)
         avro_ok = accepted(codec.encode("OrderCommand", record), [])
         assert avro_ok == json_ok, doc
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("merchant", "norce\n", "invalid_field"),
+        ("channel", "1\n", "invalid_field"),
+        ("commandId", "c-1\n", "invalid_field"),
+        ("issuedAt", "2026-11-27T10:00:00Z\n", "bad_timestamp"),
+    ],
+)
+def test_a_trailing_newline_never_passes_a_pattern(field: str, value: str, reason: str) -> None:
+    """Python's ``$`` matches before a final newline; the validators match the whole value."""
+    raw = {
+        "type": "DeleteOrder",
+        "commandId": "c-1",
+        "orderId": "o_1",
+        "merchant": "norce",
+        "channel": "1",
+        "issuedAt": "2026-11-27T10:00:00Z",
+        field: value,
+    }
+    with pytest.raises(InvalidCommandError) as info:
+        parse_command(json.dumps(raw).encode())
+    assert info.value.reason == reason
