@@ -219,14 +219,16 @@ def load_settings(**overrides: Any) -> BridgeSettings:
             msg = err["msg"].removeprefix("Value error, ")
             if loc and not msg.startswith(f"BRIDGE_{loc}"):
                 msg = f"BRIDGE_{loc}: {msg}"
-            lines.append(f"  {msg}")
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+            lines.append(msg)
+        if len(lines) == 1:
+            raise ConfigError(f"invalid configuration: {lines[0]}") from None
+        raise ConfigError("invalid configuration:\n" + "\n".join(f"  {m}" for m in lines)) from None
     except SettingsError as exc:
         # A nested section given as one variable (BRIDGE_NORCE='{...}') that is not JSON.
         # pydantic-settings says which field; its message never includes the value.
         match = re.search(r'field "([a-z_]+)"', str(exc))
         name = f"BRIDGE_{match.group(1).upper()}" if match else "a BRIDGE_* variable"
         raise ConfigError(
-            f"invalid configuration:\n  {name}: not a valid JSON object (a nested section set "
+            f"invalid configuration: {name}: not a valid JSON object (a nested section set "
             f"as one variable must be JSON; or use {name}__<FIELD> variables)"
         ) from None
