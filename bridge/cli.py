@@ -82,7 +82,7 @@ def _send(args: argparse.Namespace) -> int:
     from bridge.errors import ConfigError
     from bridge.logs import configure_logging
     from bridge.order_model import OrderStatus
-    from bridge.startup import EXIT_UNAVAILABLE, wait_for_kafka
+    from bridge.startup import EXIT_UNAVAILABLE, StartupError, wait_for_kafka
 
     if args.delete == bool(args.state):
         raise ConfigError("send: give exactly one of --state or --delete")
@@ -153,6 +153,8 @@ def _send(args: argparse.Namespace) -> int:
 
     try:
         result = asyncio.run(send())
+    except StartupError:
+        raise  # unreachable or refused: the start-up message says which (exit code 3)
     except (KafkaError, TimeoutError) as exc:
         return _fail(
             f"send: the command was not acknowledged by Kafka within {args.timeout:g}s "

@@ -120,7 +120,7 @@ def _refusal(exc: BaseException, options: dict[str, Any]) -> str | None:
             "check BRIDGE_KAFKA__SASL_MECHANISM and BRIDGE_KAFKA__SECURITY_PROTOCOL"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
-        why = exc.verify_message or exc.reason or "certificate verify failed"
+        why = f"{exc.reason or 'CERTIFICATE_VERIFY_FAILED'}: {exc.verify_message or 'not verified'}"
         hint = "check BRIDGE_KAFKA__SSL_CAFILE (the CA that signed the broker's certificate)"
         if "mismatch" in why or "hostname" in why.lower():
             hint += " and that BRIDGE_KAFKA__BOOTSTRAP_SERVERS uses a name in the certificate"
@@ -169,8 +169,9 @@ async def check_kafka_once(
             refused = _refusal(exc, options)
             if refused is not None:
                 log.warning(
-                    "Kafka refused the connection",
-                    extra={"broker": f"{host}:{port}", "error": type(exc).__name__, "why": refused},
+                    "Kafka refused the connection: %s",
+                    refused,
+                    extra={"broker": f"{host}:{port}", "error": type(exc).__name__},
                 )
                 raise KafkaStartupError(
                     f"Kafka at {host}:{port}: {refused}", refused=True
