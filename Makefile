@@ -51,13 +51,14 @@ schemas: install
 	$(BIN)/order-bridge schema --write bridge/schemas/order-command.schema.json
 	cp bridge/schemas/*.avsc bridge/schemas/*.json schemas/
 
-## Re-resolve the pinned, hash-checked lock files after changing dependencies in pyproject.toml.
+## Re-resolve the pinned, hash-checked lock files after changing dependencies in pyproject.toml
+## (existing pins are kept where they still fit; LOCK_FLAGS=--upgrade takes the newest).
 lock: install
 	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
-	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
-		--custom-compile-command "make lock" -o requirements.lock
-	$(BIN)/uv pip compile requirements-build.in --universal --python-version 3.11 \
-		--generate-hashes --custom-compile-command "make lock" -o requirements-build.lock
+	$(BIN)/uv pip compile -q pyproject.toml --universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" $(LOCK_FLAGS) -o requirements.lock
+	$(BIN)/uv pip compile -q requirements-build.in --universal --python-version 3.11 \
+		--generate-hashes --custom-compile-command "make lock" $(LOCK_FLAGS) -o requirements-build.lock
 
 bench: install
 	$(BIN)/python bench/throughput.py
