@@ -121,9 +121,13 @@ def _refusal(exc: BaseException, options: dict[str, Any]) -> str | None:
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
         why = f"{exc.reason or 'CERTIFICATE_VERIFY_FAILED'}: {exc.verify_message or 'not verified'}"
-        hint = "check BRIDGE_KAFKA__SSL_CAFILE (the CA that signed the broker's certificate)"
-        if "mismatch" in why or "hostname" in why.lower():
-            hint += " and that BRIDGE_KAFKA__BOOTSTRAP_SERVERS uses a name in the certificate"
+        if "mismatch" in why.lower() or "hostname" in why.lower():
+            hint = (
+                "BRIDGE_KAFKA__BOOTSTRAP_SERVERS must use a host name or address the broker's "
+                "certificate names (BRIDGE_KAFKA__SSL_CHECK_HOSTNAME=false skips this check)"
+            )
+        else:
+            hint = "check BRIDGE_KAFKA__SSL_CAFILE (the CA that signed the broker's certificate)"
         return f"TLS: the broker's certificate was not trusted ({why}); {hint}"
     if isinstance(exc, ssl.SSLError):
         why = exc.reason or type(exc).__name__
