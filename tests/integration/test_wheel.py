@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -48,9 +49,15 @@ def test_wheel_installed_from_the_lock_runs_outside_the_repository(
 ) -> None:
     """The wheel carries the schemas; installed from the lock it passes pip check and runs
     --version, schema and a short demo from another directory."""
+    # Build from a copy holding only what the image's build context holds (.dockerignore), so
+    # the repo gets no build/ directory and nothing outside that set can leak into the wheel.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "bridge", src / "bridge", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
     dist = tmp_path / "dist"
     build = _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(dist), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(dist), str(src)],
         cwd=tmp_path,
     )
     assert "project.license" not in build.stdout + build.stderr  # no deprecation warning
