@@ -6,22 +6,31 @@
 # Both stages use the same pinned base so the venv copied from the builder finds its interpreter.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
-# ---- builder: resolve and install the package and its dependencies into a venv -------------
+# ---- builder: install the locked dependencies and the package into a venv -----------------
 FROM ${PYTHON_IMAGE} AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-RUN python -m venv /opt/venv
+# Reproducible: every dependency (and the build backend) is pinned with hashes in the lock
+# files (`make lock`); pip refuses anything else. The build tools stay in a throwaway venv.
+WORKDIR /src
+COPY requirements.lock requirements-build.lock ./
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock \
+    && python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir --require-hashes -r requirements-build.lock
 ENV PATH=/opt/venv/bin:$PATH
 
-WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bridge/ ./bridge/
-# Non-editable install (the source tree is not shipped), then byte-compile everything in the
-# venv so the read-only root filesystem never needs a __pycache__ write.
-RUN pip install --no-cache-dir . \
+# The wheel (schemas included as package data) from the pinned backend, installed without
+# dependencies (all came from the lock), checked for consistency, then byte-compiled so the
+# read-only root filesystem never needs a __pycache__ write.
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation -w /src/dist . \
+    && pip install --no-cache-dir --no-deps /src/dist/norce_order_bridge-*.whl \
+    && pip check \
     && python -m compileall -q -j 0 /opt/venv/lib
 
 # ---- runtime: slim Python, no build tools, non-root ---------------------------------------
@@ -45,13 +54,12 @@ RUN groupadd --system --gid 10001 bridge \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin bridge
 
+# The Avro schemas ship inside the package (bridge/schemas); BRIDGE_SCHEMAS_DIR may override.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    BRIDGE_SCHEMAS_DIR=/app/schemas
+    PYTHONUNBUFFERED=1
 
 COPY --from=builder /opt/venv /opt/venv
-COPY schemas/ /app/schemas/
 
 WORKDIR /app
 USER 10001:10001

@@ -3,14 +3,19 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
+# uv resolves the lock files; pinned so that `make lock` gives the same output everywhere.
+UV_VERSION := 0.13.8
 
-.PHONY: install demo test lint typecheck tools unit integration bench bench-quick chaos schemas clean
+.PHONY: install demo test lint typecheck tools unit integration bench bench-quick chaos schemas lock clean
 
-$(STAMP): pyproject.toml
+# The runtime dependencies come from the hash-checked lock (as in the image), then the project
+# itself and the dev tools (test, lint) on top.
+$(STAMP): pyproject.toml requirements.lock
 	@echo "==> creating $(VENV) and installing the project with its dev dependencies"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
@@ -41,8 +46,19 @@ unit: install
 integration: install
 	$(BIN)/python -m pytest tests/integration
 
+## Regenerate the command JSON Schema; bridge/schemas/ is the source, schemas/ a copy for readers.
 schemas: install
-	$(BIN)/order-bridge schema --write
+	$(BIN)/order-bridge schema --write bridge/schemas/order-command.schema.json
+	cp bridge/schemas/*.avsc bridge/schemas/*.json schemas/
+
+## Re-resolve the pinned, hash-checked lock files after changing dependencies in pyproject.toml
+## (existing pins are kept where they still fit; LOCK_FLAGS=--upgrade takes the newest).
+lock: install
+	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
+	$(BIN)/uv pip compile -q pyproject.toml --universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" $(LOCK_FLAGS) -o requirements.lock
+	$(BIN)/uv pip compile -q requirements-build.in --universal --python-version 3.11 \
+		--generate-hashes --custom-compile-command "make lock" $(LOCK_FLAGS) -o requirements-build.lock
 
 bench: install
 	$(BIN)/python bench/throughput.py

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -27,12 +28,13 @@ from bridge import __version__
 from bridge.circuit import CircuitBreaker
 from bridge.codec import AvroCodec
 from bridge.config import BridgeSettings
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, SchemaLoadError
 from bridge.health import HealthServer, start_health_server
 from bridge.metrics import BridgeMetrics
 from bridge.norce import NorceClient, RetryPolicy, build_http_client, load_secret
 from bridge.processor import Processor
 from bridge.runtime import Runtime, kafka_client_options
+from bridge.startup import KafkaStartupError, wait_for_kafka
 
 log = logging.getLogger("bridge.app")
 
@@ -44,7 +46,12 @@ def sasl_password(settings: BridgeSettings) -> Callable[[], str | None]:
         k = settings.kafka
         if not k.security_protocol.startswith("SASL"):
             return None
-        return load_secret(k.sasl_password, k.sasl_password_file).get_secret_value()
+        return load_secret(
+            k.sasl_password,
+            k.sasl_password_file,
+            variable="BRIDGE_KAFKA__SASL_PASSWORD",
+            what="SASL password",
+        ).get_secret_value()
 
     return read
 
@@ -92,18 +99,25 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
         await admin.close()
 
 
-@dataclass
 class _Health:
-    runtime: Runtime
-    wedged_after_s: float
+    """Liveness and readiness; before the runtime exists, readiness says why the bridge waits."""
+
+    def __init__(self, wedged_after_s: float) -> None:
+        self.runtime: Runtime | None = None
+        self.wedged_after_s = wedged_after_s
+        self.starting = "starting"
 
     def is_alive(self) -> tuple[bool, str]:
+        if self.runtime is None:
+            return True, self.starting
         age = time.monotonic() - self.runtime.heartbeat
         if age > self.wedged_after_s:
             return False, f"event loop heartbeat is {age:.0f}s old"
         return True, "ok"
 
     def is_ready(self) -> tuple[bool, str]:
+        if self.runtime is None:
+            return False, self.starting
         if self.runtime.draining:
             return False, "draining"
         if not self.runtime.broker_ok:
@@ -111,6 +125,34 @@ class _Health:
         if not self.runtime.ready:
             return False, "not yet a member of the consumer group"
         return True, "ok"
+
+    def waiting(self, reason: str) -> None:
+        self.starting = f"starting: {reason}"
+
+
+def _load_codec(settings: BridgeSettings) -> AvroCodec:
+    try:
+        return AvroCodec.load(settings.schemas_dir)
+    except SchemaLoadError as exc:
+        where = (
+            "the schemas shipped in the package (reinstall the package)"
+            if settings.schemas_dir is None
+            else "BRIDGE_SCHEMAS_DIR"
+        )
+        raise ConfigError(f"Avro schemas from {where}: {exc}") from None
+
+
+async def _start_health(
+    registry: CollectorRegistry, state: _Health, settings: BridgeSettings
+) -> HealthServer:
+    h = settings.http
+    try:
+        return await start_health_server(registry, state, host=h.host, port=h.port)
+    except OSError as exc:
+        raise ConfigError(
+            f"BRIDGE_HTTP__HOST/BRIDGE_HTTP__PORT: cannot listen on {h.host}:{h.port} "
+            f"({exc.strerror or type(exc).__name__}); choose a free port"
+        ) from None
 
 
 @dataclass
@@ -134,8 +176,10 @@ async def build_service(
     """Build every part in an AsyncExitStack; the caller runs ``service.runtime.run()``."""
     stack = contextlib.AsyncExitStack()
     try:
-        codec = AvroCodec.load(settings.schemas_dir)
-        key = api_key or load_secret(settings.norce.api_key, settings.norce.api_key_file)
+        codec = _load_codec(settings)
+        key = api_key or load_secret(
+            settings.norce.api_key, settings.norce.api_key_file, variable="BRIDGE_NORCE__API_KEY"
+        )
         registry = CollectorRegistry()
         p = settings.processing
         metrics = BridgeMetrics(
@@ -145,7 +189,40 @@ async def build_service(
             ordering=p.ordering.value,
         )
         options = kafka_options(settings)
-        await ensure_topics(settings, options)
+        if "ssl_context" in options and not settings.kafka.ssl_check_hostname:
+            log.warning(
+                "TLS host name checking is off (BRIDGE_KAFKA__SSL_CHECK_HOSTNAME=false): any "
+                "certificate signed by the configured CA is accepted for any broker address"
+            )
+        state = _Health(settings.http.wedged_after_s)
+        health = None
+        if start_http:
+            health = await _start_health(registry, state, settings)
+            stack.push_async_callback(health.aclose)
+        k = settings.kafka
+        await wait_for_kafka(
+            k.bootstrap_servers,
+            options,
+            deadline_s=k.startup_deadline_s,
+            attempt_timeout_s=min(k.request_timeout_ms / 1000, 10.0),
+            on_waiting=state.waiting,
+        )
+        state.waiting("creating or checking topics")
+        try:
+            await ensure_topics(settings, options)
+        except KafkaConnectionError as exc:
+            raise KafkaStartupError(
+                f"Kafka connection lost while checking the topics ({type(exc).__name__}); "
+                "check that the brokers are up and BRIDGE_KAFKA__BOOTSTRAP_SERVERS",
+                refused=False,
+            ) from None
+        except KafkaError as exc:
+            raise KafkaStartupError(
+                f"Kafka refused to list or create the topics ({type(exc).__name__}); grant the "
+                "bridge's principal Describe/Create on its topics, or create them and set "
+                "BRIDGE_TOPICS__CREATE_MISSING=false",
+                refused=True,
+            ) from None
         n = settings.norce
         http = build_http_client(
             n.resolved_base_url(),
@@ -192,15 +269,7 @@ async def build_service(
             kafka_options=options,
             circuit=circuit,
         )
-        health = None
-        if start_http:
-            health = await start_health_server(
-                registry,
-                _Health(runtime, settings.http.wedged_after_s),
-                host=settings.http.host,
-                port=settings.http.port,
-            )
-            stack.push_async_callback(health.aclose)
+        state.runtime = runtime
         return Service(settings, runtime, metrics, registry, health, stack)
     except BaseException:
         await stack.aclose()

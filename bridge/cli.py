@@ -1,4 +1,8 @@
-"""``order-bridge``: run | demo | simulate | send | schema."""
+"""``order-bridge``: run | demo | simulate | send | schema.
+
+Exit codes: 0 success, 1 failure after start, 2 configuration, 3 a dependency unreachable or
+refusing at start-up, 130 interrupted (see :mod:`bridge.startup`).
+"""
 
 from __future__ import annotations
 
@@ -7,49 +11,89 @@ import asyncio
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bridge import __version__
+from bridge.order_model import OrderStatus
+
+
+def _fail(message: str, code: int) -> int:
+    """The one line a start-up failure prints (no traceback), then the exit code."""
+    first, *rest = str(message).splitlines() or [""]
+    print(f"order-bridge: {first}", file=sys.stderr)
+    for line in rest:  # one line per problem, as the configuration check lists them
+        print(line, file=sys.stderr)
+    return code
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    """Run a command; configuration and start-up failures become one line and an exit code."""
+    from bridge.errors import ConfigError
+    from bridge.startup import EXIT_CONFIG, EXIT_UNAVAILABLE, StartupError
+
+    try:
+        return run()
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except StartupError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    except KeyboardInterrupt:
+        return 130
 
 
 def _cmd_run(_: argparse.Namespace) -> int:
     from bridge.app import run_service
     from bridge.config import load_settings
-    from bridge.errors import ConfigError
     from bridge.logs import configure_logging
 
-    try:
+    def run() -> int:
         settings = load_settings()
-    except ConfigError as exc:
-        print(f"order-bridge: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level)
-    try:
+        configure_logging(settings.log_level)
         return asyncio.run(run_service(settings))
-    except ConfigError as exc:
-        print(f"order-bridge: {exc}", file=sys.stderr)
-        return 2
+
+    return _guarded(run)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
-    return asyncio.run(run_demo(orders=args.orders, verbose=args.verbose))
+    return _guarded(lambda: asyncio.run(run_demo(orders=args.orders, verbose=args.verbose)))
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from bridge.simulator.cli import main as sim_main
 
-    return sim_main(args.rest)
+    return sim_main(list(args.rest))
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
+    return _guarded(lambda: _send(args))
+
+
+def _send(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
 
+    from bridge.app import kafka_options
     from bridge.commands import DeleteOrder, SetOrderState, command_to_json
+    from bridge.config import load_settings
+    from bridge.errors import ConfigError
+    from bridge.logs import configure_logging
     from bridge.order_model import OrderStatus
+    from bridge.startup import EXIT_UNAVAILABLE, StartupError, wait_for_kafka
 
+    if args.delete == bool(args.state):
+        raise ConfigError("send: give exactly one of --state or --delete")
+    overrides: dict[str, str] = {}
+    if args.bootstrap:
+        overrides["bootstrap_servers"] = args.bootstrap
+    settings = load_settings()
+    if overrides:
+        settings = load_settings(kafka=settings.kafka.model_copy(update=overrides).model_dump())
+    configure_logging("WARNING")
+    topic = args.topic or settings.topics.commands
     now = datetime.now(UTC)
     common = {
         "command_id": args.command_id or f"cli-{uuid.uuid4().hex}",
@@ -61,42 +105,73 @@ def _cmd_send(args: argparse.Namespace) -> int:
         "expires_at": now + timedelta(seconds=args.expires_in) if args.expires_in else None,
         "correlation_id": args.correlation_id,
     }
-    command: SetOrderState | DeleteOrder
-    if args.delete:
-        command = DeleteOrder(**common)
-    else:
-        if not args.state:
-            print("order-bridge send: --state or --delete is required", file=sys.stderr)
-            return 2
-        command = SetOrderState(state=OrderStatus(args.state), **common)
+    try:
+        command: SetOrderState | DeleteOrder = (
+            DeleteOrder(**common)
+            if args.delete
+            else SetOrderState(state=OrderStatus(args.state), **common)
+        )
+    except ValueError as exc:  # pydantic's ValidationError: a bad order id, command id, ...
+        raise ConfigError(f"send: invalid command: {_first_error(exc)}") from None
+    k = settings.kafka
+    options = kafka_options(settings)
 
-    async def send() -> None:
+    async def send() -> dict[str, object]:
+        await wait_for_kafka(
+            k.bootstrap_servers,
+            options,
+            deadline_s=args.timeout,
+            attempt_timeout_s=min(k.request_timeout_ms / 1000, args.timeout),
+        )
         producer = AIOKafkaProducer(
-            bootstrap_servers=args.bootstrap, enable_idempotence=True, acks="all"
+            bootstrap_servers=k.bootstrap_servers,
+            client_id=f"{k.client_id}-send",
+            enable_idempotence=True,
+            acks="all",
+            request_timeout_ms=k.request_timeout_ms,
+            **options,
         )
         await producer.start()
         try:
-            md = await producer.send_and_wait(
-                args.topic,
-                command_to_json(command),
-                key=command.order_id.encode(),
-                headers=[("content-type", b"application/json")],
+            md = await asyncio.wait_for(
+                producer.send_and_wait(
+                    topic,
+                    command_to_json(command),
+                    key=command.order_id.encode(),
+                    headers=[("content-type", b"application/json")],
+                ),
+                args.timeout,
             )
         finally:
             await producer.stop()
-        print(
-            json.dumps(
-                {
-                    "sent": command.command_id,
-                    "topic": md.topic,
-                    "partition": md.partition,
-                    "offset": md.offset,
-                }
-            )
-        )
+        return {
+            "sent": command.command_id,
+            "topic": md.topic,
+            "partition": md.partition,
+            "offset": md.offset,
+        }
 
-    asyncio.run(send())
+    try:
+        result = asyncio.run(send())
+    except StartupError:
+        raise  # unreachable or refused: the start-up message says which (exit code 3)
+    except (KafkaError, TimeoutError) as exc:
+        return _fail(
+            f"send: the command was not acknowledged by Kafka within {args.timeout:g}s "
+            f"({type(exc).__name__}); check that topic {topic!r} exists "
+            "(BRIDGE_TOPICS__COMMANDS or --topic) and the broker is healthy",
+            EXIT_UNAVAILABLE,
+        )
+    print(json.dumps(result))
     return 0
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return type(exc).__name__
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -126,29 +201,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
-        "simulate", help="run the Norce Order API simulator (see --help of it)", add_help=False
+        "simulate",
+        help="run the Norce Order API simulator (order-bridge simulate --help for its options)",
+        add_help=False,
     )
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_simulate)
 
-    p = sub.add_parser("send", help="publish one command (JSON) to the commands topic")
-    p.add_argument("--bootstrap", default="127.0.0.1:9092")
-    p.add_argument("--topic", default="norce.order.commands")
+    states = [s.value for s in OrderStatus]
+    p = sub.add_parser(
+        "send",
+        help="publish one command (JSON) to the commands topic",
+        description="Publish one command to the commands topic. The broker, TLS and SASL "
+        "come from the same BRIDGE_KAFKA__* settings as `order-bridge run`, the topic from "
+        "BRIDGE_TOPICS__COMMANDS; --bootstrap and --topic override them.",
+    )
+    p.add_argument("--bootstrap", help="brokers (default: BRIDGE_KAFKA__BOOTSTRAP_SERVERS)")
+    p.add_argument("--topic", help="commands topic (default: BRIDGE_TOPICS__COMMANDS)")
     p.add_argument("--order-id", required=True)
     p.add_argument("--merchant", default="norce")
     p.add_argument("--channel", default="1")
-    p.add_argument(
-        "--state",
-        choices=["checkout", "processing", "accepted", "completed", "declined", "removed"],
-    )
-    p.add_argument("--delete", action="store_true")
-    p.add_argument(
-        "--expected-state",
-        choices=["checkout", "processing", "accepted", "completed", "declined", "removed"],
-    )
+    action = p.add_mutually_exclusive_group(required=True)
+    action.add_argument("--state", choices=states, help="SetOrderState to this state")
+    action.add_argument("--delete", action="store_true", help="DeleteOrder")
+    p.add_argument("--expected-state", choices=states, help="only if the order is in this state")
     p.add_argument("--expires-in", type=float, help="seconds until the command expires")
     p.add_argument("--command-id")
     p.add_argument("--correlation-id")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)"
+    )
     p.set_defaults(func=_cmd_send)
 
     p = sub.add_parser("schema", help="print (or --write) the JSON Schema of the commands")
@@ -158,5 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["simulate"]:
+        # The simulator has its own parser (and --help); argparse's REMAINDER after a
+        # subcommand would swallow nothing that starts with "-", so hand over directly.
+        from bridge.simulator.cli import main as sim_main
+
+        return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))

@@ -3,7 +3,9 @@
 Every message is ``C3 01`` (the single-object marker), then the 8-byte little-endian
 CRC-64-AVRO (Rabin) fingerprint of the writer schema's Parsing Canonical Form, then the Avro
 binary body. Readers find the writer schema by fingerprint, so every consumer needs the same
-``schemas/*.avsc`` files (any schema change yields a new fingerprint).
+``schemas/*.avsc`` files (any schema change yields a new fingerprint). They ship inside the
+package (``bridge/schemas/``, read with :mod:`importlib.resources`), so an installed wheel needs
+no source tree; a directory may be given instead (``BRIDGE_SCHEMAS_DIR``).
 
 All schemas are parsed once by :meth:`AvroCodec.load`; encoding then only writes a
 precomputed 10-byte header and calls ``fastavro.schemaless_writer``. For speed, values of
@@ -22,6 +24,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ __all__ = [
     "AvroError",
     "SchemaLoadError",
     "UnknownSchemaError",
+    "packaged_schemas",
 ]
 
 MARKER = b"\xc3\x01"
@@ -80,17 +85,27 @@ class AvroCodec:
         self._by_fingerprint: dict[bytes, _Entry] = {e.fingerprint: e for e in entries.values()}
 
     @classmethod
-    def load(cls, schemas_dir: Path) -> AvroCodec:
+    def load(cls, schemas_dir: Path | Traversable | None = None) -> AvroCodec:
         """Parse every ``*.avsc`` in ``schemas_dir``; each file holds one named record.
 
+        ``None`` (the default) reads the schemas shipped in the package (:func:`packaged_schemas`).
         The record's short name must equal the file stem (``OrderSnapshot.avsc`` defines
         ``OrderSnapshot``). Raises :class:`SchemaLoadError` naming the offending file.
         """
-        files = sorted(Path(schemas_dir).glob("*.avsc"))
+        source = packaged_schemas() if schemas_dir is None else schemas_dir
+        try:
+            files = sorted(
+                (f for f in source.iterdir() if f.name.endswith(".avsc") and f.is_file()),
+                key=lambda f: f.name,
+            )
+        except OSError as exc:
+            raise SchemaLoadError(
+                f"cannot list the schema directory {source}: {exc.strerror or type(exc).__name__}"
+            ) from None
         if not files:
-            raise SchemaLoadError(f"no *.avsc schema files in {schemas_dir}")
+            raise SchemaLoadError(f"no *.avsc schema files in {source}")
         entries: dict[str, _Entry] = {}
-        fingerprints: dict[bytes, Path] = {}
+        fingerprints: dict[bytes, Path | Traversable] = {}
         for path in files:
             entry = _load_one(path)
             if entry.fingerprint in fingerprints:  # pragma: no cover - needs a CRC-64 collision
@@ -177,7 +192,13 @@ class AvroCodec:
         return len(data) >= HEADER_SIZE and data[:2] == MARKER
 
 
-def _load_one(path: Path) -> _Entry:
+def packaged_schemas() -> Traversable:
+    """The schema directory shipped inside the ``bridge`` package (``bridge/schemas``)."""
+    return resources.files("bridge").joinpath("schemas")
+
+
+def _load_one(path: Path | Traversable) -> _Entry:
+    stem = path.name.removesuffix(".avsc")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -194,8 +215,8 @@ def _load_one(path: Path) -> _Entry:
         raise SchemaLoadError(f"{path}: top-level schema must be a named record")
     full_name = str(parsed["name"])
     short_name = full_name.rpartition(".")[2]
-    if short_name != path.stem:
-        raise SchemaLoadError(f"{path}: record is named {short_name!r}, expected {path.stem!r}")
+    if short_name != stem:
+        raise SchemaLoadError(f"{path}: record is named {short_name!r}, expected {stem!r}")
     if len(fp) != FINGERPRINT_SIZE:  # pragma: no cover - CRC-64 is always 8 bytes
         raise SchemaLoadError(f"{path}: unexpected fingerprint length {len(fp)}")
     return _Entry(

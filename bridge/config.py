@@ -8,22 +8,39 @@ service reads ``os.environ``. Validation is loud: :func:`load_settings` raises
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import urllib.parse
 from enum import StrEnum
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from bridge.errors import ConfigError
 
-DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+DEFAULT_SCHEMAS_DIR = Path(str(resources.files("bridge").joinpath("schemas")))
+"""The schemas shipped in the package, as a path (``schemas_dir=None`` reads them from there)."""
 
 NORCE_ENVIRONMENTS = {
     "playground": "https://{slug}.api-se.playground.norce.tech/checkout/order/",
     "stage": "https://{slug}.api-se.stage.norce.tech/checkout/order/",
     "production": "https://{slug}.api-se.norce.tech/checkout/order/",
 }
+
+
+_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Ordering(StrEnum):
@@ -70,6 +87,10 @@ class KafkaSettings(_Section):
         if self.rebalance_timeout_ms is not None:
             return self.rebalance_timeout_ms
         return max(self.session_timeout_ms, int(revoke_deadline_s * 1000) + 10_000)
+
+    # How long start-up waits for an unreachable broker (/healthz up, /readyz says why) before
+    # exiting with code 3. A refusal (credentials, certificate) fails at once.
+    startup_deadline_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
@@ -119,11 +140,37 @@ class NorceSettings(_Section):
     max_connections: int = Field(default=256, ge=1)
     http_backend: Literal["httpx", "aiohttp"] = "aiohttp"
     retry: RetrySettings = RetrySettings()
+    # The API key travels only over https:// or to a loopback address unless this is set.
+    allow_insecure_http: bool = False
+
+    @field_validator("slug")
+    @classmethod
+    def _slug_is_a_dns_label(cls, v: str | None) -> str | None:
+        # The slug becomes part of the API's host name: anything but one DNS label (a dot, a
+        # slash, an "@") would let it point the API key at another host.
+        if v is not None and not _DNS_LABEL.fullmatch(v):
+            raise ValueError("must be one DNS label: 1-63 letters, digits or inner hyphens")
+        return v.lower() if v is not None else v
 
     @model_validator(mode="after")
     def _environment(self) -> NorceSettings:
         if self.environment != "custom" and not self.slug:
-            raise ValueError("slug is required when environment is playground, stage or production")
+            raise ValueError(
+                "BRIDGE_NORCE__SLUG is required when BRIDGE_NORCE__ENVIRONMENT is playground, "
+                "stage or production"
+            )
+        url = urllib.parse.urlsplit(self.resolved_base_url())
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(
+                "BRIDGE_NORCE__BASE_URL must be an absolute http(s) URL with a host "
+                "(value not shown)"
+            )
+        if url.scheme == "http" and not _is_loopback(url.hostname) and not self.allow_insecure_http:
+            raise ValueError(
+                "BRIDGE_NORCE__BASE_URL is plain http:// to a non-loopback host, which would send "
+                "the API key in clear text; use https://, or set "
+                "BRIDGE_NORCE__ALLOW_INSECURE_HTTP=true to accept that"
+            )
         return self
 
     def resolved_base_url(self) -> str:
@@ -165,7 +212,7 @@ class BridgeSettings(BaseSettings):
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    schemas_dir: Path = DEFAULT_SCHEMAS_DIR
+    schemas_dir: Path | None = None  # None: the schemas shipped in the package
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     norce: NorceSettings = NorceSettings()
@@ -202,6 +249,19 @@ def load_settings(**overrides: Any) -> BridgeSettings:
         lines = []
         for err in exc.errors():
             loc = "__".join(str(p) for p in err["loc"]).upper()
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            lines.append(f"  BRIDGE_{loc}: {msg}" if loc else f"  {msg}")
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+            msg = err["msg"].removeprefix("Value error, ")
+            if loc and not msg.startswith(f"BRIDGE_{loc}"):
+                msg = f"BRIDGE_{loc}: {msg}"
+            lines.append(msg)
+        if len(lines) == 1:
+            raise ConfigError(f"invalid configuration: {lines[0]}") from None
+        raise ConfigError("invalid configuration:\n" + "\n".join(f"  {m}" for m in lines)) from None
+    except SettingsError as exc:
+        # A nested section given as one variable (BRIDGE_NORCE='{...}') that is not JSON.
+        # pydantic-settings says which field; its message never includes the value.
+        match = re.search(r'field "([a-z_]+)"', str(exc))
+        name = f"BRIDGE_{match.group(1).upper()}" if match else "a BRIDGE_* variable"
+        raise ConfigError(
+            f"invalid configuration: {name}: not a valid JSON object (a nested section set "
+            f"as one variable must be JSON; or use {name}__<FIELD> variables)"
+        ) from None

@@ -44,11 +44,14 @@ def test_runtime_stage_runs_the_bridge_as_non_root_pid_1():
 
 
 def test_image_environment_and_files():
-    """Byte-compiled code, schemas at /app/schemas, unbuffered output and OCI labels."""
+    """Locked, hash-checked deps; schemas in the wheel; byte-compiled; unbuffered; OCI labels."""
     text = DOCKERFILE.read_text()
-    assert "compileall" in stages()[0]
-    assert "COPY schemas/ /app/schemas/" in text
-    assert "BRIDGE_SCHEMAS_DIR=/app/schemas" in text
+    builder = stages()[0]
+    assert "compileall" in builder
+    assert "pip install --no-cache-dir --require-hashes -r requirements.lock" in builder
+    assert "pip install --no-cache-dir --no-deps" in builder
+    assert "pip check" in builder
+    assert "BRIDGE_SCHEMAS_DIR" not in text.replace("BRIDGE_SCHEMAS_DIR may override", "")
     assert "PYTHONDONTWRITEBYTECODE=1" in text
     assert "PYTHONUNBUFFERED=1" in text
     for label in ("title", "version", "revision", "source", "licenses"):
@@ -59,4 +62,4 @@ def test_dockerignore_keeps_the_context_small():
     """Only the files the build needs are sent to the builder."""
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[lines.index("*")] == "*"
-    assert {"!pyproject.toml", "!README.md", "!bridge/", "!schemas/"} <= set(lines)
+    assert {"!pyproject.toml", "!README.md", "!bridge/", "!requirements.lock"} <= set(lines)

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from bridge.app import Service
 from bridge.commands import command_to_json
 from bridge.config import load_settings
 from bridge.errors import ConfigError
@@ -39,16 +40,29 @@ async def test_per_order_ordering_with_concurrency_across_orders(kafka_bootstrap
         orders = sim.app.seed(80, "norce", "1")
         commands = [set_state(o, s) for s in LIFECYCLE for o in orders]
         await bridge.send(*commands)
-        started = time.monotonic()
         out = await bridge.all_handled(timeout_s=90)
-        elapsed = time.monotonic() - started
         assert not out.dlq
         assert all(r["outcome"] == "applied" for r in out.results)
         _check_orders(bridge, orders, LIFECYCLE)
-        # Concurrency happened: 400 commands x 2 calls x >=5 ms would take ≥4 s one at a time.
-        assert elapsed < 4.0, f"took {elapsed:.1f}s: no concurrency across orders?"
+        # Concurrency happened: API calls of different orders overlapped in time (a behaviour
+        # of the bridge, not a wall-clock budget that a busy machine can miss).
         calls = sim.app.calls()
         assert max(_overlap(calls)) > 8, "no overlapping API calls across orders"
+
+
+def _paused(service: Service) -> float:
+    """The paused-partitions gauge the bridge exports."""
+    return service.registry.get_sample_value("norce_bridge_paused_partitions") or 0.0
+
+
+def _assigned(service: Service) -> set[str]:
+    """Partitions an instance reports lag for: its assignment (labels go on revoke)."""
+    return {
+        sample.labels["partition"]
+        for metric in service.registry.collect()
+        if metric.name == "norce_bridge_consumer_lag"
+        for sample in metric.samples
+    }
 
 
 def _overlap(calls: list[dict[str, object]]) -> list[int]:
@@ -99,16 +113,17 @@ async def test_out_of_order_completion_commits_only_the_contiguous_prefix(
         await bridge.send(
             set_state(slow, "processing"), *[set_state(o, "processing") for o in fast]
         )
-        await bridge.collect(lambda o: len(o.results) >= len(fast), timeout_s=30)
+        out = await bridge.collect(lambda o: len(o.results) >= len(fast), timeout_s=30)
+        assert {r["orderId"] for r in out.results} == set(fast)
         service = bridge.service
         assert service is not None
-        # The slow head is retried (held), the 20 later records are done, the commit stays at 0.
-        await poll_until(lambda: service.runtime.counters["commits"] >= 1, 10, "a commit")
+        # The slow head is retried (held) while the 20 later records are done: results being
+        # visible does not mean the worker has recorded them yet, so poll its counters.
+        runtime = service.runtime
+        await poll_until(lambda: runtime.counters["applied"] >= len(fast), 15, "later records done")
+        await poll_until(lambda: runtime.counters["commits"] >= 1, 15, "a commit")
         committed = await bridge.committed()
-        assert committed.get(0, 0) == 0
-        ps = next(iter(service.runtime._parts.values()))
-        assert ps.offsets is not None
-        assert len(ps.offsets.done_above()) == len(fast)
+        assert committed.get(0, 0) == 0, "committed past the unfinished head"
         sim.app.set_faults(script=[])
         await bridge.all_handled(timeout_s=30)
         end = (await bridge.end_offsets())[0]
@@ -142,12 +157,12 @@ async def test_bounded_buffers_pause_and_resume_partitions(kafka_bootstrap: str)
         while len(bridge.outputs.results) < len(orders):
             assert time.monotonic() < deadline
             peak = max(peak, runtime.buffered)
-            paused_seen = paused_seen or any(ps.paused for ps in runtime._parts.values())
+            paused_seen = paused_seen or _paused(service) > 0
             await bridge.collect(lambda o: False, timeout_s=0.05)
         assert paused_seen, "no partition was ever paused"
         # One fetch batch per partition may land on top of the limit before the pause applies.
         assert peak <= 30 + 2 * 500
-        assert all(not ps.paused for ps in runtime._parts.values()) or runtime.buffered == 0
+        assert _paused(service) == 0 or runtime.buffered == 0
         assert all(sim.app.history(o) == ["checkout", "processing"] for o in orders)
 
 
@@ -168,11 +183,13 @@ async def test_rebalance_between_two_instances_loses_and_reorders_nothing(
         await second.start()
         assert first.service is not None
         assert second.service is not None
-        rt1, rt2 = first.service.runtime, second.service.runtime
+        s1, s2 = first.service, second.service
         await poll_until(
-            lambda: bool(rt1._parts) and bool(rt2._parts), 30, "both instances assigned"
+            lambda: all(map(_assigned, (s1, s2))) and len(_assigned(s1) | _assigned(s2)) == 6,
+            30,
+            "both instances assigned, all six partitions covered",
         )
-        assert not set(rt1._parts) & set(rt2._parts)
+        assert not _assigned(s1) & _assigned(s2)
         await first.send(*commands[half:])
         await first.collect(lambda o: len(o.results) >= half // 2, timeout_s=60)
         await second.stop()  # mid-run: its partitions move to the first instance

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+import trustme
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from bridge.health import HealthServer, start_health_server
 from bridge.metrics import BridgeMetrics
+from bridge.startup import KafkaStartupError, wait_for_kafka
 
 
 @dataclass
@@ -219,3 +223,64 @@ async def test_no_configuration_is_exposed(server: HealthServer, monkeypatch: py
         body = (await request(server, "GET", path)).body.lower()
         for word in (b"canary", b"bootstrap", b"api_key", b"password", b"base_url"):
             assert word not in body
+
+
+# --------------------------------------------------------------------------- start-up wait
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_startup_wait_reports_why_and_gives_up_at_the_deadline() -> None:
+    """Nothing listens: the wait reports a configuration-free reason, then fails (not refused)."""
+    reasons: list[str] = []
+    with pytest.raises(KafkaStartupError) as info:
+        await wait_for_kafka(
+            f"127.0.0.1:{_closed_port()}",
+            {"security_protocol": "PLAINTEXT"},
+            deadline_s=0.6,
+            attempt_timeout_s=0.5,
+            on_waiting=reasons.append,
+        )
+    assert info.value.refused is False
+    assert "BRIDGE_KAFKA__BOOTSTRAP_SERVERS" in str(info.value)
+    assert "Connection refused" in str(info.value)
+    assert reasons
+    assert all(r.startswith("waiting for Kafka: broker unreachable") for r in reasons)
+    assert not any("127.0.0.1" in r for r in reasons)
+
+
+async def test_startup_wait_fails_at_once_on_an_untrusted_certificate() -> None:
+    """A TLS listener whose certificate the configured CA did not sign: refused, no waiting."""
+    server_ca, client_ca = trustme.CA(), trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    client_ctx = ssl.create_default_context()
+    client_ca.configure_trust(client_ctx)
+    try:
+        with pytest.raises(KafkaStartupError) as info:
+            await asyncio.wait_for(
+                wait_for_kafka(
+                    f"127.0.0.1:{port}",
+                    {"security_protocol": "SSL", "ssl_context": client_ctx},
+                    deadline_s=300,
+                    attempt_timeout_s=5,
+                ),
+                60,
+            )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert info.value.refused is True
+    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+    assert "BRIDGE_KAFKA__SSL_CAFILE" in str(info.value)
