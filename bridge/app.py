@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
@@ -32,7 +33,7 @@ from bridge.errors import ConfigError, SchemaLoadError
 from bridge.health import HealthServer, start_health_server
 from bridge.metrics import BridgeMetrics
 from bridge.norce import NorceClient, RetryPolicy, build_http_client, load_secret
-from bridge.processor import Processor
+from bridge.processor import Processor, check_record_limits
 from bridge.runtime import Runtime, kafka_client_options
 from bridge.startup import KafkaStartupError, wait_for_kafka
 
@@ -80,6 +81,7 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
         existing = set(await admin.list_topics())
         missing = [name for name in wanted if name not in existing]
         if not missing:
+            await _check_record_limits(admin, settings)
             return []
         if not t.create_missing:
             raise ConfigError(
@@ -94,9 +96,41 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
             ]
         )
         log.info("created topics", extra={"topics": missing})
+        await _check_record_limits(admin, settings)
         return missing
     finally:
         await admin.close()
+
+
+PRODUCER_MAX_REQUEST_SIZE = 1_048_576  # aiokafka's default, which the bridge's producers use
+
+
+async def _dlq_max_message_bytes(admin: AIOKafkaAdminClient, topic: str) -> int | None:
+    """The DLQ topic's ``max.message.bytes``, None when it cannot be read (e.g. no ACL)."""
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})]
+        )
+    except Exception:
+        return None
+    for response in responses:
+        for resource in getattr(response, "resources", []):
+            for entry in resource[4]:
+                if entry[0] == "max.message.bytes" and entry[1]:
+                    with contextlib.suppress(ValueError):
+                        return int(entry[1])
+    return None
+
+
+async def _check_record_limits(admin: AIOKafkaAdminClient, settings: BridgeSettings) -> None:
+    """Refuse a ``max_record_bytes`` whose dead letters could not be written whole."""
+    problems = check_record_limits(
+        settings.processing.max_record_bytes,
+        producer_max_request_size=PRODUCER_MAX_REQUEST_SIZE,
+        topic_max_message_bytes=await _dlq_max_message_bytes(admin, settings.topics.dlq),
+    )
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 class _Health:

@@ -171,3 +171,29 @@ async def test_api_down_for_ten_seconds_holds_commands_and_applies_them_after_re
         assert outcomes.count("applied") == len(first) + len(rest)
         assert all(sim.app.history(o) == ["checkout", "processing", "accepted"] for o in orders)
         assert service.runtime._circuit.state == "closed"
+
+
+async def test_start_up_refuses_a_record_limit_whose_dead_letters_cannot_be_written(
+    kafka_bootstrap: str,
+) -> None:
+    """max_record_bytes must leave room for a whole dead letter under the DLQ topic's limit."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from bridge.app import ensure_topics
+    from bridge.errors import ConfigError
+
+    from .harness import make_settings
+
+    settings = make_settings(kafka_bootstrap, "http://127.0.0.1:9", max_record_bytes=200_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(settings.topics.dlq, 1, 1, topic_configs={"max.message.bytes": "100000"})]
+        )
+    finally:
+        await admin.close()
+    with pytest.raises(ConfigError, match="BRIDGE_PROCESSING__MAX_RECORD_BYTES"):
+        await ensure_topics(settings, {})
+    fits = make_settings(kafka_bootstrap, "http://127.0.0.1:9", max_record_bytes=200_000)
+    await ensure_topics(fits, {})  # the broker's default limits leave room
