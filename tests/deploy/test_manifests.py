@@ -24,44 +24,31 @@ from promql import TOPIC_ROLES, exported_labels, known_metric_names
 VALUES_CASES = CI_VALUES
 FULLNAME = f"{RELEASE}-norce-order-bridge"
 FAKE_SECRETS = ("ci-fake-norce-api-key", "ci-fake-sasl-password")
+
+
 # The bridge's settings (bridge/config.py); a typo in the chart would make the bridge fail to
 # start or silently ignore a setting.
-KNOWN_SETTINGS = {
-    "BRIDGE_LOG_LEVEL",
-    "BRIDGE_KAFKA__BOOTSTRAP_SERVERS",
-    "BRIDGE_KAFKA__GROUP_ID",
-    "BRIDGE_KAFKA__CLIENT_ID",
-    "BRIDGE_KAFKA__SECURITY_PROTOCOL",
-    "BRIDGE_KAFKA__SASL_MECHANISM",
-    "BRIDGE_KAFKA__SASL_USERNAME",
-    "BRIDGE_KAFKA__SASL_PASSWORD_FILE",
-    "BRIDGE_KAFKA__SSL_CAFILE",
-    "BRIDGE_KAFKA__SSL_CERTFILE",
-    "BRIDGE_KAFKA__SSL_KEYFILE",
-    "BRIDGE_TOPICS__COMMANDS",
-    "BRIDGE_TOPICS__SNAPSHOTS",
-    "BRIDGE_TOPICS__EVENTS",
-    "BRIDGE_TOPICS__RESULTS",
-    "BRIDGE_TOPICS__DLQ",
-    "BRIDGE_TOPICS__CREATE_MISSING",
-    "BRIDGE_TOPICS__PARTITIONS",
-    "BRIDGE_TOPICS__REPLICATION_FACTOR",
-    "BRIDGE_NORCE__BASE_URL",
-    "BRIDGE_NORCE__ENVIRONMENT",
-    "BRIDGE_NORCE__SLUG",
-    "BRIDGE_NORCE__ALLOW_INSECURE_HTTP",
-    "BRIDGE_NORCE__API_KEY_FILE",
-    "BRIDGE_NORCE__ADAPTER_ID",
-    "BRIDGE_NORCE__READ_TIMEOUT_S",
-    "BRIDGE_NORCE__MAX_CONNECTIONS",
-    "BRIDGE_PROCESSING__ORDERING",
-    "BRIDGE_PROCESSING__MAX_IN_FLIGHT",
-    "BRIDGE_PROCESSING__PROCESSING_GUARANTEE",
-    "BRIDGE_PROCESSING__MAX_COMMAND_AGE_S",
-    "BRIDGE_PROCESSING__DRAIN_DEADLINE_S",
-    "BRIDGE_HTTP__PORT",
-    "BRIDGE_HTTP__WEDGED_AFTER_S",
-}
+def _setting_names() -> set[str]:
+    """Every BRIDGE_* variable the settings model reads, derived from the model itself."""
+    from pydantic import BaseModel
+
+    from bridge.config import BridgeSettings
+
+    names: set[str] = set()
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name.upper()}__")
+            else:
+                names.add(f"{prefix}{name.upper()}")
+
+    walk(BridgeSettings, "BRIDGE_")
+    return names
+
+
+KNOWN_SETTINGS = _setting_names()
 
 
 def docs_for(values: Path) -> tuple[dict[str, Any], ...]:

@@ -426,11 +426,11 @@ async def test_wrong_sasl_password_fails_to_start_clearly_without_the_password(
         password_in_file=mechanism != "SCRAM-SHA-256",
         password=wrong,
     )
-    t0 = time.monotonic()
+    # Fails fast: a refusal is not retried until the start-up deadline (60 s by default), so
+    # it arrives well within this 45 s bound instead of as a TimeoutError.
+    assert settings.kafka.startup_deadline_s > 45
     with bridge_logging("DEBUG") as stream, pytest.raises(KafkaConnectionError) as info:
-        await asyncio.wait_for(build_service(settings, api_key=SecretStr(API_KEY)), 60)
-    took = time.monotonic() - t0
-    assert took < 30, f"a rejected password must fail fast, took {took:.1f}s"
+        await asyncio.wait_for(build_service(settings, api_key=SecretStr(API_KEY)), 45)
     logged = stream.getvalue()
     assert "Authentication failed" in logged, logged[-2000:]
     assert mechanism in logged or mechanism == "PLAIN"

