@@ -83,6 +83,7 @@ CHAOS_HEADER = "chaos.id"
 ASSIGNED = '"msg": "partitions assigned"'  # the bridge's log line once it owns partitions
 READ_TIMEOUT_S = 1.0
 SESSION_TIMEOUT_S = 6.0
+REVOKE_DEADLINE_S = 3.0
 STALL_S = 45.0  # no progress for this long while waiting to catch up: look for skipped records
 FAULTS: dict[str, Any] = {
     "error_rate": 0.10,
@@ -396,6 +397,11 @@ class Simulator:
         self._log.close()
 
 
+def adapter_id(label: str, n: int) -> str:
+    """The ``x-adapterid`` of bridge incarnation ``n`` of a run."""
+    return f"chaos-{label}-{n}"
+
+
 @dataclass
 class Incarnation:
     n: int
@@ -445,6 +451,8 @@ class Fleet:
         self._log_handles.append(handle)
         env = dict(self.env)
         env["BRIDGE_KAFKA__CLIENT_ID"] = f"chaos-{self.label}-{n}"
+        # every API call names the incarnation that made it (the simulator logs x-adapterid)
+        env["BRIDGE_NORCE__ADAPTER_ID"] = adapter_id(self.label, n)
         proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", "run"],
             cwd=ROOT,
@@ -830,6 +838,8 @@ class ChaosRun:
                 "BRIDGE_PROCESSING__COMMIT_INTERVAL_S": "0.5",
                 "BRIDGE_PROCESSING__MAX_IN_FLIGHT": "64",
                 "BRIDGE_PROCESSING__DRAIN_DEADLINE_S": "15",
+                # the revoke must end (plus 2 s for the final commit) within the session timeout
+                "BRIDGE_PROCESSING__REVOKE_DEADLINE_S": str(REVOKE_DEADLINE_S),
                 "BRIDGE_HTTP__HOST": "127.0.0.1",
                 "BRIDGE_HTTP__PORT": "0",
                 "BRIDGE_LOG_LEVEL": "DEBUG",
