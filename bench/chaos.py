@@ -2113,6 +2113,30 @@ class ChaosRun:
                 f"valid commands: {shown}; {len(bad_records['outcomes'])} problems",
             )
         )
+        # a bridge may exit by itself only because the broker was gone (the supervisor restarts
+        # it, like Kubernetes); any other self-exit is a crash
+        lo, hi = (
+            (self.broker_restart[0], self.broker_restart[0] + self.broker_restart[1] + 15.0)
+            if self.broker_restart
+            else (0.0, -1.0)
+        )
+        crashes = [
+            i
+            for i in fleet.incarnations
+            if i.self_exit and not (i.ended_t is not None and lo <= i.ended_t <= hi)
+        ]
+        checks.append(
+            Check(
+                "self-exits",
+                not crashes,
+                f"{len(crashes)} bridge(s) exited by themselves outside the broker restart"
+                + (
+                    " (" + ", ".join(f"#{i.n} {i.end} at t={i.ended_t:.1f}s" for i in crashes) + ")"
+                    if crashes
+                    else ""
+                ),
+            )
+        )
         unclean = [(n, c) for n, c in codes if c != 0]
         checks.append(
             Check(

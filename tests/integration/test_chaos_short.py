@@ -30,6 +30,7 @@ CHECKS = (
     "results",
     "dlq",
     "outcomes",
+    "self-exits",
     "shutdown",
 )
 
