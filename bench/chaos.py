@@ -1,4 +1,4 @@
-"""Chaos harness: kill -9, API faults and a broker restart, then check every order.
+"""Chaos harness: kill -9, API faults, a broker restart and zombies, then check every order.
 
 One command (``python bench/chaos.py``; ``--short`` is the CI form) starts its own Kafka broker
 (:class:`bridge.localkafka.LocalKafka` on a data directory it owns, since it restarts it), the
@@ -30,11 +30,20 @@ deployment. For each processing guarantee (``--guarantee``; fresh topics and gro
                       ``failed`` and dead letters carry the expected reason;
    * ``caught-up`` and ``shutdown`` (every record handled in time; graceful stop exits 0).
 
-Options: ``--pause N`` also SIGSTOPs a bridge past its session timeout and SIGCONTs it (a zombie
-that wakes up); ``--wait-assigned`` produces only once the first bridge owns its partitions (a
-diagnostic: it takes the first assignment of a fresh group out of the picture). While waiting
-to catch up, records that stay unhandled below the group's committed offset are reported as
-skipped for good instead of waiting for the deadline.
+Two fencing steps (issue 9) are part of every run (``--pauses``/``--expulsions``): an owner is
+SIGSTOPped past the session timeout while writes of its orders sleep in a 503/Retry-After
+backoff, and an owner whose write hangs is expelled during its revoke when another instance
+joins (stopped as soon as its revoke begins, until the group moved on without it). Every
+incarnation has its own ``x-adapterid``; the ``fencing`` check compares each PUT/DELETE in the
+simulator's call log with the assignment timeline from the bridges' logs and fails the run on any
+write by a process after its partition was reassigned (see ``attribute_writes``). ``scenarios``
+fails if a step did not happen as described; ``self-exits`` if a bridge crashed (exited by itself
+outside the broker restart).
+
+``--wait-assigned`` produces only once the first bridge owns its partitions (a diagnostic: it
+takes the first assignment of a fresh group out of the picture). While waiting to catch up,
+records that stay unhandled below the group's committed offset are reported as skipped for good
+instead of waiting for the deadline.
 
 It prints what was injected and a PASS/FAIL line per check, writes the evidence of failures
 (commands, results, simulator history and call log, bridge log lines per order) to the work
