@@ -1022,6 +1022,7 @@ class ChaosRun:
         self.write_guard = write_guard
         self.fence_steps: list[FenceStep] = []
         self.fence_violations: list[FenceViolation] = []
+        self.stall_notes: list[str] = []
         self.plan: Plan | None = None
         self.collector: Collector | None = None
         self.queues: dict[str, list[Spec]] = {}
@@ -1686,6 +1687,8 @@ class ChaosRun:
                 else f"NOT caught up: {len(missing)} records unhandled, {len(self.skipped)} of "
                 "them below the group's committed offset (skipped for good)"
             )
+            if missing:
+                await self._stall_snapshot(fleet)
         finally:
             progress.cancel()
             if not chaos.done():
@@ -1829,6 +1832,36 @@ class ChaosRun:
             )
         )
 
+    async def _stall_snapshot(self, fleet: Fleet) -> None:
+        """Where the running bridges are stuck: lag per partition, buffered, in flight."""
+        fleet.poll_logs()
+        wanted = (
+            "norce_bridge_consumer_lag{",
+            "norce_bridge_buffered_records ",
+            "norce_bridge_in_flight_commands ",
+        )
+        for inc in fleet.running():
+            port = fleet.tail(inc).port
+            if port is None:
+                continue
+            try:
+                resp = await self.sim.http.get(f"http://127.0.0.1:{port}/metrics", timeout=2.0)
+            except httpx.HTTPError:
+                continue
+            shown: list[str] = []
+            for line in resp.text.splitlines():
+                if not line.startswith(wanted):
+                    continue
+                name, value = line.rsplit(" ", 1)
+                if name.startswith("norce_bridge_consumer_lag{") and float(value) == 0:
+                    continue
+                part = re.search(r'partition="(\d+)"', name)
+                label = f"lag p{part.group(1)}" if part else name.split("_", 2)[2]
+                shown.append(f"{label}={float(value):g}")
+            text = f"bridge #{inc.n} while stuck: " + (", ".join(shown) or "nothing lagging")
+            self.stall_notes.append(text)
+            self.note(text)
+
     def _victim_after(self, fleet: Fleet, step: FenceStep) -> dict[str, Any]:
         """What the victim of a fencing step logged after it was stopped."""
         tail = fleet.tails.get(step.victim or -1)
@@ -1938,6 +1971,8 @@ class ChaosRun:
                     f"; {len(self.skipped)} of them lie below the group's committed offset, "
                     f"i.e. were skipped for good ({shown})"
                 )
+        if self.stall_notes:
+            detail += "; " + "; ".join(self.stall_notes)
         if not drained:
             detail += "; outputs could not be read to their end"
         if unknown:
