@@ -2303,6 +2303,8 @@ class ChaosRun:
                     for rec in logs.get(order_id, [])
                 ]
             evidence["orders"][order_id] = entry
+        for v in self.fence_violations[:10]:
+            print(f"  FENCING {v.describe()}")
         path = self.workdir / f"evidence-{self.guarantee}.json"
         path.write_text(json.dumps(evidence, indent=2, default=str))
         self.report.evidence_file = path
