@@ -66,8 +66,9 @@ bench: install
 bench-quick: install
 	$(BIN)/python bench/throughput.py --quick
 
+## Fault injection and write fencing (bench/README.md); e.g. make chaos CHAOS_ARGS="--seed 42 --short"
 chaos: install
-	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

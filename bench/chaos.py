@@ -1,4 +1,4 @@
-"""Chaos harness: kill -9, API faults and a broker restart, then check every order.
+"""Chaos harness: kill -9, API faults, a broker restart and zombies, then check every order.
 
 One command (``python bench/chaos.py``; ``--short`` is the CI form) starts its own Kafka broker
 (:class:`bridge.localkafka.LocalKafka` on a data directory it owns, since it restarts it), the
@@ -30,11 +30,20 @@ deployment. For each processing guarantee (``--guarantee``; fresh topics and gro
                       ``failed`` and dead letters carry the expected reason;
    * ``caught-up`` and ``shutdown`` (every record handled in time; graceful stop exits 0).
 
-Options: ``--pause N`` also SIGSTOPs a bridge past its session timeout and SIGCONTs it (a zombie
-that wakes up); ``--wait-assigned`` produces only once the first bridge owns its partitions (a
-diagnostic: it takes the first assignment of a fresh group out of the picture). While waiting
-to catch up, records that stay unhandled below the group's committed offset are reported as
-skipped for good instead of waiting for the deadline.
+Two fencing steps (issue 9) are part of every run (``--pauses``/``--expulsions``): an owner is
+SIGSTOPped past the session timeout while writes of its orders sleep in a 503/Retry-After
+backoff, and an owner whose write hangs is expelled during its revoke when another instance
+joins (stopped as soon as its revoke begins, until the group moved on without it). Every
+incarnation has its own ``x-adapterid``; the ``fencing`` check compares each PUT/DELETE in the
+simulator's call log with the assignment timeline from the bridges' logs and fails the run on any
+write by a process after its partition was reassigned (see ``attribute_writes``). ``scenarios``
+fails if a step did not happen as described; ``self-exits`` if a bridge crashed (exited by itself
+outside the broker restart).
+
+``--wait-assigned`` produces only once the first bridge owns its partitions (a diagnostic: it
+takes the first assignment of a fresh group out of the picture). While waiting to catch up,
+records that stay unhandled below the group's committed offset are reported as skipped for good
+instead of waiting for the deadline.
 
 It prints what was injected and a PASS/FAIL line per check, writes the evidence of failures
 (commands, results, simulator history and call log, bridge log lines per order) to the work
@@ -51,6 +60,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -68,6 +78,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from bridge.codec import AvroCodec
 from bridge.commands import DeleteOrder, SetOrderState, command_to_json
@@ -83,6 +94,10 @@ CHAOS_HEADER = "chaos.id"
 ASSIGNED = '"msg": "partitions assigned"'  # the bridge's log line once it owns partitions
 READ_TIMEOUT_S = 1.0
 SESSION_TIMEOUT_S = 6.0
+REVOKE_DEADLINE_S = 3.0
+JOINER_SLOT = 2  # the slot of the instance a fencing step starts to take partitions over
+SCRIPTED_ORDERS = 30  # orders whose writes a fencing step scripts (503 or hang)
+MAX_STOP_S = 40.0  # a fencing step never keeps a bridge stopped longer
 STALL_S = 45.0  # no progress for this long while waiting to catch up: look for skipped records
 FAULTS: dict[str, Any] = {
     "error_rate": 0.10,
@@ -130,10 +145,12 @@ class Profile:
     kills: int  # SIGKILLs in total, one of them while a restarted bridge replays
     two_instances: bool
     catchup_s: float
+    pauses: int  # SIGSTOP of an owner with writes in retry backoff, past the session timeout
+    expulsions: int  # an owner expelled during a long revoke (hanging write + a joiner)
 
 
-FULL = Profile("full", 500, 5000, 40, 12, 45.0, 6, True, 480.0)
-SHORT = Profile("short", 60, 600, 12, 6, 15.0, 2, True, 150.0)
+FULL = Profile("full", 500, 5000, 40, 12, 90.0, 6, True, 480.0, 3, 2)
+SHORT = Profile("short", 60, 600, 12, 6, 30.0, 2, True, 150.0, 1, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,6 +344,209 @@ def make_plan(rng: random.Random, profile: Profile, orders: list[str], prefix: s
 
 
 # --------------------------------------------------------------------------------------------
+# Fencing: who owned which partition when, and which writes came from whom
+
+
+ASSIGNED_MSG = "partitions assigned"
+REVOKED_MSG = "partitions revoked"
+LOST_MSG = "partition lost; abandoning its work"
+LEASE_EXPIRED_MSG = "membership lease expired; holding writes until a heartbeat succeeds"
+ABANDONED_MSG = "command abandoned before its write: partition no longer ours"
+HEALTH_PREFIX = "health server listening on port "
+WRITE_ENDPOINTS = ("Norce set_state failed", "Norce delete_order failed")
+WRITE_METHODS = ("PUT", "DELETE")
+
+
+def retry_delay(msg: str) -> float:
+    """The backoff of a client retry log line ("... retrying in 1.000s"), 0 if none."""
+    found = re.search(r"retrying in ([0-9.]+)s", msg)
+    return float(found.group(1)) if found else 0.0
+
+
+def parse_ts(text: str) -> float:
+    """Epoch seconds of an RFC 3339 timestamp (bridge logs and the simulator's call log)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class OwnershipEvent:
+    """One incarnation gained (``assigned``) or gave up (``revoked``/``lost``) partitions."""
+
+    ts: float  # epoch seconds, from the bridge's log line (same host clock as the simulator)
+    incarnation: int
+    kind: str  # assigned | revoked | lost
+    partitions: frozenset[int]
+
+
+@dataclass(frozen=True)
+class WriteCall:
+    """A PUT/DELETE that reached the simulator (answered or not), from its call log."""
+
+    ts: float  # epoch seconds: when the simulator received (and applied) it
+    method: str
+    order_id: str
+    adapter: str | None
+    status: int | None
+    fault: str | None
+
+
+@dataclass(frozen=True)
+class FenceViolation:
+    """A write that the fencing should have prevented."""
+
+    kind: str  # reassigned | unowned | unattributed
+    call: WriteCall
+    writer: int | None
+    partition: int | None
+    owner: int | None  # incarnation the partition was last assigned to before the write
+    owner_since: float | None
+
+    def describe(self) -> str:
+        when = datetime.fromtimestamp(self.call.ts, UTC).isoformat(timespec="microseconds")
+        text = (
+            f"{when} {self.call.method} {self.call.order_id} by {self.call.adapter or '?'} "
+            f"(#{self.writer}) -> {self.call.status if self.call.status is not None else '-'}"
+            f"{' [' + self.call.fault + ']' if self.call.fault else ''}, partition "
+            f"{self.partition}"
+        )
+        if self.kind == "reassigned" and self.owner_since is not None:
+            since = datetime.fromtimestamp(self.owner_since, UTC).isoformat(timespec="milliseconds")
+            text += f" assigned to #{self.owner} since {since}"
+        elif self.kind == "unowned":
+            text += " not assigned to the writer at that moment"
+        return f"{self.kind}: {text}"
+
+
+def attribute_writes(
+    calls: Iterable[WriteCall],
+    partition_of: dict[str, int],
+    events: Iterable[OwnershipEvent],
+    incarnation_of: dict[str, int],
+) -> list[FenceViolation]:
+    """Every write made by a process that did not own the order's partition at that moment.
+
+    * ``reassigned``: the partition's most recent assignment before the write (any incarnation's
+      ``partitions assigned`` line) went to another incarnation: the write of a zombie;
+    * ``unowned``: the partition was not (or no longer) assigned to the writer by its own log
+      (never assigned, or revoked/lost before the write) although nobody else had it yet;
+    * ``unattributed``: the call's ``x-adapterid`` names no incarnation, or the order is unknown.
+
+    An event counts for a write only if its timestamp is strictly earlier; log lines carry
+    milliseconds (truncated), the call log microseconds.
+    """
+    per_partition: dict[int, list[OwnershipEvent]] = defaultdict(list)
+    for event in events:
+        for p in event.partitions:
+            per_partition[p].append(event)
+    for timeline in per_partition.values():
+        timeline.sort(key=lambda e: e.ts)
+    out: list[FenceViolation] = []
+    for call in calls:
+        writer = incarnation_of.get(call.adapter or "")
+        partition = partition_of.get(call.order_id)
+        if writer is None or partition is None:
+            out.append(FenceViolation("unattributed", call, writer, partition, None, None))
+            continue
+        owner: int | None = None
+        owner_since: float | None = None
+        writer_holds = False
+        for event in per_partition.get(partition, []):
+            if event.ts >= call.ts:
+                break
+            if event.kind == "assigned":
+                owner, owner_since = event.incarnation, event.ts
+            if event.incarnation == writer:
+                writer_holds = event.kind == "assigned"
+        if owner is not None and owner != writer:
+            out.append(FenceViolation("reassigned", call, writer, partition, owner, owner_since))
+        elif not writer_holds:
+            out.append(FenceViolation("unowned", call, writer, partition, owner, owner_since))
+    return out
+
+
+@dataclass
+class LogTail:
+    """Incremental reader of one incarnation's JSON log: the lines the harness acts on."""
+
+    n: int
+    path: Path
+    offset: int = 0
+    events: list[OwnershipEvent] = field(default_factory=list)
+    write_retries: list[tuple[float, str, str]] = field(default_factory=list)  # ts, order, msg
+    revokes: list[tuple[float, frozenset[int], int]] = field(default_factory=list)
+    lease_expired: list[float] = field(default_factory=list)
+    abandoned: list[tuple[float, str | None]] = field(default_factory=list)
+    port: int | None = None
+    _rest: bytes = b""
+
+    def poll(self) -> None:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except OSError:
+            return
+        self.offset += len(chunk)
+        data = self._rest + chunk
+        lines = data.split(b"\n")
+        self._rest = lines.pop()
+        for raw in lines:
+            self._take(raw)
+
+    def _take(self, raw: bytes) -> None:
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(rec, dict):
+            return
+        msg = str(rec.get("msg", ""))
+        try:
+            ts = parse_ts(str(rec.get("ts")))
+        except ValueError:
+            return
+        if msg in (ASSIGNED_MSG, REVOKED_MSG):
+            parts = frozenset(int(p) for p in rec.get("partitions", []))
+            kind = "assigned" if msg == ASSIGNED_MSG else "revoked"
+            self.events.append(OwnershipEvent(ts, self.n, kind, parts))
+            if kind == "revoked":
+                self.revokes.append((ts, parts, int(rec.get("cancelled_before_write", 0))))
+        elif msg == LOST_MSG and "partition" in rec:
+            self.events.append(OwnershipEvent(ts, self.n, "lost", frozenset({rec["partition"]})))
+        elif msg.startswith(WRITE_ENDPOINTS) and "retrying in" in msg and rec.get("order_id"):
+            self.write_retries.append((ts, str(rec["order_id"]), msg))
+        elif msg.startswith(LEASE_EXPIRED_MSG[:30]):
+            self.lease_expired.append(ts)
+        elif msg == ABANDONED_MSG:
+            self.abandoned.append((ts, rec.get("order_id")))
+        elif msg.startswith(HEALTH_PREFIX):
+            with contextlib.suppress(ValueError):
+                self.port = int(msg[len(HEALTH_PREFIX) :])
+
+    def owned(self) -> frozenset[int]:
+        """The partitions this incarnation owns by its log so far."""
+        owned: set[int] = set()
+        for event in self.events:
+            if event.kind == "assigned":
+                owned = set(event.partitions)
+            else:
+                owned -= event.partitions
+        return frozenset(owned)
+
+
+async def scrape_counter(http: httpx.AsyncClient, port: int, name: str) -> float | None:
+    """One sample of a bridge's ``/metrics`` (None when it cannot be read)."""
+    try:
+        resp = await http.get(f"http://127.0.0.1:{port}/metrics", timeout=2.0)
+    except httpx.HTTPError:
+        return None
+    for line in resp.text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+# --------------------------------------------------------------------------------------------
 # Processes: simulator and bridges
 
 
@@ -396,6 +616,11 @@ class Simulator:
         self._log.close()
 
 
+def adapter_id(label: str, n: int) -> str:
+    """The ``x-adapterid`` of bridge incarnation ``n`` of a run."""
+    return f"chaos-{label}-{n}"
+
+
 @dataclass
 class Incarnation:
     n: int
@@ -426,7 +651,8 @@ class Fleet:
         self.logdir = logdir
         self.label = label
         self.t0 = t0
-        self.slots: dict[int, Incarnation | None] = {0: None, 1: None}
+        self.slots: dict[int, Incarnation | None] = {0: None, 1: None, JOINER_SLOT: None}
+        self.tails: dict[int, LogTail] = {}
         self.wanted: set[int] = {0}
         self.restart_at: dict[int, float] = {}
         self.backoff: dict[int, float] = {}
@@ -445,6 +671,8 @@ class Fleet:
         self._log_handles.append(handle)
         env = dict(self.env)
         env["BRIDGE_KAFKA__CLIENT_ID"] = f"chaos-{self.label}-{n}"
+        # every API call names the incarnation that made it (the simulator logs x-adapterid)
+        env["BRIDGE_NORCE__ADAPTER_ID"] = adapter_id(self.label, n)
         proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", "run"],
             cwd=ROOT,
@@ -455,8 +683,16 @@ class Fleet:
         )
         inc = Incarnation(n, slot, proc, log, self.t())
         self.incarnations.append(inc)
+        self.tails[n] = LogTail(n, log)
         self.slots[slot] = inc
         return inc
+
+    def tail(self, inc: Incarnation) -> LogTail:
+        return self.tails[inc.n]
+
+    def poll_logs(self) -> None:
+        for tail in self.tails.values():
+            tail.poll()
 
     def running(self) -> list[Incarnation]:
         return [inc for inc in self.slots.values() if inc is not None and inc.proc.poll() is None]
@@ -736,6 +972,25 @@ class Check:
 
 
 @dataclass
+class FenceStep:
+    """What one fencing step (``pause`` or ``expel``) did, for the report and the checks."""
+
+    kind: str
+    t: float
+    victim: int | None = None
+    partitions: frozenset[int] = frozenset()
+    in_backoff: list[str] = field(default_factory=list)  # pause: orders whose write was waiting
+    hang_seen_at: float | None = None  # expel: a scripted hang reached the simulator
+    join_at: float | None = None
+    revoking: bool = False  # expel: stopped after its revoke began
+    stopped_at: float | None = None
+    continued_at: float | None = None
+    stopped_s: float = 0.0
+    reassigned: tuple[float, int] | None = None  # (when, to whom) while it was stopped
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunReport:
     guarantee: str
     injected: list[tuple[str, str]] = field(default_factory=list)
@@ -760,12 +1015,19 @@ class ChaosRun:
         workdir: Path,
         codec: AvroCodec,
         wait_assigned: bool = False,
-        pauses: int = 0,
+        write_guard: str | None = None,
     ) -> None:
         self.guarantee = guarantee
         self.wait_assigned = wait_assigned
-        self.pauses = pauses
-        self.pause_log: list[str] = []
+        self.write_guard = write_guard
+        self.fence_steps: list[FenceStep] = []
+        self.fence_violations: list[FenceViolation] = []
+        self.stall_notes: list[str] = []
+        self.plan: Plan | None = None
+        self.collector: Collector | None = None
+        self.queues: dict[str, list[Spec]] = {}
+        self.produced_at: dict[str, tuple[int, int]] = {}  # cid -> (partition, offset)
+        self.partition_of: dict[str, int] = {}  # order id -> partition of its commands
         self.skipped: set[tuple[int, int]] = set()
         self.eos = guarantee == "exactly_once"
         self.profile = profile
@@ -830,11 +1092,15 @@ class ChaosRun:
                 "BRIDGE_PROCESSING__COMMIT_INTERVAL_S": "0.5",
                 "BRIDGE_PROCESSING__MAX_IN_FLIGHT": "64",
                 "BRIDGE_PROCESSING__DRAIN_DEADLINE_S": "15",
+                # the revoke must end (plus 2 s for the final commit) within the session timeout
+                "BRIDGE_PROCESSING__REVOKE_DEADLINE_S": str(REVOKE_DEADLINE_S),
                 "BRIDGE_HTTP__HOST": "127.0.0.1",
                 "BRIDGE_HTTP__PORT": "0",
                 "BRIDGE_LOG_LEVEL": "DEBUG",
             }
         )
+        if self.write_guard:
+            env["BRIDGE_PROCESSING__WRITE_GUARD"] = self.write_guard
         return env
 
     async def committed_offsets(self) -> dict[int, int]:
@@ -883,7 +1149,7 @@ class ChaosRun:
         )
         await producer.start()
         correlation = f"chaos-{self.seed}"
-        queues = {k: list(v) for k, v in plan.queues.items()}
+        queues = self.queues = {k: list(v) for k, v in plan.queues.items()}
         rate = plan.total / self.profile.produce_s
         active = 0.0
         last = time.monotonic()
@@ -932,9 +1198,12 @@ class ChaosRun:
                     failed.append(spec)
                     continue
                 try:
-                    await fut
+                    md = await fut
                 except KafkaError:
                     failed.append(spec)
+                    continue
+                if spec.kind != "poison":
+                    self.produced_at[spec.cid] = (md.partition, md.offset)
             if failed:
                 self.send_retries += len(failed)
                 await self.produce_gate.wait()
@@ -958,9 +1227,15 @@ class ChaosRun:
         if p.two_instances:
             events.append((rng.uniform(0.15 * T, 0.3 * T), "second-start"))
             events.append((rng.uniform(0.65 * T, 0.8 * T), "second-stop"))
-        for _ in range(self.pauses):
-            lo, hi = (0.35, 0.6) if p.two_instances else (0.2, 0.8)
-            events.append((rng.uniform(lo * T, hi * T), "pause"))
+        # the fencing steps while commands keep coming (they need busy orders), alternating
+        chosen: list[str] = []
+        counts = Counter({"pause": p.pauses, "expel": p.expulsions})
+        for kind in ["pause", "expel"] * max(p.pauses, p.expulsions):
+            if counts[kind] > 0:
+                chosen.append(kind)
+                counts[kind] -= 1
+        fenced = sorted(rng.uniform(0.08 * T, 0.75 * T) for _ in chosen)
+        events.extend(zip(fenced, chosen, strict=True))
         events.sort()
         return events
 
@@ -977,6 +1252,8 @@ class ChaosRun:
                 await self._broker_restart()
             elif kind == "pause":
                 await self._pause(fleet)
+            elif kind == "expel":
+                await self._expel(fleet)
             elif kind == "second-start":
                 fleet.wanted.add(1)
                 self.second_window.append(self.t())
@@ -987,7 +1264,8 @@ class ChaosRun:
                 code = await fleet.stop_slot(1)
                 self.second_window.append(self.t())
                 self.note(f"second bridge instance stopped with SIGTERM (exit {code})")
-            if kind in ("kill+replay-kill", "replay-kill", "broker-restart", "pause"):
+            # (the fencing steps do not push the schedule: they need commands still coming)
+            if kind in ("kill+replay-kill", "replay-kill", "broker-restart"):
                 shift += self.t() - began
 
     async def _kill(self, fleet: Fleet, *, replay_kill: bool) -> None:
@@ -1048,27 +1326,272 @@ class ChaosRun:
             f"replay ({note}); restart in {delay:.1f}s"
         )
 
-    async def _pause(self, fleet: Fleet) -> None:
-        """SIGSTOP a bridge past the session timeout, then SIGCONT it: a zombie that wakes up."""
-        inc = await fleet.wait_running(None, 60, min_uptime_s=3.0)
+    # -- fencing scenarios ------------------------------------------------------------------
+
+    def _pending_orders(self, partitions: frozenset[int]) -> list[str]:
+        """Orders on ``partitions`` with commands still to come or not yet handled."""
+        handled = self.collector.handled() if self.collector is not None else set()
+        busy: set[str] = {k for k, q in self.queues.items() if q and k in self.partition_of}
+        for cid, src in self.produced_at.items():
+            spec = self.plan.specs[cid] if self.plan is not None else None
+            if spec is not None and spec.order_id and src not in handled:
+                busy.add(spec.order_id)
+        return sorted(o for o in busy if self.partition_of.get(o) in partitions)
+
+    async def _script(self, entries: list[dict[str, Any]]) -> None:
+        await self.sim.admin("PUT", "/faults", {"script": entries})
+
+    async def _owner(
+        self, fleet: Fleet, timeout_s: float, *, exclude_slots: tuple[int, ...] = ()
+    ) -> tuple[Incarnation, frozenset[int]] | None:
+        """A running incarnation (up >= 3 s) that owns partitions with orders still busy."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            fleet.poll_logs()
+            candidates = [
+                (inc, fleet.tail(inc).owned())
+                for inc in fleet.running()
+                if inc.slot not in exclude_slots and fleet.t() - inc.started_t >= 3.0
+            ]
+            candidates = [(i, p) for i, p in candidates if p and self._pending_orders(p)]
+            if candidates:
+                return self.rng_chaos.choice(candidates)
+            await asyncio.sleep(0.2)
+        return None
+
+    async def _reassigned(
+        self, fleet: Fleet, victim: Incarnation, parts: frozenset[int], since: float
+    ) -> tuple[float, int] | None:
+        """(when, to whom) another incarnation was assigned one of ``parts`` after ``since``."""
+        fleet.poll_logs()
+        for inc in fleet.incarnations:
+            if inc is victim:
+                continue
+            for event in fleet.tail(inc).events:
+                if event.kind == "assigned" and event.ts > since and event.partitions & parts:
+                    return event.ts, inc.n
+        return None
+
+    async def _hold_stopped(
+        self, fleet: Fleet, victim: Incarnation, parts: frozenset[int], stopped_at: float
+    ) -> tuple[float, tuple[float, int] | None]:
+        """Keep ``victim`` stopped past the session timeout and until its partitions moved."""
+        at_least = SESSION_TIMEOUT_S + self.rng_chaos.uniform(1.0, 4.0)
+        began = time.monotonic()
+        moved: tuple[float, int] | None = None
+        while time.monotonic() - began < MAX_STOP_S:
+            moved = moved or await self._reassigned(fleet, victim, parts, stopped_at)
+            if moved is not None and time.monotonic() - began >= at_least:
+                break
+            await asyncio.sleep(0.1)
+        return time.monotonic() - began, moved
+
+    async def _with_peer(self, fleet: Fleet) -> bool:
+        """Make sure a second member can take partitions over; True if a joiner was started."""
+        fleet.poll_logs()
+        owners = [i for i in fleet.running() if fleet.tail(i).owned()]
+        if len(owners) >= 2:
+            return False
+        inc = await self._start_joiner(fleet)
+        return inc is not None
+
+    async def _start_joiner(self, fleet: Fleet) -> Incarnation | None:
+        """Start a bridge in the joiner slot and wait until it owns partitions."""
+        fleet.wanted.add(JOINER_SLOT)
+        inc = await fleet.wait_running(JOINER_SLOT, 30)
         if inc is None:
-            self.note("no bridge running to pause")
+            return None
+        await wait_for_log(inc.log, ASSIGNED, 40, inc.proc)
+        return inc
+
+    async def _release_joiner(self, fleet: Fleet, victim: Incarnation, since: float) -> None:
+        """Once ``victim`` is back in the group, stop the joiner (graceful: SIGTERM)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and victim.proc.poll() is None:
+            fleet.poll_logs()
+            if any(
+                e.kind == "assigned" and e.ts > since and e.partitions
+                for e in fleet.tail(victim).events
+            ):
+                break
+            await asyncio.sleep(0.2)
+        code = await fleet.stop_slot(JOINER_SLOT)
+        self.note(f"joiner stopped with SIGTERM (exit {code})")
+
+    async def _pause(self, fleet: Fleet) -> None:
+        """SIGSTOP an owner while it has writes in retry backoff, past the session timeout.
+
+        The simulator answers 503 with ``Retry-After: 1`` to the writes of orders on the victim's
+        partitions; once the victim logs a retry of one of them (it now sleeps in its backoff),
+        it is stopped, kept stopped until another member was assigned its partitions and past
+        the session timeout, then continued: a zombie whose timers fire at once.
+        """
+        rec = FenceStep("pause", self.t())
+        self.fence_steps.append(rec)
+        joiner = await self._with_peer(fleet)
+        found = await self._owner(fleet, 30, exclude_slots=(JOINER_SLOT,) if joiner else ())
+        if found is None:
+            rec.notes.append("no owner with busy orders")
+            self.note("pause: no bridge owns partitions with busy orders; skipped")
+            if joiner:
+                await fleet.stop_slot(JOINER_SLOT)
             return
-        running = [i for i in fleet.running() if fleet.t() - i.started_t >= 3.0]
-        inc = self.rng_chaos.choice(running) if running else inc
-        pause_s = SESSION_TIMEOUT_S + self.rng_chaos.uniform(4.0, 10.0)
-        at = self.t()
-        inc.proc.send_signal(signal.SIGSTOP)
+        victim, parts = found
+        rec.victim, rec.partitions = victim.n, parts
+        orders = self._pending_orders(parts)[:SCRIPTED_ORDERS]
+        entries = [
+            {
+                "method": method,
+                "path_suffix": f"/{order_id}{suffix}",
+                "status": 503,
+                "headers": {"Retry-After": "1"},
+                "count": 3,
+            }
+            for order_id in orders
+            for method, suffix in (("PUT", "/state"), ("DELETE", ""))
+        ]
+        tail = fleet.tail(victim)
+        tail.poll()
+        seen = len(tail.write_retries)
+        scripted_at = time.time()
+        await self._script(entries)
+        deadline = time.monotonic() + 20
+        in_backoff: list[tuple[float, str, str]] = []
+        while time.monotonic() < deadline and victim.proc.poll() is None:
+            tail.poll()
+            # the scripted 503s (Retry-After: 1), not a random fault's short backoff
+            in_backoff = [
+                r
+                for r in tail.write_retries[seen:]
+                if r[1] in orders and r[0] >= scripted_at and retry_delay(r[2]) >= 0.5
+            ]
+            if in_backoff:
+                break
+            await asyncio.sleep(0.03)
+        if victim.proc.poll() is not None:
+            await self._script([])
+            rec.notes.append("victim exited before the pause")
+            return
+        victim.proc.send_signal(signal.SIGSTOP)
+        stopped_at = time.time()
+        await self._script([])
+        # a write is in its backoff if its retry was logged less than its delay ago
+        rec.in_backoff = sorted({o for ts, o, m in in_backoff if stopped_at < ts + retry_delay(m)})
+        rec.stopped_at = stopped_at
         self.note(
-            f"SIGSTOP bridge #{inc.n} for {pause_s:.1f}s (session timeout {SESSION_TIMEOUT_S:g}s)"
+            f"SIGSTOP bridge #{victim.n} (partitions {sorted(parts)}) with "
+            f"{len(rec.in_backoff)} write(s) in retry backoff"
         )
-        try:
-            await asyncio.sleep(pause_s)
-        finally:
-            if inc.proc.poll() is None:
-                inc.proc.send_signal(signal.SIGCONT)
-        self.note(f"SIGCONT bridge #{inc.n}: it wakes up as a zombie")
-        self.pause_log.append(f"t={at:.1f}s bridge #{inc.n} stopped for {pause_s:.1f}s")
+        held, moved = await self._hold_stopped(fleet, victim, parts, stopped_at)
+        if victim.proc.poll() is None:
+            victim.proc.send_signal(signal.SIGCONT)
+        rec.continued_at = time.time()
+        rec.stopped_s = held
+        rec.reassigned = moved
+        self.note(
+            f"SIGCONT bridge #{victim.n} after {held:.1f}s: "
+            + (
+                f"its partitions went to #{moved[1]} {moved[0] - stopped_at:.1f}s after the stop"
+                if moved
+                else "its partitions were NOT reassigned"
+            )
+        )
+        if joiner:
+            await self._release_joiner(fleet, victim, rec.continued_at)
+
+    async def _expel(self, fleet: Fleet) -> None:
+        """Expel an owner during a long revoke: a write hanging while another instance joins.
+
+        The simulator hangs the writes of orders on the victim's partitions (some after applying
+        them: ambiguous outcomes); once one hangs, a new instance joins. As soon as the victim's
+        revoke starts (its ``norce_bridge_rebalances_total`` grows), it is stopped until the group
+        completed the rebalance without it (its partitions assigned to another member), then
+        continued: it finishes a revoke the group has already moved past.
+        """
+        rec = FenceStep("expel", self.t())
+        self.fence_steps.append(rec)
+        found = await self._owner(fleet, 30, exclude_slots=(JOINER_SLOT,))
+        if found is None:
+            rec.notes.append("no owner with busy orders")
+            self.note("expulsion: no bridge owns partitions with busy orders; skipped")
+            return
+        victim, parts = found
+        rec.victim, rec.partitions = victim.n, parts
+        tail = fleet.tail(victim)
+        tail.poll()
+        if tail.port is None:
+            rec.notes.append("victim's metrics port unknown")
+        orders = self._pending_orders(parts)[:SCRIPTED_ORDERS]
+        entries = [
+            {
+                "method": method,
+                "path_suffix": f"/{order_id}{suffix}",
+                "fault": "hang",
+                "after_apply": i % 3 == 0,
+                "count": 4,
+            }
+            for i, order_id in enumerate(orders)
+            for method, suffix in (("PUT", "/state"), ("DELETE", ""))
+        ]
+        before = await self.sim.admin("GET", "/stats")
+        hangs0 = int(before.get("by_fault", {}).get("script:hang", 0))
+        await self._script(entries)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            stats = await self.sim.admin("GET", "/stats")
+            if int(stats.get("by_fault", {}).get("script:hang", 0)) > hangs0:
+                rec.hang_seen_at = time.time()
+                break
+            await asyncio.sleep(0.05)
+        http = self.sim.http
+        rebalances0 = (
+            await scrape_counter(http, tail.port, "norce_bridge_rebalances_total")
+            if tail.port
+            else None
+        )
+        fleet.wanted.add(JOINER_SLOT)
+        rec.join_at = time.time()
+        self.note(
+            f"expulsion: a write of bridge #{victim.n} hangs"
+            + ("" if rec.hang_seen_at else " (NOT observed)")
+            + "; a new instance joins"
+        )
+        revoking = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and victim.proc.poll() is None and tail.port:
+            now = await scrape_counter(http, tail.port, "norce_bridge_rebalances_total")
+            if now is not None and rebalances0 is not None and now > rebalances0:
+                revoking = True
+                break
+            await asyncio.sleep(0.05)
+        if victim.proc.poll() is not None:
+            await self._script([])
+            rec.notes.append("victim exited before its revoke")
+            await fleet.stop_slot(JOINER_SLOT)
+            return
+        victim.proc.send_signal(signal.SIGSTOP)
+        stopped_at = rec.stopped_at = time.time()
+        rec.revoking = revoking
+        self.note(
+            f"SIGSTOP bridge #{victim.n} "
+            + ("during its revoke" if revoking else "(its revoke was NOT observed)")
+        )
+        held, moved = await self._hold_stopped(fleet, victim, parts, stopped_at)
+        await self._script([])
+        if victim.proc.poll() is None:
+            victim.proc.send_signal(signal.SIGCONT)
+        rec.continued_at = time.time()
+        rec.stopped_s = held
+        rec.reassigned = moved
+        self.note(
+            f"SIGCONT bridge #{victim.n} after {held:.1f}s: "
+            + (
+                f"the group gave its partitions to #{moved[1]} without it (expelled)"
+                if moved
+                else "its partitions were NOT reassigned"
+            )
+        )
+        await self._release_joiner(fleet, victim, rec.continued_at)
 
     async def _broker_restart(self) -> None:
         self.produce_gate.clear()
@@ -1105,9 +1628,15 @@ class ChaosRun:
         await self.create_topics()
         await self.sim.admin("POST", "/reset-log")
         orders = await self.sim.seed(p.orders)
-        plan = make_plan(self.rng_plan, p, orders, f"{self.label}{self.seed}")
-        await self.sim.admin("PUT", "/faults", FAULTS)
-        collector = Collector(self.bootstrap, self.topics, p.partitions, self.codec)
+        plan = self.plan = make_plan(self.rng_plan, p, orders, f"{self.label}{self.seed}")
+        # the producer's default partitioner (murmur2 of the key), checked against the topic later
+        partitioner = DefaultPartitioner()
+        everyone = list(range(p.partitions))
+        self.partition_of = {o: partitioner(o.encode(), everyone, everyone) for o in orders}
+        await self.sim.admin("PUT", "/faults", {**FAULTS, "script": []})
+        collector = self.collector = Collector(
+            self.bootstrap, self.topics, p.partitions, self.codec
+        )
         await collector.start()
         self.t0 = time.monotonic()
         fleet = Fleet(self.bridge_env(), self.workdir, self.label, self.t0)
@@ -1158,6 +1687,8 @@ class ChaosRun:
                 else f"NOT caught up: {len(missing)} records unhandled, {len(self.skipped)} of "
                 "them below the group's committed offset (skipped for good)"
             )
+            if missing:
+                await self._stall_snapshot(fleet)
         finally:
             progress.cancel()
             if not chaos.done():
@@ -1221,8 +1752,7 @@ class ChaosRun:
             rows.append(("broker restart", f"t={at:.1f}s, back after {took:.1f}s"))
         else:
             rows.append(("broker restart", "NOT DONE"))
-        for i, text in enumerate(self.pause_log, 1):
-            rows.append((f"SIGSTOP/SIGCONT #{i}", text))
+        rows.extend(self._fence_rows(fleet))
         if self.second_window:
             window = "..".join(f"t={t:.1f}s" for t in self.second_window)
             rows.append(("second bridge instance", window))
@@ -1238,6 +1768,176 @@ class ChaosRun:
         ):
             n = int(faults.get(name, 0))
             rows.append((f"fault: {label}", f"{n} ({100 * n / requests:.1f}%)"))
+
+    def _check_fencing(
+        self,
+        fleet: Fleet,
+        inputs: list[InputRecord],
+        sim_calls: dict[str, list[dict[str, Any]]],
+        bad_orders: dict[str, dict[str, str]],
+    ) -> None:
+        checks = self.report.checks
+        partition_of = dict(self.partition_of)
+        for r in inputs:  # the topic as read back is the truth
+            if r.spec is not None and r.spec.order_id:
+                partition_of[r.spec.order_id] = r.partition
+        fleet.poll_logs()
+        events = [e for tail in fleet.tails.values() for e in tail.events]
+        incarnation_of = {adapter_id(self.label, inc.n): inc.n for inc in fleet.incarnations}
+        calls = [
+            WriteCall(
+                parse_ts(c["ts"]),
+                c["method"],
+                order_id,
+                c["headers"].get("x-adapterid"),
+                c["status"],
+                c.get("fault"),
+            )
+            for order_id, per_order in sim_calls.items()
+            for c in per_order
+            if c["method"] in WRITE_METHODS
+        ]
+        violations = attribute_writes(calls, partition_of, events, incarnation_of)
+        kinds = Counter(v.kind for v in violations)
+        for v in violations:
+            per = bad_orders["fencing"]
+            per[v.call.order_id] = "; ".join(filter(None, [per.get(v.call.order_id), v.describe()]))
+        self.fence_violations = violations
+        writers = Counter(incarnation_of.get(c.adapter or "", 0) for c in calls)
+        checks.append(
+            Check(
+                "fencing",
+                not violations,
+                f"writes by a process after its partition was reassigned: {kinds['reassigned']}; "
+                f"writes outside the writer's assignment: {kinds['unowned']}; unattributed: "
+                f"{kinds['unattributed']} (of {len(calls)} PUT/DELETE by {len(writers)} "
+                f"incarnations, {len(events)} assignment/revoke log lines)",
+            )
+        )
+        # the scenarios really happened as the issue describes them
+        pauses = [s for s in self.fence_steps if s.kind == "pause"]
+        expels = [s for s in self.fence_steps if s.kind == "expel"]
+        good_pauses = [s for s in pauses if s.in_backoff and s.reassigned]
+        good_expels = [
+            s for s in expels if s.hang_seen_at and s.revoking and self._expelled(fleet, s)
+        ]
+        p = self.profile
+        checks.append(
+            Check(
+                "scenarios",
+                len(good_pauses) >= p.pauses and len(good_expels) >= p.expulsions,
+                f"{len(good_pauses)}/{p.pauses} pauses with writes in backoff and the "
+                f"partitions reassigned meanwhile; {len(good_expels)}/{p.expulsions} expulsions "
+                "during a revoke with a hanging write",
+            )
+        )
+
+    async def _stall_snapshot(self, fleet: Fleet) -> None:
+        """Where the running bridges are stuck: lag per partition, buffered, in flight."""
+        fleet.poll_logs()
+        wanted = (
+            "norce_bridge_consumer_lag{",
+            "norce_bridge_buffered_records ",
+            "norce_bridge_in_flight_commands ",
+        )
+        for inc in fleet.running():
+            port = fleet.tail(inc).port
+            if port is None:
+                continue
+            try:
+                resp = await self.sim.http.get(f"http://127.0.0.1:{port}/metrics", timeout=2.0)
+            except httpx.HTTPError:
+                continue
+            shown: list[str] = []
+            for line in resp.text.splitlines():
+                if not line.startswith(wanted):
+                    continue
+                name, value = line.rsplit(" ", 1)
+                if name.startswith("norce_bridge_consumer_lag{") and float(value) == 0:
+                    continue
+                part = re.search(r'partition="(\d+)"', name)
+                label = f"lag p{part.group(1)}" if part else name.split("_", 2)[2]
+                shown.append(f"{label}={float(value):g}")
+            text = f"bridge #{inc.n} while stuck: " + (", ".join(shown) or "nothing lagging")
+            self.stall_notes.append(text)
+            self.note(text)
+
+    def _victim_after(self, fleet: Fleet, step: FenceStep) -> dict[str, Any]:
+        """What the victim of a fencing step logged after it was stopped."""
+        tail = fleet.tails.get(step.victim or -1)
+        stopped = step.stopped_at or 0.0
+        out: dict[str, Any] = {"revoked_at": None, "cancelled": 0, "lease": 0, "abandoned": 0}
+        if tail is None:
+            return out
+        tail.poll()
+        revokes = [r for r in tail.revokes if r[0] > stopped]
+        if revokes:
+            out["revoked_at"], _, out["cancelled"] = revokes[0]
+        # until its next step (or the end): what the wake-up of this victim caused
+        later = [s.stopped_at for s in self.fence_steps if s.stopped_at and s.stopped_at > stopped]
+        until = min(later) if later else float("inf")
+        out["lease"] = sum(1 for ts in tail.lease_expired if stopped < ts < until)
+        out["abandoned"] = sum(1 for ts, _ in tail.abandoned if stopped < ts < until)
+        return out
+
+    def _expelled(self, fleet: Fleet, step: FenceStep) -> bool:
+        """The group gave the victim's partitions away before the victim finished its revoke."""
+        after = self._victim_after(fleet, step)
+        revoked_at = after["revoked_at"]
+        return (
+            step.reassigned is not None
+            and revoked_at is not None
+            and step.reassigned[0] < revoked_at
+        )
+
+    def _fence_rows(self, fleet: Fleet) -> list[tuple[str, str]]:
+        rows: list[tuple[str, str]] = []
+        n_pause = n_expel = 0
+        for step in self.fence_steps:
+            after = self._victim_after(fleet, step)
+            moved = (
+                f"its partitions went to #{step.reassigned[1]} "
+                f"{step.reassigned[0] - (step.stopped_at or 0):.1f}s after the stop"
+                if step.reassigned
+                else "its partitions were NOT reassigned"
+            )
+            woke = (
+                f"after SIGCONT: lease expired {after['lease']}x, {after['abandoned']} "
+                f"command(s) abandoned before their write, revoke cancelled {after['cancelled']}"
+            )
+            notes = f" [{'; '.join(step.notes)}]" if step.notes else ""
+            if step.kind == "pause":
+                n_pause += 1
+                rows.append(
+                    (
+                        f"SIGSTOP in backoff #{n_pause}",
+                        f"t={step.t:.1f}s bridge #{step.victim} (partitions "
+                        f"{sorted(step.partitions)}) stopped {step.stopped_s:.1f}s with "
+                        f"{len(step.in_backoff)} write(s) in retry backoff (503 + Retry-After); "
+                        f"{moved}; {woke}{notes}",
+                    )
+                )
+            else:
+                n_expel += 1
+                revoke_s = (
+                    f"its revoke ended {after['revoked_at'] - (step.join_at or 0):.1f}s after "
+                    "the join"
+                    if after["revoked_at"]
+                    else "no revoke logged"
+                )
+                rows.append(
+                    (
+                        f"expulsion #{n_expel}",
+                        f"t={step.t:.1f}s bridge #{step.victim} (partitions "
+                        f"{sorted(step.partitions)}): a write hanging"
+                        f"{'' if step.hang_seen_at else ' (NOT seen)'}, an instance joined, "
+                        f"stopped {'during' if step.revoking else 'NOT during'} its revoke for "
+                        f"{step.stopped_s:.1f}s; "
+                        f"{'expelled' if self._expelled(fleet, step) else 'NOT expelled'} "
+                        f"({moved}, {revoke_s}); {woke}{notes}",
+                    )
+                )
+        return rows
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -1271,6 +1971,8 @@ class ChaosRun:
                     f"; {len(self.skipped)} of them lie below the group's committed offset, "
                     f"i.e. were skipped for good ({shown})"
                 )
+        if self.stall_notes:
+            detail += "; " + "; ".join(self.stall_notes)
         if not drained:
             detail += "; outputs could not be read to their end"
         if unknown:
@@ -1285,15 +1987,19 @@ class ChaosRun:
 
         sem = asyncio.Semaphore(32)
 
-        async def fetch(order_id: str) -> tuple[str, list[str], dict[str, Any] | None]:
+        async def fetch(
+            order_id: str,
+        ) -> tuple[str, list[str], dict[str, Any] | None, list[dict[str, Any]]]:
             async with sem:
                 hist = await self.sim.admin("GET", f"/history?order_id={order_id}")
                 order = await self.sim.admin("GET", f"/orders/{order_id}")
-                return order_id, hist["history"], order
+                calls = await self.sim.admin("GET", f"/calls?order_id={order_id}")
+                return order_id, hist["history"], order, calls["calls"]
 
         fetched = await asyncio.gather(*(fetch(o) for o in plan.orders))
-        sim_hist = {o: h for o, h, _ in fetched}
-        sim_order = {o: d for o, _, d in fetched}
+        sim_hist = {o: h for o, h, _, _ in fetched}
+        sim_order = {o: d for o, _, d, _ in fetched}
+        sim_calls = {o: c for o, _, _, c in fetched}
 
         # 1-3: per order
         hist_ok = final_ok = snap_ok = 0
@@ -1351,6 +2057,9 @@ class ChaosRun:
         checks.append(
             Check("snapshot", snap_ok == n_orders, f"{snap_ok}/{n_orders} last snapshots match")
         )
+
+        # fencing: every write attributed to the incarnation that made it
+        self._check_fencing(fleet, inputs, sim_calls, bad_orders)
 
         # 4-6: per record
         def flag(check: str, cid: str, text: str) -> None:
@@ -1448,6 +2157,30 @@ class ChaosRun:
                 f"valid commands: {shown}; {len(bad_records['outcomes'])} problems",
             )
         )
+        # a bridge may exit by itself only because the broker was gone (the supervisor restarts
+        # it, like Kubernetes); any other self-exit is a crash
+        lo, hi = (
+            (self.broker_restart[0], self.broker_restart[0] + self.broker_restart[1] + 15.0)
+            if self.broker_restart
+            else (0.0, -1.0)
+        )
+        crashes = [
+            i
+            for i in fleet.incarnations
+            if i.self_exit and not (i.ended_t is not None and lo <= i.ended_t <= hi)
+        ]
+        checks.append(
+            Check(
+                "self-exits",
+                not crashes,
+                f"{len(crashes)} bridge(s) exited by themselves outside the broker restart"
+                + (
+                    " (" + ", ".join(f"#{i.n} {i.end} at t={i.ended_t:.1f}s" for i in crashes) + ")"
+                    if crashes
+                    else ""
+                ),
+            )
+        )
         unclean = [(n, c) for n, c in codes if c != 0]
         checks.append(
             Check(
@@ -1502,7 +2235,19 @@ class ChaosRun:
                     rec["incarnation"] = inc.n
                     rec.pop("exc", None)
                     logs[order_id].append(rec)
-        evidence: dict[str, Any] = {"seed": self.seed, "guarantee": self.guarantee, "orders": {}}
+        evidence: dict[str, Any] = {
+            "seed": self.seed,
+            "guarantee": self.guarantee,
+            "fence_violations": [v.describe() for v in self.fence_violations],
+            "ownership": [
+                f"{datetime.fromtimestamp(e.ts, UTC).isoformat(timespec='milliseconds')} "
+                f"#{e.incarnation} {e.kind} {sorted(e.partitions)}"
+                for e in sorted(
+                    (e for t in fleet.tails.values() for e in t.events), key=lambda e: e.ts
+                )
+            ],
+            "orders": {},
+        }
         for order_id, order_problems in sorted(orders.items()):
             entry: dict[str, Any] = {"problems": order_problems}
             if order_id in plan.queues or order_id in sim_hist:
@@ -1524,7 +2269,8 @@ class ChaosRun:
                 entry["simulator_history"] = sim_hist.get(order_id)
                 calls = await self.sim.admin("GET", f"/calls?order_id={order_id}")
                 entry["simulator_calls"] = [
-                    f"{c['ts']} {c['method']} {c['path'].rsplit('/', 1)[-1]}"
+                    f"{c['ts']} {c['headers'].get('x-adapterid')} {c['method']} "
+                    f"{c['path'].rsplit('/', 1)[-1]}"
                     f"{' ' + json.dumps(c['body']) if c.get('body') else ''} -> "
                     f"{c['status'] if c['status'] is not None else 'no answer'}"
                     f"{' [' + c['fault'] + ']' if c.get('fault') else ''}"
@@ -1557,6 +2303,8 @@ class ChaosRun:
                     for rec in logs.get(order_id, [])
                 ]
             evidence["orders"][order_id] = entry
+        for v in self.fence_violations[:10]:
+            print(f"  FENCING {v.describe()}")
         path = self.workdir / f"evidence-{self.guarantee}.json"
         path.write_text(json.dumps(evidence, indent=2, default=str))
         self.report.evidence_file = path
@@ -1603,7 +2351,7 @@ async def amain(args: argparse.Namespace) -> int:
     profile = SHORT if args.short else FULL
     overrides = {
         k: getattr(args, k)
-        for k in ("orders", "commands", "partitions", "produce_s", "kills")
+        for k in ("orders", "commands", "partitions", "produce_s", "kills", "pauses", "expulsions")
         if getattr(args, k) is not None
     }
     if overrides:
@@ -1617,7 +2365,7 @@ async def amain(args: argparse.Namespace) -> int:
     extras = [
         "--short" if args.short else "",
         "--wait-assigned" if args.wait_assigned else "",
-        f"--pause {args.pause}" if args.pause else "",
+        f"--write-guard {args.write_guard}" if args.write_guard else "",
         *(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()),
     ]
     replay = " ".join([replay, *(e for e in extras if e)])
@@ -1643,7 +2391,7 @@ async def amain(args: argparse.Namespace) -> int:
                 workdir=workdir,
                 codec=codec,
                 wait_assigned=args.wait_assigned,
-                pauses=args.pause,
+                write_guard=args.write_guard,
             )
             reports.append(await run.run())
     finally:
@@ -1680,10 +2428,19 @@ def main(argv: list[str] | None = None) -> int:
         help="produce only after the first bridge was assigned its partitions",
     )
     parser.add_argument(
-        "--pause",
+        "--pauses",
         type=int,
-        default=0,
-        help="also SIGSTOP a bridge this many times past the session timeout (zombie test)",
+        help="SIGSTOPs of an owner with writes in retry backoff (default: full 3, short 1)",
+    )
+    parser.add_argument(
+        "--expulsions",
+        type=int,
+        help="owners expelled during a revoke with a hanging write (default: full 2, short 1)",
+    )
+    parser.add_argument(
+        "--write-guard",
+        choices=["lease", "lease+read"],
+        help="BRIDGE_PROCESSING__WRITE_GUARD for the bridges (default: the bridge's default)",
     )
     parser.add_argument("--workdir", help="where logs go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory on success")
