@@ -126,3 +126,17 @@ class WriteGate(Protocol):
 write_gate: contextvars.ContextVar[WriteGate | None] = contextvars.ContextVar(
     "write_gate", default=None
 )
+# Set by the Norce client while one write request is being sent: the HTTP transport checks the
+# gate again once it holds a connection, immediately before the request's bytes are written (a
+# pool wait or a TCP connect can take long, and aiohttp re-sends idempotent requests on a
+# dropped keep-alive connection by itself).
+sending_write: contextvars.ContextVar[WriteGate | None] = contextvars.ContextVar(
+    "sending_write", default=None
+)
+
+
+async def recheck_before_send() -> None:
+    """Called by the transport right before a request is written: re-acquire the write gate."""
+    gate = sending_write.get()
+    if gate is not None:
+        await gate.acquire()

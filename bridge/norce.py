@@ -48,7 +48,7 @@ from bridge.errors import (
     NorceUnauthorizedError,
     NorceUnavailableError,
 )
-from bridge.lease import write_gate
+from bridge.lease import recheck_before_send, sending_write, write_gate
 from bridge.order_model import Order
 
 try:  # aiohttp is only needed for the optional aiohttp transport.
@@ -112,11 +112,28 @@ def _exact_path_aiohttp_transport(
     method is httpx-aiohttp 0.2's own (pinned below 0.3 in pyproject.toml).
     """
     import yarl
-    from aiohttp import ClientSession, ClientTimeout
+    from aiohttp import ClientSession, ClientTimeout, TCPConnector, TraceConfig
     from httpx_aiohttp import AiohttpTransport
     from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
+    async def recheck(*_: object) -> None:
+        await recheck_before_send()
+
+    lease_trace = TraceConfig()
+    # Connection in hand, request not yet written: the last point to stop a stale write. Also
+    # covers aiohttp's own re-send of an idempotent request on a dropped keep-alive connection.
+    lease_trace.on_connection_reuseconn.append(recheck)
+    lease_trace.on_connection_create_end.append(recheck)
+
     class ExactPathAiohttpTransport(AiohttpTransport):
+        def get_client(self) -> ClientSession:
+            connector = TCPConnector(
+                keepalive_timeout=self.limits.keepalive_expiry,
+                ssl=self.ssl_context,
+                limit=self.limits.max_connections or 0,
+            )
+            return ClientSession(connector=connector, trace_configs=[lease_trace])
+
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             if not isinstance(self.client, ClientSession):
                 self.client = self.get_client()
@@ -607,6 +624,7 @@ class NorceClient:
                     waited = self._clock() - started
                     started += waited
                     deadline += waited  # time spent waiting for the lease is not the API's
+                sending = sending_write.set(gate) if gate is not None else None
                 try:
                     response = await self._send(
                         method, path, headers, content, self._attempt_timeout(deadline - started)
@@ -615,6 +633,8 @@ class NorceClient:
                     self._observe_request(method, endpoint, None, self._clock() - started)
                     self._translate_transport_error(exc, endpoint=endpoint, attempts=attempt)
                 finally:
+                    if sending is not None:
+                        sending_write.reset(sending)
                     if gate is not None:
                         gate.release()
                 self._observe_request(

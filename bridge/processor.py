@@ -434,6 +434,10 @@ class Processor:
         okey = _okey(cmd)
         target = cmd.state.value
         done_before = self._put_done.get(cmd.command_id)
+        if suspect_since is not None:
+            # A replay claims its transition in the order's history (below) like every other
+            # suspect, so that the commands after it are matched from the right position.
+            done_before = self._put_done.pop(cmd.command_id, None) and None
         if done_before is not None:
             # This command's PUT already succeeded; an earlier attempt failed after it.
             return await self._after_put(cmd, src, now, done_before, 0)

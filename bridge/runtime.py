@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -306,6 +307,7 @@ class Runtime:
             ps.skip.discard(offset)
             ps.offsets.complete(offset)
             self.counters["skipped_replayed"] += 1
+            self._check_recovery(ps)  # the last suspects may all be done ones
             return
         # Header values exactly as sent: a null value stays null (dead letters copy them).
         headers = tuple((k, bytes(v) if v is not None else None) for k, v in (rec.headers or ()))
@@ -432,7 +434,14 @@ class Runtime:
                 self._running.add(task)
                 ps.tasks[item.offset] = task
                 task.add_done_callback(self._task_done)
+                # Also when the task is cancelled before it ever ran (its finally never runs):
+                # a key left busy would stall every later command of that order.
+                task.add_done_callback(functools.partial(self._release_key, item.key))
             self._metrics.set_in_flight(len(self._running))
+
+    def _release_key(self, key: Hashable, _task: asyncio.Task[None]) -> None:
+        self._sched.done(key)
+        self._wake.set()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         # Wake the dispatcher only once the task has left ``_running``: waking it from the
@@ -488,13 +497,7 @@ class Runtime:
                     ps.in_flight.pop(item.offset, None)
                     ps.delete_from.pop(item.offset, None)
                 ps.buffered -= 1
-                if (
-                    ps.recovering
-                    and ps.offsets is not None
-                    and ps.offsets.committable() >= ps.suspect_limit
-                ):
-                    self._end_recovery(ps)
-            self._sched.done(item.key)
+                self._check_recovery(ps)
             self._wake.set()
             self._progress.set()
 
@@ -649,7 +652,10 @@ class Runtime:
             except ProducerFenced:
                 self._lose(ps, "transactional producer fenced by a newer owner")
                 return False
-            except KafkaError as exc:
+            except (KafkaError, AssertionError) as exc:
+                if ps.revoked or not self.lease.valid():
+                    self._lose(ps, f"transactional send failed without a lease: {exc!r}")
+                    return False
                 raise FatalRuntimeError(f"transactional send failed: {type(exc).__name__}") from exc
             txn.pending[item.offset] = futs
         try:
@@ -658,6 +664,9 @@ class Runtime:
             self._lose(ps, "transactional producer fenced by a newer owner")
             return False
         except KafkaError as exc:
+            if ps.revoked or ps.abandoned or not self.lease.valid():
+                self._lose(ps, f"transactional send failed without a lease: {exc!r}")
+                return False
             raise FatalRuntimeError(f"transactional send failed: {type(exc).__name__}") from exc
         if txn.pending.pop(item.offset, None) is not None and self._live(item, ps):
             assert ps.offsets is not None
@@ -760,10 +769,19 @@ class Runtime:
             task.cancel()
         if ps.txn is not None:
             ps.txn.open = False
-            ps.txn.pending.clear()
+            _forget_futures(ps.txn.pending)
         self._lease_changed.set()
 
     # -- commits ----------------------------------------------------------------------------
+
+    def _check_recovery(self, ps: PartState) -> None:
+        """End the replay recovery once every record of the suspect range is done."""
+        if (
+            ps.recovering
+            and ps.offsets is not None
+            and ps.offsets.committable() >= ps.suspect_limit
+        ):
+            self._end_recovery(ps)
 
     def _end_recovery(self, ps: PartState) -> None:
         ps.recovering = False
@@ -889,6 +907,7 @@ class Runtime:
                 ps.offsets = PartitionOffsets(position)
         else:
             ps.offsets.advance_to(position)
+            self._check_recovery(ps)  # a suspect range may end in a transaction marker
 
     def _committed(self, ps: PartState, committable: int, limit: int) -> None:
         assert ps.offsets is not None
@@ -931,7 +950,10 @@ class Runtime:
             except ProducerFenced:
                 self._lose(ps, "transactional producer fenced by a newer owner")
                 return True
-            except KafkaError as exc:
+            except (KafkaError, AssertionError) as exc:
+                if ps.revoked or ps.abandoned or not self.lease.valid():
+                    self._lose(ps, f"transaction failed without a lease: {exc!r}")
+                    return True
                 raise FatalRuntimeError(f"transaction commit failed: {type(exc).__name__}") from exc
             self._committed(ps, committable, limit)
             return True
@@ -942,10 +964,12 @@ class Runtime:
             return
         async with txn.lock:
             if txn.open:
-                with contextlib.suppress(KafkaError):
+                # A fenced producer is in a fatal state and refuses even to abort (aiokafka
+                # raises AssertionError): the new owner's init_transactions aborts it anyway.
+                with contextlib.suppress(Exception):
                     await txn.producer.abort_transaction()
                 txn.open = False
-            txn.pending.clear()
+            _forget_futures(txn.pending)
 
     async def _wait_idle(self, busy: Callable[[], bool], deadline: float) -> None:
         """Wait (without polling) until ``busy()`` is false or the monotonic deadline passes."""
@@ -1141,6 +1165,14 @@ class Runtime:
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._producer.stop(), 15)
+
+
+def _forget_futures(pending: dict[int, list[asyncio.Future[Any]]]) -> None:
+    """Drop pending send futures, retrieving their exceptions (no 'never retrieved' noise)."""
+    for futs in pending.values():
+        for fut in futs:
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+    pending.clear()
 
 
 class _ItemGate:

@@ -1,0 +1,71 @@
+"""The write gate is checked again by the HTTP transport, immediately before a write is sent."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from bridge.lease import LeaseLost, write_gate
+from bridge.norce import NorceClient, RetryPolicy, build_http_client
+
+from .harness import API_KEY, simulator
+
+
+class CountingGate:
+    """Grants the first ``grants`` acquisitions, then reports the partition lost."""
+
+    def __init__(self, grants: int) -> None:
+        self.grants = grants
+        self.acquired = 0
+        self.released = 0
+
+    async def acquire(self) -> None:
+        self.acquired += 1
+        if self.acquired > self.grants:
+            raise LeaseLost("partition 0 is no longer assigned here")
+
+    def release(self) -> None:
+        self.released += 1
+
+    async def before_delete(self, previous_status: str | None) -> None:
+        return None
+
+
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+async def test_each_write_passes_the_gate_before_its_bytes_leave(backend: str) -> None:
+    """The gate is acquired by the client before each attempt and, with the aiohttp transport,
+    once more when the connection is in hand; reads never touch it."""
+    async with simulator() as sim:
+        [order] = sim.app.seed(1, "norce", "1", status="checkout")
+        http = build_http_client(sim.url, http_backend=backend)  # type: ignore[arg-type]
+        client = NorceClient(http, api_key=SecretStr(API_KEY), retry=RetryPolicy(max_attempts=1))
+        gate = CountingGate(grants=10)
+        token = write_gate.set(gate)
+        try:
+            await client.get_order_json(order, merchant="norce", channel="1")
+            assert gate.acquired == 0
+            await client.set_state(order, "processing", merchant="norce", channel="1")
+            assert gate.acquired == (2 if backend == "aiohttp" else 1)
+            assert gate.released == 1
+        finally:
+            write_gate.reset(token)
+            await http.aclose()
+
+
+async def test_a_lease_lost_while_waiting_for_a_connection_stops_the_write() -> None:
+    """The client's own check passed, but the lease is gone once a connection is ready: the
+    request is never written (the simulator sees no PUT)."""
+    async with simulator() as sim:
+        [order] = sim.app.seed(1, "norce", "1", status="checkout")
+        http = build_http_client(sim.url, http_backend="aiohttp")
+        client = NorceClient(http, api_key=SecretStr(API_KEY), retry=RetryPolicy(max_attempts=1))
+        gate = CountingGate(grants=1)
+        token = write_gate.set(gate)
+        try:
+            with pytest.raises(LeaseLost):
+                await client.set_state(order, "processing", merchant="norce", channel="1")
+        finally:
+            write_gate.reset(token)
+            await http.aclose()
+        assert [c for c in sim.app.calls(order) if c["method"] == "PUT"] == []
+        assert sim.app.history(order) == ["checkout"]
