@@ -194,6 +194,7 @@ class RunSpec:
     rate: float | None = None  # commands/s produced while the bridge runs (paced runs)
     scrape: bool = False  # poll the bridge's /metrics for the buffered-records gauge
     stop_after_s: float | None = None  # SIGTERM the bridge this long after the first result
+    write_guard: str = "lease"  # BRIDGE_PROCESSING__WRITE_GUARD
 
     @property
     def width(self) -> int:
@@ -613,6 +614,7 @@ class Bench:
                 "BRIDGE_NORCE__MAX_CONNECTIONS": str(max(256, spec.max_in_flight)),
                 "BRIDGE_PROCESSING__ORDERING": spec.mode,
                 "BRIDGE_PROCESSING__MAX_IN_FLIGHT": str(spec.max_in_flight),
+                "BRIDGE_PROCESSING__WRITE_GUARD": spec.write_guard,
                 "BRIDGE_HTTP__HOST": "127.0.0.1",
                 "BRIDGE_HTTP__PORT": "0",
                 "BRIDGE_LOG_LEVEL": "INFO",  # a handful of lines per run: port, assignment, stop
@@ -993,6 +995,8 @@ class Planner:
             label = f"{backend} {label}"
         elif kind == "memory":
             label = f"memory {label}"
+        if self.args.write_guard != "lease":
+            label = f"{label} guard={self.args.write_guard}"
         return RunSpec(
             label=label,
             kind=kind,
@@ -1005,6 +1009,7 @@ class Planner:
             rate=rate,
             scrape=scrape,
             stop_after_s=stop_after_s,
+            write_guard=self.args.write_guard,
         )
 
 
@@ -1184,6 +1189,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-commands", type=int, default=3_000, help="N before a rate is known")
     p.add_argument("--min-commands", type=int, default=1_000)
     p.add_argument("--http-backend", default="", help="backend of the main runs (bridge default)")
+    p.add_argument(
+        "--write-guard",
+        default="lease",
+        choices=("lease", "lease+read"),
+        help="BRIDGE_PROCESSING__WRITE_GUARD of every run (measures the read guard's cost)",
+    )
     p.add_argument("--http-backends", default="httpx,aiohttp", help="backends compared in key mode")
     p.add_argument("--http-latency", type=float, default=20.0, help="L of the comparison")
     p.add_argument("--paced-latencies", default="20,100", help="L of the paced runs")

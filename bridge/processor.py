@@ -395,7 +395,19 @@ class Processor:
             outputs.append(self._id_result(ids, src, "failed", detail))
         return Outcome("failed", ids.type if ids else "unknown", outputs, detail, reason)
 
-    def _id_result(self, ids: _Ids, src: SourceRecord, outcome: str, reason: str) -> Output:
+    def _id_result(
+        self,
+        ids: _Ids,
+        src: SourceRecord,
+        outcome: str,
+        reason: str | None,
+        *,
+        attempts: int = 0,
+        current: str | None = None,
+        http_status: int | None = None,
+        replayed: bool = False,
+    ) -> Output:
+        """The ``CommandResult`` record of a command known by its ids."""
         result = command_result(
             command_id=ids.command_id,
             command_type=ids.type,
@@ -404,15 +416,22 @@ class Processor:
             channel=ids.channel,
             correlation_id=ids.correlation_id,
             outcome=outcome,
-            reason=reason,
-            attempts=0,
+            attempts=attempts,
             processed_at=self._clock(),
             source_topic=src.topic,
             source_partition=src.partition,
             source_offset=src.offset,
+            reason=reason,
+            current_status=current,
+            http_status=http_status,
+            replayed=replayed,
         )
         return Output(
-            "result", _key(ids.order_id or None), "CommandResult", result, ids.headers(None)
+            "result",
+            _key(ids.order_id or None),
+            "CommandResult",
+            result,
+            ids.headers("CommandResult"),
         )
 
     # -- SetOrderState ----------------------------------------------------------------------
@@ -851,32 +870,17 @@ class Processor:
         dead_letter_reason: str | None = None,
         replayed: bool = False,
     ) -> Outcome:
-        result = command_result(
-            command_id=cmd.command_id,
-            command_type=cmd.type,
-            order_id=cmd.order_id,
-            merchant=cmd.merchant,
-            channel=cmd.channel,
-            correlation_id=cmd.correlation_id,
-            outcome=outcome,
-            attempts=attempts,
-            processed_at=self._clock(),
-            source_topic=src.topic,
-            source_partition=src.partition,
-            source_offset=src.offset,
-            reason=reason,
-            current_status=current,
-            http_status=http_status,
-            replayed=replayed,
-        )
         out = list(outputs or [])
         out.append(
-            Output(
-                "result",
-                _key(cmd.order_id),
-                "CommandResult",
-                result,
-                _Ids.of(cmd).headers("CommandResult"),
+            self._id_result(
+                _Ids.of(cmd),
+                src,
+                outcome,
+                reason,
+                attempts=attempts,
+                current=current,
+                http_status=http_status,
+                replayed=replayed,
             )
         )
         return Outcome(outcome, cmd.type, out, reason, dead_letter_reason)

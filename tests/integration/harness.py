@@ -348,10 +348,8 @@ def statuses(history: Iterable[str]) -> list[str]:
 
 def process_env(settings: BridgeSettings, sim_url: str, **extra: str) -> dict[str, str]:
     """The environment of a ``bridge run`` process on ``settings``' topics and group."""
-    import os
-
     s = settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env = clean_env()
     env.update(
         {
             "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
@@ -482,3 +480,35 @@ class TopicReader:
             if time.monotonic() > deadline:
                 raise AssertionError(f"could not read {behind} to their end offsets {ends}")
             await self.poll()
+
+
+ORDER_BRIDGE = Path(sys.executable).with_name("order-bridge")
+
+
+def order_bridge_script() -> str:
+    """The installed ``order-bridge`` console script (run exactly as the README documents)."""
+    assert ORDER_BRIDGE.is_file(), f"the console script is not installed: {ORDER_BRIDGE}"
+    return str(ORDER_BRIDGE)
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """The environment without BRIDGE_* and KAFKA_BOOTSTRAP_SERVERS, plus ``settings``."""
+    import os
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("BRIDGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"
+    }
+    env.update(settings)
+    return env
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -5,45 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
 from bridge.order_model import OrderStatus
 
-from .harness import running_bridge, simulator
+from .harness import clean_env, free_port, order_bridge_script, running_bridge, simulator
 
 pytestmark = pytest.mark.broker
 
-ORDER_BRIDGE = Path(sys.executable).with_name("order-bridge")
-
 
 def _script() -> str:
-    assert ORDER_BRIDGE.is_file(), f"the console script is not installed: {ORDER_BRIDGE}"
-    return str(ORDER_BRIDGE)
+    return order_bridge_script()
 
 
 def _env(**settings: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("BRIDGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"
-    }
-    env.update(settings)
-    return env
+    return clean_env(**settings)
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_port()
 
 
 def test_simulate_help_lists_the_simulator_options() -> None:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -27,7 +25,7 @@ import trustme
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from .harness import API_KEY, simulator, wait_exit
+from .harness import API_KEY, clean_env, free_port, order_bridge_script, simulator, wait_exit
 from .secrets_scan import SecretScanner
 from .test_security import SecureBroker, secure_broker
 
@@ -35,30 +33,17 @@ __all__ = ["secure_broker"]  # the module-scoped SASL_SSL broker fixture, shared
 
 pytestmark = pytest.mark.broker
 
-ORDER_BRIDGE = Path(sys.executable).with_name("order-bridge")
-
 
 def _script() -> str:
-    assert ORDER_BRIDGE.is_file(), f"the console script is not installed: {ORDER_BRIDGE}"
-    return str(ORDER_BRIDGE)
+    return order_bridge_script()
 
 
 def _env(**settings: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("BRIDGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"
-    }
-    env.update({"BRIDGE_HTTP__HOST": "127.0.0.1", "BRIDGE_HTTP__PORT": "0"})
-    env.update(settings)
-    return env
+    return clean_env(BRIDGE_HTTP__HOST="127.0.0.1", BRIDGE_HTTP__PORT="0", **settings)
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_port()
 
 
 def _failure_line(stderr: str) -> str:

@@ -56,10 +56,17 @@ class Member:
     def logged(self, msg: str) -> list[dict[str, Any]]:
         return [x for x in log_lines(self.log) if x.get("msg") == msg]
 
+    def logged_prefix(self, prefix: str) -> list[dict[str, Any]]:
+        return [x for x in log_lines(self.log) if str(x.get("msg", "")).startswith(prefix)]
+
 
 @contextlib.asynccontextmanager
 async def group(
-    bootstrap: str, sim: SimulatorHandle, tmp_path: Path, guarantee: str
+    bootstrap: str,
+    sim: SimulatorHandle,
+    tmp_path: Path,
+    guarantee: str,
+    session_ms: str = SESSION_MS,
 ) -> AsyncIterator[tuple[Bridge, Callable[[str], Member]]]:
     """A single-partition topic set, a reader/sender for it, and a factory of bridge processes."""
     settings = make_settings(bootstrap, sim.url, partitions=1)
@@ -72,7 +79,7 @@ async def group(
             settings,
             sim.url,
             BRIDGE_NORCE__ADAPTER_ID=name,
-            BRIDGE_KAFKA__SESSION_TIMEOUT_MS=SESSION_MS,
+            BRIDGE_KAFKA__SESSION_TIMEOUT_MS=session_ms,
             BRIDGE_PROCESSING__REVOKE_DEADLINE_S="3",
             BRIDGE_PROCESSING__DRAIN_DEADLINE_S="5",
             BRIDGE_PROCESSING__PROCESSING_GUARANTEE=guarantee,
@@ -116,6 +123,21 @@ async def two_members(start: Callable[[str], Member]) -> tuple[Member, Member]:
     return (first, second) if first.assigned() == [0] else (second, first)
 
 
+def refuse_next_put(sim: SimulatorHandle, retry_after_s: int) -> None:
+    """The next PUT of a state is answered 503 with Retry-After: its command waits in backoff."""
+    sim.app.set_faults(
+        script=[
+            {
+                "method": "PUT",
+                "path_suffix": "/state",
+                "status": 503,
+                "headers": {"Retry-After": str(retry_after_s)},
+                "count": 1,
+            }
+        ]
+    )
+
+
 def puts_by(sim: SimulatorHandle, order_id: str, adapter: str) -> list[dict[str, Any]]:
     return [
         c
@@ -147,17 +169,7 @@ async def test_paused_owner_with_a_command_in_backoff_never_writes_after_losing_
     ):
         [order] = sim.app.seed(1, "norce", "1", status="checkout")
         owner, successor = await two_members(start)
-        sim.app.set_faults(
-            script=[
-                {
-                    "method": "PUT",
-                    "path_suffix": "/state",
-                    "status": 503,
-                    "headers": {"Retry-After": "4"},
-                    "count": 1,
-                }
-            ]
-        )
+        refuse_next_put(sim, retry_after_s=4)
         first = set_state(order, "processing")
         await reader.send(first)
         await poll_until(
@@ -347,3 +359,61 @@ async def test_sigterm_during_a_revoke_still_drains_and_exits(
         code = await wait_exit(member.proc, 40)
         assert code == 0
         assert member.logged("bridge stopped") or member.logged("draining")
+
+
+def _metrics_port(member: Member) -> int | None:
+    for line in member.logged_prefix("health server listening on port "):
+        return int(str(line["msg"]).rsplit(" ", 1)[-1])
+    return None
+
+
+def _lease_age(port: int) -> float | None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("norce_bridge_lease_age_seconds "):
+                return float(line.split()[1])
+    return None
+
+
+async def test_a_pause_shorter_than_the_session_keeps_partitions_and_work(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Paused past the lease limit but not past the session timeout: on resume the held write
+    waits for the next heartbeat, the lease is renewed, and the command is applied; the member
+    keeps its partition (no rebalance) and abandons nothing."""
+    async with (
+        simulator() as sim,
+        group(kafka_bootstrap, sim, tmp_path, "at_least_once", session_ms="15000") as (
+            reader,
+            start,
+        ),
+    ):
+        [order] = sim.app.seed(1, "norce", "1", status="checkout")
+        member = start(f"bridge-a-{uuid.uuid4().hex[:6]}")
+        await poll_until(lambda: member.assigned() == [0], 60, "the member's assignment")
+        await poll_until(lambda: _metrics_port(member) is not None, 30, "the metrics port")
+        port = _metrics_port(member)
+        assert port is not None
+        refuse_next_put(sim, retry_after_s=6)
+        command = set_state(order, "processing")
+        await reader.send(command)
+        await poll_until(
+            lambda: any(c["status"] == 503 for c in puts_by(sim, order, member.name)),
+            30,
+            "the PUT refused with Retry-After",
+        )
+        # Stop right after a heartbeat: 12.2 s frozen is past the lease limit (15 s - 20 %
+        # = 12 s) but, with the last heartbeat < 1.1 s before, inside the session timeout.
+        await poll_until(lambda: (_lease_age(port) or 99.0) < 0.8, 30, "a fresh heartbeat")
+        os.kill(member.proc.pid, signal.SIGSTOP)
+        await asyncio.sleep(12.2)  # the fault itself: how long the member stays frozen
+        os.kill(member.proc.pid, signal.SIGCONT)
+        await results_for(reader, {command.command_id})
+        assert sim.app.history(order) == ["checkout", "processing"]
+        assert member.logged("membership lease expired; holding writes until a heartbeat succeeds")
+        assert member.logged("membership lease renewed; writes resume")
+        assert not member.logged("partitions revoked")
+        assert not member.logged("command abandoned before its write: partition no longer ours")
+        assert len(member.logged("partitions assigned")) == 1

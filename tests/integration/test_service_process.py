@@ -16,6 +16,7 @@ from .harness import (
     API_KEY,
     Bridge,
     poll_until,
+    process_env,
     running_bridge,
     set_state,
     simulator,
@@ -27,29 +28,9 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 def _env(bridge: Bridge, drain_s: float) -> dict[str, str]:
-    s = bridge.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(
-        {
-            "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
-            "BRIDGE_KAFKA__GROUP_ID": s.kafka.group_id,
-            "BRIDGE_TOPICS__COMMANDS": s.topics.commands,
-            "BRIDGE_TOPICS__SNAPSHOTS": s.topics.snapshots,
-            "BRIDGE_TOPICS__EVENTS": s.topics.events,
-            "BRIDGE_TOPICS__RESULTS": s.topics.results,
-            "BRIDGE_TOPICS__DLQ": s.topics.dlq,
-            "BRIDGE_TOPICS__CREATE_MISSING": "false",
-            "BRIDGE_NORCE__BASE_URL": bridge.sim.url,
-            "BRIDGE_NORCE__API_KEY": API_KEY,
-            "BRIDGE_PROCESSING__DRAIN_DEADLINE_S": str(drain_s),
-            "BRIDGE_PROCESSING__COMMIT_INTERVAL_S": "0.2",
-            "BRIDGE_PROCESSING__MAX_IN_FLIGHT": "16",
-            "BRIDGE_HTTP__HOST": "127.0.0.1",
-            "BRIDGE_HTTP__PORT": "0",
-            "BRIDGE_LOG_LEVEL": "DEBUG",
-        }
+    return process_env(
+        bridge.settings, bridge.sim.url, BRIDGE_PROCESSING__DRAIN_DEADLINE_S=str(drain_s)
     )
-    return env
 
 
 async def test_sigterm_drains_commits_only_finished_work_and_a_restart_finishes(

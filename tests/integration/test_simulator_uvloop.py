@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,31 +17,16 @@ from typing import Any
 import httpx
 import pytest
 
+from .harness import free_port
+from .test_simulator_cli import launch as launch_simulator
+
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "/api/v0/checkout/orders"
 HEADERS = {"Authorization": "Bearer sim-api-key", "x-merchant": "norce", "x-channel": "1"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def launch(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge.simulator",
-        "--port",
-        str(free_port()),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    return await launch_simulator("--port", str(free_port()), *args)
 
 
 async def stop(process: asyncio.subprocess.Process) -> int:
