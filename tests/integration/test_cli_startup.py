@@ -39,7 +39,7 @@ def _script() -> str:
 
 
 def _env(**settings: str) -> dict[str, str]:
-    return clean_env(BRIDGE_HTTP__HOST="127.0.0.1", BRIDGE_HTTP__PORT="0", **settings)
+    return clean_env(**{"BRIDGE_HTTP__HOST": "127.0.0.1", "BRIDGE_HTTP__PORT": "0", **settings})
 
 
 def _free_port() -> int:

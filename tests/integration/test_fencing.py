@@ -414,6 +414,7 @@ async def test_a_pause_shorter_than_the_session_keeps_partitions_and_work(
         assert sim.app.history(order) == ["checkout", "processing"]
         assert member.logged("membership lease expired; holding writes until a heartbeat succeeds")
         assert member.logged("membership lease renewed; writes resume")
-        assert not member.logged("partitions revoked")
+        # (aiokafka reports an empty revoke on the first join; none with partitions after it)
+        assert not [x for x in member.logged("partitions revoked") if x.get("partitions")]
         assert not member.logged("command abandoned before its write: partition no longer ours")
         assert len(member.logged("partitions assigned")) == 1
