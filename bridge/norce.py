@@ -112,7 +112,7 @@ def _exact_path_aiohttp_transport(
     method is httpx-aiohttp 0.2's own (pinned below 0.3 in pyproject.toml).
     """
     import yarl
-    from aiohttp import ClientSession, ClientTimeout, TCPConnector, TraceConfig
+    from aiohttp import ClientRequest, ClientSession, ClientTimeout, TCPConnector, TraceConfig
     from httpx_aiohttp import AiohttpTransport
     from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
@@ -125,6 +125,20 @@ def _exact_path_aiohttp_transport(
     lease_trace.on_connection_reuseconn.append(recheck)
     lease_trace.on_connection_create_end.append(recheck)
 
+    class GatedClientRequest(ClientRequest):
+        # On Python < 3.12 aiohttp writes a request body (and the headers it buffers with it)
+        # in a task of its own, one loop iteration after the connection hooks above: check the
+        # gate again in that task, right before the first byte.
+        async def write_bytes(self, writer: Any, conn: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                await recheck_before_send()
+            except Exception as exc:  # LeaseLost: fail the request, nothing was written
+                if conn.protocol is not None:
+                    conn.protocol.set_exception(exc)
+                conn.close()
+                return
+            await super().write_bytes(writer, conn, *args, **kwargs)
+
     class ExactPathAiohttpTransport(AiohttpTransport):
         def get_client(self) -> ClientSession:
             connector = TCPConnector(
@@ -132,7 +146,11 @@ def _exact_path_aiohttp_transport(
                 ssl=self.ssl_context,
                 limit=self.limits.max_connections or 0,
             )
-            return ClientSession(connector=connector, trace_configs=[lease_trace])
+            return ClientSession(
+                connector=connector,
+                trace_configs=[lease_trace],
+                request_class=GatedClientRequest,
+            )
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             if not isinstance(self.client, ClientSession):

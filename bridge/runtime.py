@@ -652,8 +652,8 @@ class Runtime:
             except ProducerFenced:
                 self._lose(ps, "transactional producer fenced by a newer owner")
                 return False
-            except (KafkaError, AssertionError) as exc:
-                if ps.revoked or not self.lease.valid():
+            except Exception as exc:  # KafkaError, and aiokafka's AssertionError/IllegalOperation
+                if ps.revoked or ps.abandoned or not self.lease.valid():
                     self._lose(ps, f"transactional send failed without a lease: {exc!r}")
                     return False
                 raise FatalRuntimeError(f"transactional send failed: {type(exc).__name__}") from exc
@@ -663,7 +663,7 @@ class Runtime:
         except ProducerFenced:
             self._lose(ps, "transactional producer fenced by a newer owner")
             return False
-        except KafkaError as exc:
+        except Exception as exc:  # KafkaError, and aiokafka's IllegalOperation
             if ps.revoked or ps.abandoned or not self.lease.valid():
                 self._lose(ps, f"transactional send failed without a lease: {exc!r}")
                 return False
@@ -877,7 +877,7 @@ class Runtime:
             assert consumer is not None
             try:
                 await consumer.commit({ps.tp: (committable, text)})
-            except (KafkaError, AssertionError) as exc:
+            except Exception as exc:  # KafkaError, IllegalStateError (unassigned meanwhile), ...
                 log.warning(
                     "offset commit failed",
                     extra={"partition": ps.tp.partition, "error": type(exc).__name__},
@@ -950,7 +950,7 @@ class Runtime:
             except ProducerFenced:
                 self._lose(ps, "transactional producer fenced by a newer owner")
                 return True
-            except (KafkaError, AssertionError) as exc:
+            except Exception as exc:  # KafkaError, and aiokafka's AssertionError/IllegalOperation
                 if ps.revoked or ps.abandoned or not self.lease.valid():
                     self._lose(ps, f"transaction failed without a lease: {exc!r}")
                     return True

@@ -59,8 +59,10 @@ from bridge.simulator import ScriptedResponse, SimulatorConfig, SimulatorHandle,
 from .harness import (
     API_KEY,
     Bridge,
+    clean_env,
     make_settings,
     poll_until,
+    process_env,
     set_state,
     simulator,
     spawn_bridge,
@@ -323,11 +325,7 @@ def _command_id(value: bytes | None) -> str | None:
 
 
 def _clean_env() -> dict[str, str]:
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("BRIDGE_") and k != "KAFKA_BOOTSTRAP_SERVERS"
-    }
+    return clean_env()
 
 
 async def _metrics_url(proc: subprocess.Popen[bytes], stderr_path: Path, timeout_s: float) -> str:
@@ -712,38 +710,24 @@ async def test_full_workload_with_faults_leaks_no_secret(
     try:
         settings = make_settings(secure_broker.plaintext, sim.url, partitions=3)
         records, roles = _workload(sim, api_key)
-        env = _clean_env()
-        s = settings
-        env.update(
-            {
-                "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": secure_broker.bootstrap,
-                "BRIDGE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
-                "BRIDGE_KAFKA__SASL_MECHANISM": "PLAIN",
-                "BRIDGE_KAFKA__SASL_USERNAME": user.username,
-                "BRIDGE_KAFKA__SASL_PASSWORD": user.password,
-                "BRIDGE_KAFKA__SSL_CAFILE": str(secure_broker.ca_file),
-                "BRIDGE_KAFKA__GROUP_ID": s.kafka.group_id,
-                "BRIDGE_TOPICS__COMMANDS": s.topics.commands,
-                "BRIDGE_TOPICS__SNAPSHOTS": s.topics.snapshots,
-                "BRIDGE_TOPICS__EVENTS": s.topics.events,
-                "BRIDGE_TOPICS__RESULTS": s.topics.results,
-                "BRIDGE_TOPICS__DLQ": s.topics.dlq,
-                "BRIDGE_TOPICS__CREATE_MISSING": "false",
-                "BRIDGE_NORCE__BASE_URL": sim.url,
-                "BRIDGE_NORCE__API_KEY_FILE": str(key_file),
-                "BRIDGE_NORCE__READ_TIMEOUT_S": "1",
-                "BRIDGE_NORCE__RETRY__MAX_ATTEMPTS": "6",
-                "BRIDGE_NORCE__RETRY__BASE_DELAY_S": "0.02",
-                "BRIDGE_NORCE__RETRY__MAX_DELAY_S": "0.2",
-                "BRIDGE_NORCE__RETRY__DEADLINE_S": "8",
-                "BRIDGE_PROCESSING__COMMIT_INTERVAL_S": "0.2",
-                "BRIDGE_PROCESSING__DRAIN_DEADLINE_S": "10",
-                "BRIDGE_PROCESSING__MAX_IN_FLIGHT": "16",
-                "BRIDGE_HTTP__HOST": "127.0.0.1",
-                "BRIDGE_HTTP__PORT": "0",
-                "BRIDGE_LOG_LEVEL": "DEBUG",
-            }
+        env = process_env(
+            settings,
+            sim.url,
+            BRIDGE_KAFKA__BOOTSTRAP_SERVERS=secure_broker.bootstrap,
+            BRIDGE_KAFKA__SECURITY_PROTOCOL="SASL_SSL",
+            BRIDGE_KAFKA__SASL_MECHANISM="PLAIN",
+            BRIDGE_KAFKA__SASL_USERNAME=user.username,
+            BRIDGE_KAFKA__SASL_PASSWORD=user.password,
+            BRIDGE_KAFKA__SSL_CAFILE=str(secure_broker.ca_file),
+            BRIDGE_NORCE__API_KEY_FILE=str(key_file),
+            BRIDGE_NORCE__READ_TIMEOUT_S="1",
+            BRIDGE_NORCE__RETRY__MAX_ATTEMPTS="6",
+            BRIDGE_NORCE__RETRY__BASE_DELAY_S="0.02",
+            BRIDGE_NORCE__RETRY__MAX_DELAY_S="0.2",
+            BRIDGE_NORCE__RETRY__DEADLINE_S="8",
+            BRIDGE_PROCESSING__DRAIN_DEADLINE_S="10",
         )
+        del env["BRIDGE_NORCE__API_KEY"]  # the key comes from the file only
         stderr_path = tmp_path / "bridge.stderr"
         async with recording_bridge(secure_broker.plaintext, sim, settings, {}, start=False) as b:
             for key, value, headers in records:
