@@ -107,16 +107,13 @@ def lease_margin_s(timeout_s: float) -> float:
 
 
 class WriteGate(Protocol):
-    """What the Norce client brackets every write attempt with (PUT/DELETE, retries included).
+    """What the Norce client checks before every write attempt (PUT/DELETE, retries included).
 
     ``acquire`` returns when the write may go out (the lease holds and the partition is still
-    ours), waiting while the lease is merely expired, or raises :class:`LeaseLost`; ``release``
-    says the request is no longer on the wire.
+    ours), waiting while the lease is merely expired, or raises :class:`LeaseLost`.
     """
 
     async def acquire(self) -> None: ...
-
-    def release(self) -> None: ...
 
     async def before_delete(self, previous_status: str | None) -> None:
         """Make durable, before a DELETE is sent, the state the order is deleted from."""

@@ -653,8 +653,6 @@ class NorceClient:
                 finally:
                     if sending is not None:
                         sending_write.reset(sending)
-                    if gate is not None:
-                        gate.release()
                 self._observe_request(
                     method, endpoint, response.status_code, self._clock() - started
                 )

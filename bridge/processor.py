@@ -742,22 +742,12 @@ class Processor:
             or (isinstance(rec, _Recovery) and rec.deleted)
         ):
             return self._deleted(cmd, src, now, previous, attempts, already=True)
-        if note is not None:  # noted durably by the execution that sent the DELETE
-            known = note[0]
-            if isinstance(rec, _Recovery):
-                rec.deleted = True
-            else:
-                fresh = _Recovery.gone()
-                fresh.deleted = True
-                self._recovery[rkey] = fresh
-        elif isinstance(rec, _Recovery):
-            rec.deleted = True
-            known = rec.position_status
-        else:
-            fresh = _Recovery.gone()
-            fresh.deleted = True
-            self._recovery[rkey] = fresh
-            known = None
+        if not isinstance(rec, _Recovery):
+            rec = self._recovery[rkey] = _Recovery.gone()
+        rec.deleted = True
+        # The state noted durably by the execution that sent the DELETE, else what this replay
+        # saw of the order (nothing, when it was already gone at the first read).
+        known = note[0] if note is not None else rec.position_status
         return self._deleted(
             cmd, src, now, known, attempts, already=False, replayed=True, reason=REPLAYED_REASON
         )

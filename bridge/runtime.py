@@ -78,7 +78,6 @@ class WorkItem:
     epoch: int
     suspect_since: datetime | None
     received: float
-    writing: bool = False  # a PUT/DELETE of this command is on the wire
     delete_note: tuple[str | None] | None = None  # noted pre-DELETE state from the last owner
 
 
@@ -898,9 +897,7 @@ class Runtime:
             return
         try:
             position = await asyncio.wait_for(self._consumer.position(ps.tp), 1.0)
-        except (KafkaError, TimeoutError, AssertionError):
-            return
-        except Exception:  # IllegalStateError: unassigned in the meantime
+        except Exception:  # KafkaError, TimeoutError, IllegalStateError (unassigned meanwhile)
             return
         if ps.offsets is None:
             if position > 0:
@@ -1187,11 +1184,7 @@ class _ItemGate:
 
     async def acquire(self) -> None:
         await self._rt._hold_lease(self._item, self._ps)
-        self._item.writing = True
         self._ps.committed_to.add(self._item.offset)
-
-    def release(self) -> None:
-        self._item.writing = False
 
     async def before_delete(self, previous_status: str | None) -> None:
         # Commit (offsets + metadata, or the open transaction) noting the state the order is
