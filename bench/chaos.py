@@ -1395,6 +1395,27 @@ class ChaosRun:
                     return event.ts, inc.n
         return None
 
+    def _continue(
+        self,
+        victim: Incarnation,
+        rec: FenceStep,
+        held: float,
+        moved: tuple[float, int] | None,
+        moved_text: str,
+    ) -> float:
+        """SIGCONT a stopped victim, record how long it was held and where its work went; return
+        when it was continued."""
+        if victim.proc.poll() is None:
+            victim.proc.send_signal(signal.SIGCONT)
+        rec.continued_at = continued_at = time.time()
+        rec.stopped_s = held
+        rec.reassigned = moved
+        self.note(
+            f"SIGCONT bridge #{victim.n} after {held:.1f}s: "
+            + (moved_text if moved else "its partitions were NOT reassigned")
+        )
+        return continued_at
+
     async def _hold_stopped(
         self, fleet: Fleet, victim: Incarnation, parts: frozenset[int], stopped_at: float
     ) -> tuple[float, tuple[float, int] | None]:
@@ -1506,21 +1527,17 @@ class ChaosRun:
             f"{len(rec.in_backoff)} write(s) in retry backoff"
         )
         held, moved = await self._hold_stopped(fleet, victim, parts, stopped_at)
-        if victim.proc.poll() is None:
-            victim.proc.send_signal(signal.SIGCONT)
-        rec.continued_at = time.time()
-        rec.stopped_s = held
-        rec.reassigned = moved
-        self.note(
-            f"SIGCONT bridge #{victim.n} after {held:.1f}s: "
-            + (
-                f"its partitions went to #{moved[1]} {moved[0] - stopped_at:.1f}s after the stop"
-                if moved
-                else "its partitions were NOT reassigned"
-            )
+        continued_at = self._continue(
+            victim,
+            rec,
+            held,
+            moved,
+            f"its partitions went to #{moved[1]} {moved[0] - stopped_at:.1f}s after the stop"
+            if moved
+            else "",
         )
         if joiner:
-            await self._release_joiner(fleet, victim, rec.continued_at)
+            await self._release_joiner(fleet, victim, continued_at)
 
     async def _expel(self, fleet: Fleet) -> None:
         """Expel an owner during a long revoke: a write hanging while another instance joins.
@@ -1601,20 +1618,14 @@ class ChaosRun:
         )
         held, moved = await self._hold_stopped(fleet, victim, parts, stopped_at)
         await self._script([])
-        if victim.proc.poll() is None:
-            victim.proc.send_signal(signal.SIGCONT)
-        rec.continued_at = time.time()
-        rec.stopped_s = held
-        rec.reassigned = moved
-        self.note(
-            f"SIGCONT bridge #{victim.n} after {held:.1f}s: "
-            + (
-                f"the group gave its partitions to #{moved[1]} without it (expelled)"
-                if moved
-                else "its partitions were NOT reassigned"
-            )
+        continued_at = self._continue(
+            victim,
+            rec,
+            held,
+            moved,
+            f"the group gave its partitions to #{moved[1]} without it (expelled)" if moved else "",
         )
-        await self._release_joiner(fleet, victim, rec.continued_at)
+        await self._release_joiner(fleet, victim, continued_at)
 
     async def _broker_restart(self) -> None:
         self.produce_gate.clear()
