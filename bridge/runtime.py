@@ -648,25 +648,15 @@ class Runtime:
                 futs = [
                     await txn.producer.send(t, value=v, key=k, headers=h) for t, k, v, h in records
                 ]
-            except ProducerFenced:
-                self._lose(ps, "transactional producer fenced by a newer owner")
+            except Exception as exc:
+                self._transaction_failed(ps, exc, "transactional send")
                 return False
-            except Exception as exc:  # KafkaError, and aiokafka's AssertionError/IllegalOperation
-                if ps.revoked or ps.abandoned or not self.lease.valid():
-                    self._lose(ps, f"transactional send failed without a lease: {exc!r}")
-                    return False
-                raise FatalRuntimeError(f"transactional send failed: {type(exc).__name__}") from exc
             txn.pending[item.offset] = futs
         try:
             await asyncio.gather(*futs)
-        except ProducerFenced:
-            self._lose(ps, "transactional producer fenced by a newer owner")
+        except Exception as exc:
+            self._transaction_failed(ps, exc, "transactional send")
             return False
-        except Exception as exc:  # KafkaError, and aiokafka's IllegalOperation
-            if ps.revoked or ps.abandoned or not self.lease.valid():
-                self._lose(ps, f"transactional send failed without a lease: {exc!r}")
-                return False
-            raise FatalRuntimeError(f"transactional send failed: {type(exc).__name__}") from exc
         if txn.pending.pop(item.offset, None) is not None and self._live(item, ps):
             assert ps.offsets is not None
             ps.offsets.complete(item.offset)
@@ -752,6 +742,20 @@ class Runtime:
             self._lease_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lease_changed.wait(), 0.25)
+
+    def _transaction_failed(self, ps: PartState, exc: Exception, what: str) -> None:
+        """A transactional call of ``ps`` failed: the partition is lost, or the runtime is.
+
+        Fenced (``ProducerFenced``), or failing while the partition is not provably ours (a
+        resumed zombie's producer raises KafkaError, AssertionError or IllegalOperation, which
+        is no KafkaError): abandon the partition. Otherwise raise FatalRuntimeError.
+        """
+        if isinstance(exc, ProducerFenced):
+            self._lose(ps, "transactional producer fenced by a newer owner")
+        elif ps.revoked or ps.abandoned or not self.lease.valid():
+            self._lose(ps, f"{what} failed without a lease: {exc!r}")
+        else:
+            raise FatalRuntimeError(f"{what} failed: {type(exc).__name__}") from exc
 
     def _lose(self, ps: PartState, why: str) -> None:
         """``ps`` is provably someone else's (fenced): stop everything of it, commit nothing."""
@@ -944,14 +948,9 @@ class Runtime:
                 )
                 await txn.producer.commit_transaction()
                 txn.open = False
-            except ProducerFenced:
-                self._lose(ps, "transactional producer fenced by a newer owner")
+            except Exception as exc:
+                self._transaction_failed(ps, exc, "transaction commit")
                 return True
-            except Exception as exc:  # KafkaError, and aiokafka's AssertionError/IllegalOperation
-                if ps.revoked or ps.abandoned or not self.lease.valid():
-                    self._lose(ps, f"transaction failed without a lease: {exc!r}")
-                    return True
-                raise FatalRuntimeError(f"transaction commit failed: {type(exc).__name__}") from exc
             self._committed(ps, committable, limit)
             return True
 
