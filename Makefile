@@ -3,20 +3,20 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml devkit/pyproject.toml requirements.lock | sha1sum | cut -c1-12)
 # uv resolves the lock files; pinned so that `make lock` gives the same output everywhere.
 UV_VERSION := 0.13.8
 
 .PHONY: install demo test lint typecheck tools unit integration bench bench-quick chaos schemas lock clean
 
 # The runtime dependencies come from the hash-checked lock (as in the image), then the project
-# itself and the dev tools (test, lint) on top.
-$(STAMP): pyproject.toml requirements.lock
+# itself, the dev tools (test, lint) and the devkit (simulator, local broker, demo, harness) on top.
+$(STAMP): pyproject.toml devkit/pyproject.toml requirements.lock
 	@echo "==> creating $(VENV) and installing the project with its dev dependencies"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e ./devkit
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -24,15 +24,17 @@ install: $(STAMP)
 
 ## The bridge end to end on embedded defaults: local Kafka broker + Norce API simulator.
 demo: install
-	$(BIN)/order-bridge demo
+	$(BIN)/order-bridge-dev demo
 
 ## Everything CI checks: lint, types, tool provisioning, then every test (unit, broker, deploy).
 test: install lint typecheck tools
 	$(BIN)/python -m pytest -p no:cacheprovider
 
+## ruff, and the import contracts: the service imports no development tooling (pyproject.toml).
 lint: install
-	$(BIN)/ruff check bridge tests bench
-	$(BIN)/ruff format --check bridge tests bench
+	$(BIN)/ruff check bridge devkit tests bench
+	$(BIN)/ruff format --check bridge devkit tests bench
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

@@ -1,7 +1,8 @@
 """Chaos harness: kill -9, API faults, a broker restart and zombies, then check every order.
 
 One command (``python bench/chaos.py``; ``--short`` is the CI form) starts its own Kafka broker
-(:class:`bridge.localkafka.LocalKafka` on a data directory it owns, since it restarts it), the
+(:class:`bridge_devkit.localkafka.LocalKafka` on a data directory it owns, since it restarts it),
+the
 Norce API simulator as a process, and ``python -m bridge run`` processes configured like a
 deployment. For each processing guarantee (``--guarantee``; fresh topics and group each) it:
 
@@ -79,12 +80,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+from bridge_devkit.localkafka import LocalKafka, free_port
 
 from bridge.codec import AvroCodec
 from bridge.commands import DeleteOrder, SetOrderState, command_to_json
 from bridge.config import DEFAULT_SCHEMAS_DIR
 from bridge.events import order_from_snapshot
-from bridge.localkafka import LocalKafka, free_port
 from bridge.order_model import OrderStatus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -561,7 +562,7 @@ class Simulator:
             [
                 sys.executable,
                 "-m",
-                "bridge.simulator",
+                "norce_simulator",
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -1,6 +1,6 @@
 """Throughput benchmark of the Norce Order API simulator.
 
-Starts the simulator CLI (``python -m bridge.simulator``) in a subprocess, seeds orders through
+Starts the simulator CLI (``python -m norce_simulator``) in a subprocess, seeds orders through
 ``POST /__admin/seed`` and drives it for ``--seconds`` with ``--connections`` keep-alive
 connections spread over ``--clients`` client processes. The client is a minimal HTTP/1.1
 client on ``asyncio.Protocol`` so that it costs less CPU than the server it measures. The mix
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     command = [
         sys.executable,
         "-m",
-        "bridge.simulator",
+        "norce_simulator",
         "--port",
         str(port),
         "--orders",

@@ -62,12 +62,12 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from bridge_devkit.localkafka import LocalKafka, external_bootstrap
 
 from bridge.codec import AvroCodec
 from bridge.commands import SetOrderState, command_to_json
 from bridge.config import DEFAULT_SCHEMAS_DIR, NorceSettings
 from bridge.events import order_from_snapshot
-from bridge.localkafka import LocalKafka, external_bootstrap
 from bridge.order_model import OrderStatus
 
 API_KEY = "bench-api-key-0123456789"
@@ -307,7 +307,7 @@ def interpolate(samples: Sequence[tuple[float, float]], at: float) -> float:
 
 
 class SimulatorProcess:
-    """``python -m bridge.simulator`` in its own process (so it does not share the bridge's CPU)."""
+    """``python -m norce_simulator`` in its own process (so it does not share the bridge's CPU)."""
 
     def __init__(self, workdir: Path) -> None:
         self._workdir = workdir
@@ -316,7 +316,7 @@ class SimulatorProcess:
 
     async def start(self) -> None:
         stderr = (self._workdir / "simulator.log").open("wb")
-        argv = [sys.executable, "-m", "bridge.simulator", "--host", "127.0.0.1", "--port", "0"]
+        argv = [sys.executable, "-m", "norce_simulator", "--host", "127.0.0.1", "--port", "0"]
         argv += ["--orders", "0", "--seed", "7", "--api-key", API_KEY, "--log-level", "WARNING"]
         self.proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=stderr, stdin=asyncio.subprocess.DEVNULL

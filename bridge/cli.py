@@ -1,4 +1,7 @@
-"""``order-bridge``: run | demo | simulate | send | schema.
+"""``order-bridge``: run | send | schema.
+
+Development tools (the demo, the Norce API simulator, a local broker) are not part of the
+service: they live in the devkit (``order-bridge-dev``, ``norce-simulator``).
 
 Exit codes: 0 success, 1 failure after start, 2 configuration, 3 a dependency unreachable or
 refusing at start-up, 130 interrupted (see :mod:`bridge.startup`).
@@ -54,18 +57,6 @@ def _cmd_run(_: argparse.Namespace) -> int:
         return asyncio.run(run_service(settings))
 
     return _guarded(run)
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from bridge.demo import run_demo
-
-    return _guarded(lambda: asyncio.run(run_demo(orders=args.orders, verbose=args.verbose)))
-
-
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from bridge.simulator.cli import main as sim_main
-
-    return sim_main(list(args.rest))
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
@@ -195,19 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the service (configuration from BRIDGE_* variables)")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("demo", help="end to end on embedded defaults: local Kafka + API simulator")
-    p.add_argument("--orders", type=int, default=24, help="orders to drive through lifecycles")
-    p.add_argument("--verbose", action="store_true", help="show the bridge's JSON logs")
-    p.set_defaults(func=_cmd_demo)
-
-    p = sub.add_parser(
-        "simulate",
-        help="run the Norce Order API simulator (order-bridge simulate --help for its options)",
-        add_help=False,
-    )
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_simulate)
-
     states = [s.value for s in OrderStatus]
     p = sub.add_parser(
         "send",
@@ -241,11 +219,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["simulate"]:
-        # The simulator has its own parser (and --help); argparse's REMAINDER after a
-        # subcommand would swallow nothing that starts with "-", so hand over directly.
-        from bridge.simulator.cli import main as sim_main
-
-        return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))

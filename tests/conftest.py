@@ -7,8 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-
-from bridge.localkafka import LocalKafka, external_bootstrap
+from bridge_devkit.localkafka import LocalKafka, external_bootstrap
 
 
 @pytest.fixture(scope="session")

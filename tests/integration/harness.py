@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from norce_simulator import SimulatorConfig, SimulatorHandle, start_simulator
 from pydantic import SecretStr
 
 from bridge.app import Service, build_service, ensure_topics
@@ -31,7 +32,6 @@ from bridge.config import (
     TopicSettings,
 )
 from bridge.order_model import OrderStatus
-from bridge.simulator import SimulatorConfig, SimulatorHandle, start_simulator
 
 API_KEY = "test-api-key-0123456789"
 
@@ -485,10 +485,12 @@ class TopicReader:
 ORDER_BRIDGE = Path(sys.executable).with_name("order-bridge")
 
 
-def order_bridge_script() -> str:
-    """The installed ``order-bridge`` console script (run exactly as the README documents)."""
-    assert ORDER_BRIDGE.is_file(), f"the console script is not installed: {ORDER_BRIDGE}"
-    return str(ORDER_BRIDGE)
+def order_bridge_script(name: str = "order-bridge") -> str:
+    """An installed console script (``order-bridge``, or the devkit's ``order-bridge-dev`` and
+    ``norce-simulator``), run exactly as the README documents it."""
+    script = ORDER_BRIDGE.with_name(name)
+    assert script.is_file(), f"the console script is not installed: {script}"
+    return str(script)
 
 
 def clean_env(**settings: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""``order-bridge simulate`` and ``order-bridge send`` through the console script, as the README
+"""``norce-simulator`` and ``order-bridge send`` through the console scripts, as the README
 documents them."""
 
 from __future__ import annotations
@@ -30,10 +30,18 @@ def _free_port() -> int:
     return free_port()
 
 
-def test_simulate_help_lists_the_simulator_options() -> None:
-    """`order-bridge simulate --help` shows the simulator's own options and exits 0."""
+@pytest.mark.parametrize(
+    "argv", [["norce-simulator"], ["order-bridge-dev", "simulate"]], ids=["simulator", "devkit"]
+)
+def test_simulate_help_lists_the_simulator_options(argv: list[str]) -> None:
+    """`norce-simulator --help` (and `order-bridge-dev simulate --help`) shows the simulator's
+    options and exits 0."""
     proc = subprocess.run(
-        [_script(), "simulate", "--help"], capture_output=True, text=True, timeout=60, check=False
+        [order_bridge_script(argv[0]), *argv[1:], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     for option in ("--port", "--orders", "--api-key", "--latency-ms", "--error-rate"):
@@ -41,12 +49,11 @@ def test_simulate_help_lists_the_simulator_options() -> None:
 
 
 async def test_simulate_serves_the_api_with_the_given_options() -> None:
-    """`order-bridge simulate --port P --orders 3 --api-key K` serves seeded orders to that key
+    """`norce-simulator --port P --orders 3 --api-key K` serves seeded orders to that key
     only, and stops cleanly on SIGTERM."""
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
-        _script(),
-        "simulate",
+        order_bridge_script("norce-simulator"),
         "--port",
         str(port),
         "--orders",

@@ -1,12 +1,13 @@
-"""The README's first command: `order-bridge demo` runs end to end and exits 0."""
+"""The README's first command: `make demo` (`order-bridge-dev demo`) runs end to end, exits 0."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
+
+from .harness import order_bridge_script
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -15,7 +16,7 @@ def test_demo_runs_end_to_end_on_embedded_defaults() -> None:
     """The demo starts its own broker and simulator, handles every record and prints a summary."""
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge", "demo"],
+        [order_bridge_script("order-bridge-dev"), "demo"],
         env=env,
         capture_output=True,
         text=True,

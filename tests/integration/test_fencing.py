@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from norce_simulator import SimulatorHandle
 
 from bridge.app import ensure_topics
 from bridge.commands import command_to_json
-from bridge.simulator import SimulatorHandle
 
 from .harness import (
     Bridge,

@@ -10,6 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from norce_simulator import (
+    SimulatorConfig,
+    SimulatorHandle,
+    start_simulator,
+)
 from pydantic import SecretStr
 
 from bridge.errors import (
@@ -20,11 +25,6 @@ from bridge.errors import (
 )
 from bridge.norce import NorceClient, RetryPolicy, build_http_client
 from bridge.order_model import Order, OrderStatus
-from bridge.simulator import (
-    SimulatorConfig,
-    SimulatorHandle,
-    start_simulator,
-)
 
 API_KEY = "sim-api-key"
 MERCHANT = "norce"

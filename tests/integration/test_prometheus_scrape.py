@@ -12,8 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from bridge.localkafka import free_port
+from bridge_devkit.localkafka import free_port
 
 from .harness import delete, running_bridge, set_state, simulator
 

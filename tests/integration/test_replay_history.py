@@ -52,12 +52,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from norce_simulator import SimulatorHandle
 
 from bridge.app import ensure_topics
 from bridge.commands import DeleteOrder, SetOrderState
 from bridge.config import BridgeSettings
 from bridge.order_model import OrderStatus
-from bridge.simulator import SimulatorHandle
 
 from .harness import (
     Bridge,

@@ -33,7 +33,9 @@ import httpx
 import pytest
 import trustme
 from aiokafka.errors import KafkaConnectionError
+from bridge_devkit.localkafka import LocalKafka, sasl_ssl_listener_properties
 from cryptography.hazmat.primitives import serialization
+from norce_simulator import ScriptedResponse, SimulatorConfig, SimulatorHandle, start_simulator
 from pydantic import SecretStr
 
 from bridge.app import build_service, ensure_topics, kafka_options
@@ -51,10 +53,8 @@ from bridge.errors import (
     NorceUnauthorizedError,
     NorceUnavailableError,
 )
-from bridge.localkafka import LocalKafka, sasl_ssl_listener_properties
 from bridge.logs import configure_logging
 from bridge.norce import NorceClient, RetryPolicy, build_http_client, load_secret
-from bridge.simulator import ScriptedResponse, SimulatorConfig, SimulatorHandle, start_simulator
 
 from .harness import (
     API_KEY,

@@ -1,4 +1,4 @@
-"""The simulator CLI (``python -m bridge.simulator``) as a subprocess."""
+"""The simulator CLI (``python -m norce_simulator``) as a subprocess."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ async def launch(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bridge.simulator",
+        "norce_simulator",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

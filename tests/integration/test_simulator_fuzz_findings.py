@@ -15,8 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from bridge.simulator import SimulatorConfig, SimulatorHandle, start_simulator
+from norce_simulator import SimulatorConfig, SimulatorHandle, start_simulator
 
 BASE = "/api/v0/checkout/orders"
 SCOPE = {"Authorization": "Bearer sim-api-key", "x-merchant": "norce", "x-channel": "1"}

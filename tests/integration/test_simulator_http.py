@@ -9,8 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from bridge.simulator import FaultConfig, SimulatorConfig, SimulatorHandle, start_simulator
+from norce_simulator import FaultConfig, SimulatorConfig, SimulatorHandle, start_simulator
 
 BASE = "/api/v0/checkout/orders"
 HEADERS = {"Authorization": "Bearer sim-api-key", "x-merchant": "norce", "x-channel": "1"}

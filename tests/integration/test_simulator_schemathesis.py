@@ -31,7 +31,7 @@ What the test adjusts, and why:
   simulator's package docstring) business rules the schema cannot express: illegal state
   transitions and an unchecked required consent are 400, a missing ``currentStatus`` is 400
   (``StateUpdate`` marks nothing required), a reused cart reference is 409, unknown ids are
-  404, and money beyond ±1e13 is 400 (``bridge/simulator/model.py``).
+  404, and money beyond ±1e13 is 400 (``devkit/norce_simulator/model.py``).
 * ``allow-extra-parameters`` is off: schemathesis would otherwise send undocumented query
   parameters as negative cases and expect them refused. The simulator ignores unknown query
   parameters, as ASP.NET does and as a client relying on v1's extra list filters
@@ -57,10 +57,9 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from norce_simulator import ORDER_STATUSES, SimulatorApp, SimulatorConfig, start_simulator
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-
-from bridge.simulator import ORDER_STATUSES, SimulatorApp, SimulatorConfig, start_simulator
 
 MAX_EXAMPLES = 50
 SEED = 20261127

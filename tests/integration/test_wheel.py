@@ -47,8 +47,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def test_wheel_installed_from_the_lock_runs_outside_the_repository(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    """The wheel carries the schemas; installed from the lock it passes pip check and runs
-    --version, schema and a short demo from another directory."""
+    """The service wheel carries the schemas and no development tooling; installed from the
+    lock it passes pip check and runs --version, schema and refuses a bad configuration from
+    another directory; with the devkit wheel added, a short demo drives the installed service."""
     # Build from a copy holding only what the image's build context holds (.dockerignore), so
     # the repo gets no build/ directory and nothing outside that set can leak into the wheel.
     src = tmp_path / "src"
@@ -61,7 +62,14 @@ def test_wheel_installed_from_the_lock_runs_outside_the_repository(
         cwd=tmp_path,
     )
     assert "project.license" not in build.stdout + build.stderr  # no deprecation warning
+    devkit_src = tmp_path / "devkit"
+    shutil.copytree(ROOT / "devkit", devkit_src, ignore=shutil.ignore_patterns("__pycache__"))
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(dist), str(devkit_src)],
+        cwd=tmp_path,
+    )
     (wheel,) = dist.glob("norce_order_bridge-*.whl")
+    (devkit_wheel,) = dist.glob("norce_order_bridge_devkit-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         metadata = archive.read(
@@ -70,6 +78,10 @@ def test_wheel_installed_from_the_lock_runs_outside_the_repository(
     shipped = {f.name for f in packaged_schemas().iterdir() if f.is_file()}
     assert {f"bridge/schemas/{name}" for name in shipped} <= names
     assert "License-Expression: Apache-2.0" in metadata
+    # The product is the service only: no simulator, local broker or demo in its wheel.
+    tooling = {n for n in names if not n.startswith(("bridge/", "norce_order_bridge-"))}
+    assert not tooling, sorted(tooling)
+    assert not {n for n in names if "simulator" in n or "localkafka" in n or "demo" in n}
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
@@ -101,8 +113,29 @@ def test_wheel_installed_from_the_lock_runs_outside_the_repository(
         packaged_schemas().joinpath("order-command.schema.json").read_text()
     )
 
+    # The service alone starts far enough to check its configuration: a plain-http API URL is
+    # refused with exit 2 and one line naming the setting.
+    refused = subprocess.run(
+        [script, "run"],
+        cwd=outside,
+        env=_clean_env(
+            BRIDGE_NORCE__BASE_URL="http://norce.example",
+            BRIDGE_NORCE__API_KEY="k",
+            BRIDGE_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "BRIDGE_NORCE__ALLOW_INSECURE_HTTP" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    _run([*pip, "install", "-q", "--no-deps", str(devkit_wheel)], cwd=tmp_path)
+    _run([*pip, "check"], cwd=tmp_path)
     demo = _run(
-        [script, "demo", "--orders", "8"],
+        [str(bin_dir / "order-bridge-dev"), "demo", "--orders", "8"],
         cwd=outside,
         env=_clean_env(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap),
         timeout=300,

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+from norce_simulator import SimulatorHandle
 from pydantic import SecretStr
 
 from bridge.norce import NorceClient, build_http_client
 from bridge.processor import Processor, SourceRecord
-from bridge.simulator import SimulatorHandle
 
 from .harness import API_KEY, set_state, simulator
 

@@ -576,7 +576,7 @@ def test_command_result_validates() -> None:
 
 def test_simulator_orders_round_trip(codec: AvroCodec) -> None:
     """Orders from the simulator's factory round-trip losslessly for every status."""
-    from bridge.simulator.data import OrderFactory
+    from norce_simulator.data import OrderFactory
 
     factory = OrderFactory(random.Random(1234))
     statuses = ["checkout", "processing", "accepted", "completed", "declined", "removed"]
@@ -759,8 +759,9 @@ def test_any_value_anywhere_maps_losslessly_or_raises_mapping_error(
 
 def test_compiled_fast_path_equals_the_generic_walk() -> None:
     """The compiled snapshot mapping gives exactly the generic walk's record for real orders."""
+    from norce_simulator import SimulatorApp, SimulatorConfig
+
     from bridge.events import _FAST_ORDER, _ORDER, _object_to_record
-    from bridge.simulator import SimulatorApp, SimulatorConfig
 
     app = SimulatorApp(SimulatorConfig(orders=0, seed=5))
     fixture = json.loads(

@@ -9,8 +9,7 @@ from urllib.parse import quote, unquote
 
 import httpx
 import pytest
-
-from bridge.simulator import Response, SimulatorApp, SimulatorConfig
+from norce_simulator import Response, SimulatorApp, SimulatorConfig
 
 BASE = "/api/v0/checkout/orders"
 KEY = "sim-api-key"

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from norce_simulator import ORDER_STATUSES, Response, SimulatorApp, SimulatorConfig
 from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
-
-from bridge.simulator import ORDER_STATUSES, Response, SimulatorApp, SimulatorConfig
 
 SPEC = json.loads((Path(__file__).parents[1] / "norce-order-api.openapi.json").read_text())
 URN = "urn:norce-order-api"

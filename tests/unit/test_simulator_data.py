@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from bridge.simulator import ORDER_STATUSES, SimulatorApp, SimulatorConfig
+from norce_simulator import ORDER_STATUSES, SimulatorApp, SimulatorConfig
 
 SPEC = json.loads((Path(__file__).parents[1] / "norce-order-api.openapi.json").read_text())
 SCHEMAS = SPEC["components"]["schemas"]

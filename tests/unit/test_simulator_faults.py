@@ -9,8 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from bridge.simulator import FaultConfig, Response, ScriptedResponse, SimulatorApp, SimulatorConfig
+from norce_simulator import FaultConfig, Response, ScriptedResponse, SimulatorApp, SimulatorConfig
 
 BASE = "/api/v0/checkout/orders"
 HEADERS = {

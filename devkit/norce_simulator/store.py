@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from bridge.simulator.data import JsonObj, OrderFactory, format_ts, money
+from norce_simulator.data import JsonObj, OrderFactory, format_ts, money
 
 WRITEABLE_FIELDS = (
     "reference",

@@ -23,7 +23,7 @@ allowed (what ASP.NET's JSON input formatter accepts); otherwise 415
 ``{"code":"unsupported-media-type"}``. A request without a body may omit the header, but a
 non-JSON ``Content-Type`` is 415 even without a body. Unknown query parameters are ignored.
 
-Bodies are bound strictly (``bridge.simulator.model``): strict JSON (no NaN/Infinity, no
+Bodies are bound strictly (``norce_simulator.model``): strict JSON (no NaN/Infinity, no
 number beyond a double, no lone surrogates, depth <= 64), every nested type of the writeable
 ``Order`` members, no ``null`` in typed members, int32 ranges, money within +-1e13, enums
 case-insensitive and stored in documented spelling, read-only and unknown members dropped.
@@ -68,15 +68,15 @@ the order (as with a real slow network).
 The call log never stores the ``Authorization`` header.
 """
 
-from bridge.simulator.app import Response, SimulatorApp
-from bridge.simulator.config import (
+from norce_simulator.app import Response, SimulatorApp
+from norce_simulator.config import (
     DEFAULT_TRANSITIONS,
     ORDER_STATUSES,
     FaultConfig,
     ScriptedResponse,
     SimulatorConfig,
 )
-from bridge.simulator.server import SimulatorHandle, start_simulator
+from norce_simulator.server import SimulatorHandle, start_simulator
 
 __all__ = [
     "DEFAULT_TRANSITIONS",

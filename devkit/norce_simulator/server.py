@@ -26,10 +26,10 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import cast
 
-from bridge.simulator.app import Response, SimulatorApp, internal_error
-from bridge.simulator.config import SimulatorConfig
+from norce_simulator.app import Response, SimulatorApp, internal_error
+from norce_simulator.config import SimulatorConfig
 
-log = logging.getLogger("bridge.simulator")
+log = logging.getLogger("norce_simulator")
 
 MAX_HEADER_BYTES = 64 * 1024
 SERVER_NAME = "norce-order-simulator"

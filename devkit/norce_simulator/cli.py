@@ -12,10 +12,10 @@ import signal
 import sys
 from collections.abc import Callable
 
-from bridge.simulator.config import FaultConfig, SimulatorConfig
-from bridge.simulator.server import start_simulator
+from norce_simulator.config import FaultConfig, SimulatorConfig
+from norce_simulator.server import start_simulator
 
-log = logging.getLogger("bridge.simulator")
+log = logging.getLogger("norce_simulator")
 
 EVENT_LOOPS = ("asyncio", "uvloop")
 
@@ -23,7 +23,7 @@ EVENT_LOOPS = ("asyncio", "uvloop")
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``simulate``."""
     parser = argparse.ArgumentParser(
-        prog="simulate", description="Run the Norce Checkout Order API simulator."
+        prog="norce-simulator", description="Run the Norce Checkout Order API simulator."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8089)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 if TYPE_CHECKING:
-    from bridge.simulator.app import Response, SimulatorApp
+    from norce_simulator.app import Response, SimulatorApp
 
 
 def _read_timeout(request: httpx.Request) -> float | None:

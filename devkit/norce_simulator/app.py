@@ -3,7 +3,7 @@
 ``handle(method, target, headers, body) -> Response`` never blocks and never sleeps. Latency,
 hangs and connection resets are *described* on the returned ``Response`` (``delay_s``,
 ``hang_s``, ``reset``) and carried out by the transport: the asyncio HTTP server in
-``bridge.simulator.server`` or the ``httpx.MockTransport`` from ``SimulatorApp.mock_transport``.
+``norce_simulator.server`` or the ``httpx.MockTransport`` from ``SimulatorApp.mock_transport``.
 See the package docstring for the error-shape and fault-ordering decisions.
 """
 
@@ -25,20 +25,20 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
-from bridge.simulator.config import (
+from norce_simulator.config import (
     ORDER_STATUSES,
     FaultConfig,
     ScriptedResponse,
     SimulatorConfig,
 )
-from bridge.simulator.data import format_ts
-from bridge.simulator.model import BodyError, bind_order, parse_json
-from bridge.simulator.store import ConflictError, OrderStore, StoredOrder, dump_json
+from norce_simulator.data import format_ts
+from norce_simulator.model import BodyError, bind_order, parse_json
+from norce_simulator.store import ConflictError, OrderStore, StoredOrder, dump_json
 
 if TYPE_CHECKING:
     import httpx
 
-log = logging.getLogger("bridge.simulator")
+log = logging.getLogger("norce_simulator")
 
 API_PREFIX = "/api/v0/checkout/orders"
 ADMIN_PREFIX = "/__admin"
@@ -729,7 +729,7 @@ class SimulatorApp:
         a hang does the same (or raises ``RemoteProtocolError`` if it ends before the timeout),
         and a reset raises ``httpx.RemoteProtocolError``.
         """
-        from bridge.simulator.transport import make_mock_transport
+        from norce_simulator.transport import make_mock_transport
 
         return make_mock_transport(self)
 

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from norce_simulator import SimulatorConfig, start_simulator
 from pydantic import SecretStr
 
 from bridge.app import build_service
@@ -36,10 +37,9 @@ from bridge.config import (
     ProcessingSettings,
     TopicSettings,
 )
-from bridge.localkafka import LocalKafka, external_bootstrap
 from bridge.logs import configure_logging
 from bridge.order_model import OrderStatus
-from bridge.simulator import SimulatorConfig, start_simulator
+from bridge_devkit.localkafka import LocalKafka, external_bootstrap
 
 LIFECYCLES: list[list[str]] = [
     ["processing", "accepted", "completed"],
