@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml devkit/pyproject.toml requirements.lock | sha1sum | cut -c1-12)
 # uv resolves the lock files; pinned so that `make lock` gives the same output everywhere.
 UV_VERSION := 0.13.8
+# Floors of the unit-only line coverage checked by `make test` (issue 12).
+COVERAGE_PACKAGE := 0
 
 .PHONY: install demo test lint typecheck tools unit integration bench bench-quick chaos schemas lock clean
 
@@ -27,8 +29,13 @@ demo: install
 	$(BIN)/order-bridge-dev demo
 
 ## Everything CI checks: lint, types, tool provisioning, then every test (unit, broker, deploy).
+## The unit tests run first, alone (no broker), and print the service package's line coverage;
+## `coverage-check` fails below the floors. Then the broker and deployment tests.
 test: install lint typecheck tools
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider tests/unit --cov=bridge --cov-report=term
+	$(BIN)/python -m coverage report --fail-under=$(COVERAGE_PACKAGE) >/dev/null \
+		|| { echo "unit coverage of bridge/ is below $(COVERAGE_PACKAGE) %"; exit 1; }
+	$(BIN)/python -m pytest -p no:cacheprovider tests/integration tests/deploy
 
 ## ruff, and the import contracts: the service imports no development tooling (pyproject.toml).
 lint: install
