@@ -60,7 +60,8 @@ def container(docs: tuple[dict[str, Any], ...]) -> dict[str, Any]:
     """The bridge container."""
     containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["bridge"]
-    return containers[0]
+    bridge_container: dict[str, Any] = containers[0]
+    return bridge_container
 
 
 def pod_spec(docs: tuple[dict[str, Any], ...]) -> dict[str, Any]:
