@@ -39,24 +39,24 @@ def alerts() -> list[dict[str, object]]:
     return [r for g in load_rules()["groups"] for r in g["rules"] if "alert" in r]
 
 
-def test_alerts_copy_is_identical_to_the_chart_file():
+def test_alerts_copy_is_identical_to_the_chart_file() -> None:
     """alerts/ holds a byte-identical copy of the chart's rules (the chart's file is the source)."""
     assert RULES_COPY.read_bytes() == RULES_FILE.read_bytes(), f"run: cp {RULES_FILE} {RULES_COPY}"
 
 
-def test_promtool_check_rules():
+def test_promtool_check_rules() -> None:
     """promtool check rules accepts the rule file."""
     proc = run([find_tool("promtool"), "check", "rules", str(RULES_COPY)])
     assert "SUCCESS" in proc.stdout
 
 
-def test_promtool_test_rules():
+def test_promtool_test_rules() -> None:
     """promtool's unit tests of the alerts pass."""
     proc = run([find_tool("promtool"), "test", "rules", str(RULES_TEST_FILE)])
     assert "SUCCESS" in proc.stdout
 
 
-def test_required_alerts_exist():
+def test_required_alerts_exist() -> None:
     """Lag growing, no progress, dead letters, API errors, circuit open and restarts are covered."""
     assert {a["alert"] for a in alerts()} >= REQUIRED_ALERTS
 
@@ -72,7 +72,7 @@ def runbook_anchors() -> set[str]:
     return anchors
 
 
-def test_every_alert_says_what_is_wrong_and_links_its_runbook():
+def test_every_alert_says_what_is_wrong_and_links_its_runbook() -> None:
     """Every alert has a severity, a summary, a description and a runbook_url that points at its
     own section of docs/runbook.md in the repository (Chart.yaml's home)."""
     home = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["home"]
@@ -93,7 +93,7 @@ def test_every_alert_says_what_is_wrong_and_links_its_runbook():
         assert name.lower() in anchors, f"docs/runbook.md has no section '## {name}'"
 
 
-def test_runbook_sections_explain_meaning_checks_and_fix():
+def test_runbook_sections_explain_meaning_checks_and_fix() -> None:
     """Each alert's runbook section says what it means, what to check first and how to fix it."""
     text = RUNBOOK.read_text(encoding="utf-8")
     sections = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S))
@@ -104,7 +104,7 @@ def test_runbook_sections_explain_meaning_checks_and_fix():
         assert "**First checks.**" in body or "check" in body.lower(), alert["alert"]
 
 
-def test_ratio_alerts_have_a_minimum_traffic_guard():
+def test_ratio_alerts_have_a_minimum_traffic_guard() -> None:
     """An alert on a ratio of rates also needs a minimum volume, so a few calls cannot fire it."""
     ratio_alerts = 0
     for alert in alerts():
@@ -118,7 +118,7 @@ def test_ratio_alerts_have_a_minimum_traffic_guard():
     assert ratio_alerts >= 1
 
 
-def test_down_and_absent_alerts_watch_up_of_the_bridge_job():
+def test_down_and_absent_alerts_watch_up_of_the_bridge_job() -> None:
     """Bridge down / not scraped are caught from Prometheus' own `up`, which exists without the
     bridge's metrics."""
     exprs = {str(a["alert"]): " ".join(str(a["expr"]).split()) for a in alerts()}
@@ -134,7 +134,7 @@ def parse_series(series: str) -> tuple[str, dict[str, str]]:
     return match.group(1), labels
 
 
-def test_alert_unit_tests_feed_the_labels_the_bridge_exports():
+def test_alert_unit_tests_feed_the_labels_the_bridge_exports() -> None:
     """The promtool inputs use the bridge's own metric names, label names and topic roles, so a
     passing unit test means the alert fires on real data."""
     doc = yaml.safe_load(RULES_TEST_FILE.read_text())
@@ -158,7 +158,7 @@ def test_alert_unit_tests_feed_the_labels_the_bridge_exports():
     assert seen_topics == {"commands"}
 
 
-def test_every_alert_has_firing_and_quiet_unit_tests():
+def test_every_alert_has_firing_and_quiet_unit_tests() -> None:
     """The promtool tests make each alert fire in one case and stay quiet in another."""
     doc = yaml.safe_load(RULES_TEST_FILE.read_text())
     fires: set[str] = set()
@@ -171,7 +171,7 @@ def test_every_alert_has_firing_and_quiet_unit_tests():
     assert names <= quiet, f"no quiet test for {names - quiet}"
 
 
-def test_alert_expressions_use_only_exported_metrics():
+def test_alert_expressions_use_only_exported_metrics() -> None:
     """Every metric an alert selects is exported by BridgeMetrics (or is Prometheus' own `up`)."""
     known = known_metric_names() | {"up"}
     for source, expr in rule_expressions():

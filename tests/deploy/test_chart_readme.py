@@ -45,7 +45,7 @@ def table_rows(readme: str) -> dict[str, str]:
     return rows
 
 
-def test_readme_is_what_helm_docs_generates(tmp_path: Path):
+def test_readme_is_what_helm_docs_generates(tmp_path: Path) -> None:
     """README.md is current: regenerating it from the template and values.yaml changes nothing."""
     expected = generate(tmp_path)
     current = README.read_text(encoding="utf-8")
@@ -55,7 +55,7 @@ def test_readme_is_what_helm_docs_generates(tmp_path: Path):
     )
 
 
-def test_every_value_is_documented():
+def test_every_value_is_documented() -> None:
     """Each value of values.yaml has a row with a description (or sits in a documented object)."""
     rows = table_rows(README.read_text(encoding="utf-8"))
     assert len(rows) >= 120
@@ -68,7 +68,7 @@ def test_every_value_is_documented():
     assert not missing, f"values without a description (add a `# --` comment): {missing}"
 
 
-def test_readme_documents_the_generation_command():
+def test_readme_documents_the_generation_command() -> None:
     """The template tells how to regenerate the README with the command the test uses."""
     template = (CHART_DIR / "README.md.gotmpl").read_text(encoding="utf-8")
     assert f"helm-docs {' '.join(HELM_DOCS_ARGS)}" in " ".join(template.split())

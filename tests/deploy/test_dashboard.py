@@ -22,14 +22,14 @@ from promql import (
 )
 
 
-def test_dashboard_copy_is_identical_to_the_chart_file():
+def test_dashboard_copy_is_identical_to_the_chart_file() -> None:
     """dashboards/ holds a byte-identical copy of the chart's dashboard (the source of truth)."""
     assert DASHBOARD_COPY.read_bytes() == DASHBOARD_FILE.read_bytes(), (
         f"run: cp {DASHBOARD_FILE} {DASHBOARD_COPY}"
     )
 
 
-def test_dashboard_metadata():
+def test_dashboard_metadata() -> None:
     """A current schema, a stable uid and a Prometheus datasource variable."""
     dash = load_dashboard()
     assert dash["schemaVersion"] >= 39
@@ -43,7 +43,7 @@ def test_dashboard_metadata():
         assert variables[name]["allValue"] == ".*"
 
 
-def test_panels_use_the_datasource_variable_and_fit_the_grid():
+def test_panels_use_the_datasource_variable_and_fit_the_grid() -> None:
     """Every panel queries ${datasource}, ids are unique and panels fit 24 columns."""
     panels = iter_panels(load_dashboard())
     ids = [p["id"] for p in panels]
@@ -76,7 +76,7 @@ def test_panels_use_the_datasource_variable_and_fit_the_grid():
         (r"End-to-end latency", "norce_bridge_command_e2e_latency_seconds_bucket"),
     ],
 )
-def test_required_panels_exist(title_pattern: str, metric: str):
+def test_required_panels_exist(title_pattern: str, metric: str) -> None:
     """The dashboard shows each required view, backed by the right metric."""
     matching = [
         p
@@ -88,7 +88,7 @@ def test_required_panels_exist(title_pattern: str, metric: str):
     assert metric in exprs
 
 
-def test_dashboard_expressions_use_only_exported_metrics():
+def test_dashboard_expressions_use_only_exported_metrics() -> None:
     """Every metric a panel or variable selects is exported by BridgeMetrics."""
     known = known_metric_names()
     exprs = dashboard_expressions()
@@ -100,14 +100,14 @@ def test_dashboard_expressions_use_only_exported_metrics():
         assert not unknown, f"{source} references unknown metrics {sorted(unknown)}"
 
 
-def test_metric_name_check_catches_unknown_names():
+def test_metric_name_check_catches_unknown_names() -> None:
     """The metric-name extraction finds a misspelt metric (guards the test above)."""
     expr = 'sum by (outcome) (rate(norce_bridge_comands_total{job=~".*", outcome="x"}[1m]))'
     assert metric_names(expr) == {"norce_bridge_comands_total"}
     assert "norce_bridge_comands_total" not in known_metric_names()
 
 
-def test_template_variables_are_only_used_in_regex_matchers():
+def test_template_variables_are_only_used_in_regex_matchers() -> None:
     """$namespace/$job/$instance appear only as =~ values, so substituting .* is faithful."""
     for source, expr in dashboard_expressions():
         for var in variables_in(expr) - {"__rate_interval", "__interval", "__range"}:
@@ -117,7 +117,7 @@ def test_template_variables_are_only_used_in_regex_matchers():
             assert all(op == "=~" for _, op in uses), f"{source}: ${var} needs =~"
 
 
-def test_every_expression_parses_with_promtool(tmp_path: Path):
+def test_every_expression_parses_with_promtool(tmp_path: Path) -> None:
     """Prometheus's parser (promtool check rules) accepts every dashboard and alert expression."""
     exprs = all_promql_expressions()
     rules = [{"record": f"check:expr_{i}", "expr": expr} for i, (_, expr) in enumerate(exprs)]

@@ -15,13 +15,13 @@ def stages() -> list[str]:
     return re.split(r"(?m)^FROM ", text)[1:]
 
 
-def test_hadolint_passes():
+def test_hadolint_passes() -> None:
     """hadolint reports nothing."""
     proc = run([find_tool("hadolint"), str(DOCKERFILE)], check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_multi_stage_with_pinned_slim_python():
+def test_multi_stage_with_pinned_slim_python() -> None:
     """A builder and a runtime stage on a pinned python:3.11.x slim image."""
     text = DOCKERFILE.read_text()
     parts = stages()
@@ -31,7 +31,7 @@ def test_multi_stage_with_pinned_slim_python():
     assert parts[-1].startswith("${PYTHON_IMAGE} AS runtime")
 
 
-def test_runtime_stage_runs_the_bridge_as_non_root_pid_1():
+def test_runtime_stage_runs_the_bridge_as_non_root_pid_1() -> None:
     """The runtime runs as UID 10001 with an exec-form entrypoint and no build tools."""
     runtime = stages()[-1]
     assert re.search(r"(?m)^USER 10001(:10001)?$", runtime)
@@ -43,7 +43,7 @@ def test_runtime_stage_runs_the_bridge_as_non_root_pid_1():
         assert tool not in runtime
 
 
-def test_image_environment_and_files():
+def test_image_environment_and_files() -> None:
     """Locked, hash-checked deps; schemas in the wheel; byte-compiled; unbuffered; OCI labels."""
     text = DOCKERFILE.read_text()
     builder = stages()[0]
@@ -58,7 +58,7 @@ def test_image_environment_and_files():
         assert f"org.opencontainers.image.{label}" in text, label
 
 
-def test_dockerignore_keeps_the_context_small():
+def test_dockerignore_keeps_the_context_small() -> None:
     """Only the files the build needs are sent to the builder."""
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[lines.index("*")] == "*"

@@ -42,7 +42,7 @@ def values_args(path: Path) -> tuple[Path, ...]:
     return (path,)
 
 
-def test_ci_values_files_exist():
+def test_ci_values_files_exist() -> None:
     """The chart ships ci/*-values.yaml files: the minimal install and the optional parts."""
     names = {p.name for p in CI_VALUES}
     assert {
@@ -55,7 +55,7 @@ def test_ci_values_files_exist():
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_helm_lint_strict(values: Path):
+def test_helm_lint_strict(values: Path) -> None:
     """helm lint --strict passes with every ci values file."""
     argv = [find_tool("helm"), "lint", "--strict", str(CHART_DIR), "--kube-version", KUBE_VERSION]
     argv += ["--values", str(values)]
@@ -66,7 +66,7 @@ def test_helm_lint_strict(values: Path):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_rendered_manifests_are_valid_kubernetes(values: Path):
+def test_rendered_manifests_are_valid_kubernetes(values: Path) -> None:
     """Every rendered core manifest validates (strict) against the Kubernetes schemas."""
     docs = render(values_args(values))
     validated, skipped = [], []
@@ -87,7 +87,7 @@ def test_rendered_manifests_are_valid_kubernetes(values: Path):
         print(f"skipped schema validation of {reason}")
 
 
-def test_kubernetes_validate_catches_a_bad_field():
+def test_kubernetes_validate_catches_a_bad_field() -> None:
     """The schema validation really rejects an unknown field (guards the test above)."""
     deployment = dict(by_kind(render(), "Deployment")[0])
     bad: dict[str, Any] = {**deployment, "spec": {**deployment["spec"], "replicaz": 2}}
@@ -95,7 +95,7 @@ def test_kubernetes_validate_catches_a_bad_field():
         kubernetes_validate.validate(bad, KUBE_VERSION, strict=True)
 
 
-def test_minimal_values_render_only_the_core_objects():
+def test_minimal_values_render_only_the_core_objects() -> None:
     """With the minimal values every optional part is off; the helm test Pod is on."""
     kinds = sorted(d["kind"] for d in render((MINIMAL_VALUES,)))
     assert kinds == sorted(
@@ -103,7 +103,7 @@ def test_minimal_values_render_only_the_core_objects():
     )
 
 
-def test_default_values_fail_naming_what_to_set():
+def test_default_values_fail_naming_what_to_set() -> None:
     """helm install with the chart's defaults fails instead of deploying a pod that exits."""
     err = render_fails(bare=True)
     assert "config.norce.baseUrl is required" in err
@@ -119,7 +119,7 @@ def test_default_values_fail_naming_what_to_set():
     ],
     ids=["chart-secret", "existing-secret"],
 )
-def test_either_api_key_source_with_a_url_renders(sets: list[str]):
+def test_either_api_key_source_with_a_url_renders(sets: list[str]) -> None:
     """A base URL plus either source of the API key is enough to install."""
     docs = render((), ("secrets.existingSecret=", "config.norce.baseUrl=https://a.example/", *sets))
     env = {
@@ -129,7 +129,7 @@ def test_either_api_key_source_with_a_url_renders(sets: list[str]):
     assert env["BRIDGE_NORCE__API_KEY_FILE"] == "/var/run/secrets/norce/api-key"
 
 
-def test_ci_values_exercise_every_optional_part():
+def test_ci_values_exercise_every_optional_part() -> None:
     """Together the ci values files render every optional object."""
     kinds: set[str] = set()
     dashboards = 0
@@ -195,7 +195,7 @@ def test_ci_values_exercise_every_optional_part():
         (["extraEnv[0].name=BRIDGE_NORCE__OAUTH_TOKEN", "extraEnv[0].value=x"], "extraEnv"),
     ],
 )
-def test_schema_rejects_invalid_values(sets: list[str], message: str):
+def test_schema_rejects_invalid_values(sets: list[str], message: str) -> None:
     """values.schema.json makes helm template fail on a wrong value."""
     err = render_fails(sets)
     assert "values don't meet the specifications of the schema" in err
@@ -365,7 +365,7 @@ def test_schema_rejects_invalid_values(sets: list[str], message: str):
         ),
     ],
 )
-def test_template_rejects_inconsistent_values(sets: list[str], message: str):
+def test_template_rejects_inconsistent_values(sets: list[str], message: str) -> None:
     """Combinations the schema cannot express fail at render time with a clear message."""
     assert message in render_fails(sets)
 
@@ -403,12 +403,12 @@ def test_template_rejects_inconsistent_values(sets: list[str], message: str):
         ],
     ],
 )
-def test_template_accepts_consistent_values(sets: list[str]):
+def test_template_accepts_consistent_values(sets: list[str]) -> None:
     """The guards above reject only what is wrong: these close neighbours render."""
     assert by_kind(render((), tuple(sets)), "Deployment")
 
 
-def test_fractional_drain_deadline_is_rounded_up(tmp_path: Path):
+def test_fractional_drain_deadline_is_rounded_up(tmp_path: Path) -> None:
     """A drain deadline of 59.5 s needs a grace period of at least 61 s."""
     values = tmp_path / "values.yaml"
     drain = "config:\n  processing:\n    drainDeadlineSeconds: 59.5\n"
@@ -418,7 +418,7 @@ def test_fractional_drain_deadline_is_rounded_up(tmp_path: Path):
     assert by_kind(render((MINIMAL_VALUES, values)), "Deployment")
 
 
-def test_grace_period_longer_than_drain_deadline_renders():
+def test_grace_period_longer_than_drain_deadline_renders() -> None:
     """A drain deadline just below the grace period is accepted."""
     docs = render(
         (), ("config.processing.drainDeadlineSeconds=59", "terminationGracePeriodSeconds=60")
@@ -427,7 +427,7 @@ def test_grace_period_longer_than_drain_deadline_renders():
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_notes_render(values: Path, tmp_path: Path):
+def test_notes_render(values: Path, tmp_path: Path) -> None:
     """NOTES.txt renders (via tpl in a scratch copy of the chart) and names the release."""
     chart = tmp_path / "chart"
     shutil.copytree(CHART_DIR, chart)

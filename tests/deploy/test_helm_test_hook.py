@@ -59,7 +59,7 @@ async def run_check(url: str, timeout_s: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_check_passes_when_the_bridge_is_ready():
+async def test_check_passes_when_the_bridge_is_ready() -> None:
     """A ready bridge passes the check at once."""
     state = ReadyAfter(not_ready_answers=0)
     async with await start_health_server(
@@ -71,7 +71,7 @@ async def test_check_passes_when_the_bridge_is_ready():
     assert state.asked == 1
 
 
-async def test_check_waits_for_readiness():
+async def test_check_waits_for_readiness() -> None:
     """A bridge that becomes ready while the check polls passes it."""
     state = ReadyAfter(not_ready_answers=1)
     async with await start_health_server(
@@ -84,7 +84,7 @@ async def test_check_waits_for_readiness():
     assert state.asked == 2
 
 
-async def test_check_fails_with_the_reason_when_never_ready():
+async def test_check_fails_with_the_reason_when_never_ready() -> None:
     """A bridge that stays unready fails the check, naming /readyz's reason."""
     state = ReadyAfter(not_ready_answers=1_000_000)
     async with await start_health_server(
@@ -97,7 +97,7 @@ async def test_check_fails_with_the_reason_when_never_ready():
     assert "not connected to the Kafka brokers" in err
 
 
-async def test_check_fails_when_nothing_answers():
+async def test_check_fails_when_nothing_answers() -> None:
     """No bridge behind the Service fails the check instead of hanging."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

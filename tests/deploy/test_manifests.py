@@ -60,7 +60,8 @@ def container(docs: tuple[dict[str, Any], ...]) -> dict[str, Any]:
     """The bridge container."""
     containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["bridge"]
-    return containers[0]
+    bridge_container: dict[str, Any] = containers[0]
+    return bridge_container
 
 
 def pod_spec(docs: tuple[dict[str, Any], ...]) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def subset(small: dict[str, str], big: dict[str, str]) -> bool:
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_probes_use_the_health_endpoints_on_the_named_port(values: Path):
+def test_probes_use_the_health_endpoints_on_the_named_port(values: Path) -> None:
     """Liveness probes /healthz, readiness probes /readyz, both on the port named http (8000)."""
     docs = docs_for(values)
     c = container(docs)
@@ -113,7 +114,7 @@ def test_probes_use_the_health_endpoints_on_the_named_port(values: Path):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_security_context_is_locked_down(values: Path):
+def test_security_context_is_locked_down(values: Path) -> None:
     """Non-root 10001, read-only root filesystem, no privilege escalation, no capabilities."""
     docs = docs_for(values)
     pod = pod_spec(docs)["securityContext"]
@@ -131,7 +132,7 @@ def test_security_context_is_locked_down(values: Path):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_tmp_is_a_writable_empty_dir(values: Path):
+def test_tmp_is_a_writable_empty_dir(values: Path) -> None:
     """/tmp is an emptyDir, as the root filesystem is read-only."""
     docs = docs_for(values)
     mounts = {m["mountPath"]: m["name"] for m in container(docs)["volumeMounts"]}
@@ -140,7 +141,7 @@ def test_tmp_is_a_writable_empty_dir(values: Path):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_grace_period_exceeds_drain_deadline(values: Path):
+def test_grace_period_exceeds_drain_deadline(values: Path) -> None:
     """terminationGracePeriodSeconds is longer than the bridge's drain deadline."""
     docs = docs_for(values)
     grace = pod_spec(docs)["terminationGracePeriodSeconds"]
@@ -148,7 +149,7 @@ def test_grace_period_exceeds_drain_deadline(values: Path):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_entrypoint_is_not_overridden(values: Path):
+def test_entrypoint_is_not_overridden(values: Path) -> None:
     """The image's exec-form ENTRYPOINT stays PID 1 (no command override, no shell)."""
     c = container(docs_for(values))
     assert "command" not in c
@@ -156,7 +157,7 @@ def test_entrypoint_is_not_overridden(values: Path):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_selectors_match_pod_labels(values: Path):
+def test_selectors_match_pod_labels(values: Path) -> None:
     """Deployment, Service, PDB, NetworkPolicy and ServiceMonitor select the bridge's pods."""
     docs = docs_for(values)
     labels = pod_labels(docs)
@@ -179,7 +180,7 @@ def test_selectors_match_pod_labels(values: Path):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_service_targets_the_named_port(values: Path):
+def test_service_targets_the_named_port(values: Path) -> None:
     """The metrics Service targets the container port named http; the ServiceMonitor scrapes it."""
     docs = docs_for(values)
     service = one(docs, "Service")
@@ -193,7 +194,7 @@ def test_service_targets_the_named_port(values: Path):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_standard_labels_on_every_object(values: Path):
+def test_standard_labels_on_every_object(values: Path) -> None:
     """Every object carries the app.kubernetes.io/* and helm.sh/chart labels."""
     for doc in docs_for(values):
         labels = doc["metadata"]["labels"]
@@ -208,7 +209,7 @@ def test_standard_labels_on_every_object(values: Path):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_config_keys_are_known_settings(values: Path):
+def test_config_keys_are_known_settings(values: Path) -> None:
     """Every BRIDGE_* variable is one of the bridge's settings."""
     env = settings(docs_for(values))
     unknown = {k for k in env if k.startswith("BRIDGE_")} - KNOWN_SETTINGS
@@ -216,7 +217,7 @@ def test_config_keys_are_known_settings(values: Path):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_secret_files_are_mounted_where_env_points(values: Path):
+def test_secret_files_are_mounted_where_env_points(values: Path) -> None:
     """Each *_FILE / SSL_* path is a file of a mounted, read-only Secret volume."""
     docs = docs_for(values)
     c = container(docs)
@@ -237,7 +238,7 @@ def test_secret_files_are_mounted_where_env_points(values: Path):
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
-def test_no_secret_values_in_env_or_config(values: Path):
+def test_no_secret_values_in_env_or_config(values: Path) -> None:
     """Secret values appear only in the Secret, never in env, ConfigMaps or annotations."""
     docs = docs_for(values)
     for doc in docs:
@@ -250,7 +251,7 @@ def test_no_secret_values_in_env_or_config(values: Path):
         assert not name.endswith(("PASSWORD", "API_KEY")), f"{name} would carry a secret"
 
 
-def test_minimal_install_reads_the_api_key_from_the_existing_secret():
+def test_minimal_install_reads_the_api_key_from_the_existing_secret() -> None:
     """With an existing Secret the chart creates none and mounts the API key from it."""
     docs = render((MINIMAL_VALUES,))
     assert not by_kind(docs, "Secret")
@@ -259,7 +260,7 @@ def test_minimal_install_reads_the_api_key_from_the_existing_secret():
     assert volumes["norce-api-key"]["secret"]["secretName"] == "norce-order-bridge-credentials"
 
 
-def test_norce_environment_and_slug_replace_the_base_url():
+def test_norce_environment_and_slug_replace_the_base_url() -> None:
     """environment + slug reach the bridge; no base URL is rendered then."""
     env = settings(
         render(
@@ -276,7 +277,7 @@ def test_norce_environment_and_slug_replace_the_base_url():
     assert "BRIDGE_NORCE__BASE_URL" not in env
 
 
-def test_insecure_http_is_passed_only_when_allowed():
+def test_insecure_http_is_passed_only_when_allowed() -> None:
     """allowInsecureHttp=true reaches the bridge; by default the variable is not set at all."""
     assert "BRIDGE_NORCE__ALLOW_INSECURE_HTTP" not in settings(render())
     env = settings(
@@ -292,21 +293,21 @@ def test_insecure_http_is_passed_only_when_allowed():
     assert env["BRIDGE_NORCE__BASE_URL"] == "http://norce-proxy.orders.svc:8080/"
 
 
-def test_wedged_after_reaches_the_bridge():
+def test_wedged_after_reaches_the_bridge() -> None:
     """config.http.wedgedAfterSeconds sets the /healthz wedge threshold."""
     assert "BRIDGE_HTTP__WEDGED_AFTER_S" not in settings(render())
     env = settings(render((), ("config.http.wedgedAfterSeconds=45",)))
     assert env["BRIDGE_HTTP__WEDGED_AFTER_S"] == "45"
 
 
-def test_default_resources_request_cpu_and_memory_without_cpu_limit():
+def test_default_resources_request_cpu_and_memory_without_cpu_limit() -> None:
     """Pods request CPU and memory by default, limit memory, and are never CPU-throttled."""
     resources = container(render())["resources"]
     assert set(resources["requests"]) == {"cpu", "memory"}
     assert set(resources["limits"]) == {"memory"}
 
 
-def test_pods_spread_over_zones_and_nodes_by_default():
+def test_pods_spread_over_zones_and_nodes_by_default() -> None:
     """Without explicit constraints the pods spread softly over zones and nodes."""
     docs = render()
     constraints = pod_spec(docs)["topologySpreadConstraints"]
@@ -327,7 +328,7 @@ def test_pods_spread_over_zones_and_nodes_by_default():
     assert "topologySpreadConstraints" not in off
 
 
-def test_chart_managed_secret_holds_the_credentials():
+def test_chart_managed_secret_holds_the_credentials() -> None:
     """The chart-managed Secret carries both credentials and the pods mount it."""
     docs = render((CHART_DIR / "ci" / "sasl-values.yaml",))
     secrets = [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == FULLNAME]
@@ -341,7 +342,7 @@ def test_chart_managed_secret_holds_the_credentials():
     assert env["BRIDGE_KAFKA__SSL_CAFILE"] == "/var/run/secrets/kafka-tls/ca/ca.crt"
 
 
-def test_existing_secret_is_used_when_set():
+def test_existing_secret_is_used_when_set() -> None:
     """With secrets.existingSecret no Secret is rendered and the volumes reference it."""
     docs = render((CHART_DIR / "ci" / "existing-secret-values.yaml",))
     assert not by_kind(docs, "Secret")
@@ -356,7 +357,7 @@ def test_existing_secret_is_used_when_set():
     assert "checksum/secret" not in annotations
 
 
-def test_checksums_roll_pods_on_config_and_secret_changes():
+def test_checksums_roll_pods_on_config_and_secret_changes() -> None:
     """Changing a config value or a chart-managed secret changes the pod template annotations."""
     base = (CHART_DIR / "ci" / "sasl-values.yaml",)
 
@@ -372,14 +373,14 @@ def test_checksums_roll_pods_on_config_and_secret_changes():
     )
 
 
-def test_autoscaled_deployments_leave_replicas_to_the_autoscaler():
+def test_autoscaled_deployments_leave_replicas_to_the_autoscaler() -> None:
     """With an HPA or KEDA the Deployment has no replicas field; otherwise it has replicaCount."""
     assert one(render(), "Deployment")["spec"]["replicas"] == 1
     for name in ("hpa-values.yaml", "all-features-values.yaml"):
         assert "replicas" not in one(render((CHART_DIR / "ci" / name,)), "Deployment")["spec"]
 
 
-def test_hpa_example_selects_metrics_the_bridge_exports():
+def test_hpa_example_selects_metrics_the_bridge_exports() -> None:
     """Every metric the example HPA selects exists in BridgeMetrics with those labels and values.
 
     The bridge labels topics by role (commands, snapshots, ...); a selector on the topic's name
@@ -407,7 +408,7 @@ def test_hpa_example_selects_metrics_the_bridge_exports():
     assert set(TOPIC_ROLES) >= {"commands", "snapshots", "events", "results", "dlq"}
 
 
-def test_hpa_targets_the_deployment():
+def test_hpa_targets_the_deployment() -> None:
     """The HPA scales the bridge's Deployment on CPU and the configured external lag metric."""
     docs = render((CHART_DIR / "ci" / "hpa-values.yaml",))
     hpa = one(docs, "HorizontalPodAutoscaler")
@@ -420,7 +421,7 @@ def test_hpa_targets_the_deployment():
     assert types == ["Resource", "External"]
 
 
-def test_keda_scales_on_the_consumer_group_lag():
+def test_keda_scales_on_the_consumer_group_lag() -> None:
     """The ScaledObject's kafka trigger watches the bridge's group and commands topic with auth."""
     docs = render((CHART_DIR / "ci" / "all-features-values.yaml",))
     env = settings(docs)
@@ -448,7 +449,7 @@ def test_keda_scales_on_the_consumer_group_lag():
     }
 
 
-def test_keda_without_kafka_auth_needs_no_trigger_authentication():
+def test_keda_without_kafka_auth_needs_no_trigger_authentication() -> None:
     """On a PLAINTEXT cluster the ScaledObject has no authenticationRef."""
     docs = render((), ("autoscaling.keda.enabled=true",))
     (trigger,) = one(docs, "ScaledObject")["spec"]["triggers"]
@@ -456,7 +457,7 @@ def test_keda_without_kafka_auth_needs_no_trigger_authentication():
     assert not by_kind(docs, "TriggerAuthentication")
 
 
-def test_network_policy_allows_metrics_in_and_kafka_norce_dns_out():
+def test_network_policy_allows_metrics_in_and_kafka_norce_dns_out() -> None:
     """The NetworkPolicy admits the metrics port and egress to DNS, Kafka and Norce only."""
     np = one(render((CHART_DIR / "ci" / "all-features-values.yaml",)), "NetworkPolicy")
     assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
@@ -469,7 +470,7 @@ def test_network_policy_allows_metrics_in_and_kafka_norce_dns_out():
 JOB_SELECTOR = 'job="norce-order-bridge"'
 
 
-def test_prometheus_rule_renders_the_rules_file():
+def test_prometheus_rule_renders_the_rules_file() -> None:
     """The PrometheusRule carries the rules of files/ plus the additional rule labels; the
     down/absent rules watch this release's job and namespace instead of the generic job."""
     docs = render((CHART_DIR / "ci" / "all-features-values.yaml",))
@@ -492,7 +493,7 @@ def test_prometheus_rule_renders_the_rules_file():
     assert substituted >= 3, "the absent/down/scrape rules select the job"
 
 
-def test_prometheus_rule_job_and_runbook_base_are_configurable():
+def test_prometheus_rule_job_and_runbook_base_are_configurable() -> None:
     """prometheusRule.job names the scrape job; runbookBaseUrl moves every runbook link."""
     docs = render(
         (),
@@ -510,7 +511,7 @@ def test_prometheus_rule_job_and_runbook_base_are_configurable():
         assert url == f"https://wiki.example.com/runbooks/bridge#{r['alert'].lower()}", url
 
 
-def test_helm_test_pod_checks_readyz_through_the_service():
+def test_helm_test_pod_checks_readyz_through_the_service() -> None:
     """The helm test hook is a locked-down, one-shot Pod of the bridge image polling /readyz of
     the Service, and no selector of the release picks it up as a bridge pod."""
     docs = render((CHART_DIR / "ci" / "all-features-values.yaml",))
@@ -551,7 +552,7 @@ def test_helm_test_pod_checks_readyz_through_the_service():
     assert not by_kind(render((), ("helmTest.enabled=false",)), "Pod")
 
 
-def test_grafana_dashboard_config_map():
+def test_grafana_dashboard_config_map() -> None:
     """The dashboard ConfigMap carries the sidecar label and the dashboard JSON unchanged."""
     docs = render((CHART_DIR / "ci" / "all-features-values.yaml",))
     (cm,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
@@ -562,7 +563,7 @@ def test_grafana_dashboard_config_map():
     assert json.loads(cm["data"]["norce-order-bridge.json"]) == source
 
 
-def test_dashboard_sidecar_label_is_configurable():
+def test_dashboard_sidecar_label_is_configurable() -> None:
     """grafanaDashboard.sidecarLabel/Value change the label the sidecar selects on."""
     docs = render(
         (),

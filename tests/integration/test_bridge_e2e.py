@@ -22,7 +22,8 @@ pytestmark = pytest.mark.broker
 def _apache_decode(schema_text: str, data: bytes) -> dict[str, Any]:
     schema = avro.schema.parse(schema_text)
     reader = avro.io.DatumReader(schema)
-    result: dict[str, Any] = reader.read(avro.io.BinaryDecoder(io.BytesIO(data[HEADER_SIZE:])))
+    result = reader.read(avro.io.BinaryDecoder(io.BytesIO(data[HEADER_SIZE:])))
+    assert isinstance(result, dict)
     return result
 
 

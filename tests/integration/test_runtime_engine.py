@@ -4,6 +4,7 @@ commits with out-of-order completion, and rebalances between two instances."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,15 @@ from bridge.commands import command_to_json
 from bridge.config import load_settings
 from bridge.errors import ConfigError
 
-from .harness import Bridge, make_settings, poll_until, running_bridge, set_state, simulator
+from .harness import (
+    Bridge,
+    Outputs,
+    make_settings,
+    poll_until,
+    running_bridge,
+    set_state,
+    simulator,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -65,9 +74,9 @@ def _assigned(service: Service) -> set[str]:
     }
 
 
-def _overlap(calls: list[dict[str, object]]) -> list[int]:
+def _overlap(calls: list[dict[str, Any]]) -> list[int]:
     """Number of API calls whose [start, end] windows overlap each call's start (approximate)."""
-    times = sorted(float(c["monotonic"]) for c in calls if "monotonic" in c)  # type: ignore[arg-type]
+    times = sorted(float(c["monotonic"]) for c in calls if "monotonic" in c)
     window = 0.005
     return [sum(1 for u in times if t - window <= u <= t + window) for t in times] or [0]
 
@@ -86,7 +95,11 @@ async def test_commands_of_one_order_in_different_partitions_never_run_concurren
         for i, state in enumerate(LIFECYCLE):
             cmd = set_state(order, state)
             await bridge.send_raw(command_to_json(cmd), key=f"k{i}".encode())
-            await bridge.collect(lambda o, n=i + 1: len(o.results) >= n)
+
+            def handled(o: Outputs, n: int = i + 1) -> bool:
+                return len(o.results) >= n
+
+            await bridge.collect(handled)
         assert bridge.sim.app.history(order) == ["checkout", *LIFECYCLE]
         assert len({p for p, _ in bridge.sent}) > 1
 

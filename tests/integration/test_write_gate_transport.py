@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from pydantic import SecretStr
 
@@ -29,12 +31,14 @@ class CountingGate:
 
 
 @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
-async def test_each_write_passes_the_gate_before_its_bytes_leave(backend: str) -> None:
+async def test_each_write_passes_the_gate_before_its_bytes_leave(
+    backend: Literal["aiohttp", "httpx"],
+) -> None:
     """The gate is acquired by the client before each attempt and, with the aiohttp transport,
     once more when the connection is in hand; reads never touch it."""
     async with simulator() as sim:
         [order] = sim.app.seed(1, "norce", "1", status="checkout")
-        http = build_http_client(sim.url, http_backend=backend)  # type: ignore[arg-type]
+        http = build_http_client(sim.url, http_backend=backend)
         client = NorceClient(http, api_key=SecretStr(API_KEY), retry=RetryPolicy(max_attempts=1))
         gate = CountingGate(grants=10)
         token = write_gate.set(gate)

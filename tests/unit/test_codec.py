@@ -156,6 +156,8 @@ def test_schema_parses_with_fastavro_and_apache(path: Path) -> None:
     raw = json.loads(path.read_text(encoding="utf-8"))
     parsed = fastavro.parse_schema(raw)
     apache = avro.schema.parse(path.read_text(encoding="utf-8"))
+    assert isinstance(parsed, dict)
+    assert isinstance(apache, avro.schema.RecordSchema)
     assert parsed["name"] == f"com.norce.bridge.v1.{path.stem}"
     assert apache.fullname == f"com.norce.bridge.v1.{path.stem}"
     assert raw["doc"]

@@ -38,6 +38,7 @@ def _set(**kw: object) -> SetOrderState:
         "state": OrderStatus("accepted"),
     }
     base.update(kw)
+    # Field values of several types in one dict; pydantic validates them when the model is built.
     return SetOrderState(**base)  # type: ignore[arg-type]
 
 

@@ -210,7 +210,7 @@ def test_lock_pins_every_declared_dependency_with_hashes(
     assert pins, lock
     for text in requirements:
         req = Requirement(text)
-        name = canonicalize_name(req.name)
+        name: str = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is not in {lock}: run `make lock`"
         version, _ = pins[name]
         assert req.specifier.contains(version, prereleases=True), (

@@ -131,7 +131,7 @@ def test_minimal_order_round_trips(codec: AvroCodec) -> None:
 
 def test_absent_empty_and_null_stay_distinct(codec: AvroCodec) -> None:
     """Absent keys, empty arrays and explicit nulls come back exactly as they were."""
-    order = {
+    order: dict[str, Any] = {
         **MINIMAL,
         "shippings": [],
         "payments": None,

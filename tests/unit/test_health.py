@@ -94,13 +94,13 @@ async def server(registry: CollectorRegistry, state: FakeState) -> AsyncIterator
         yield srv
 
 
-async def test_binds_a_free_port(server: HealthServer):
+async def test_binds_a_free_port(server: HealthServer) -> None:
     """Port 0 picks a free port and the URL names it."""
     assert server.port > 0
     assert server.url == f"http://127.0.0.1:{server.port}"
 
 
-async def test_metrics_endpoint(server: HealthServer):
+async def test_metrics_endpoint(server: HealthServer) -> None:
     """Serves the registry in the Prometheus text format."""
     resp = await request(server, "GET", "/metrics")
     assert resp.status == 200
@@ -110,13 +110,13 @@ async def test_metrics_endpoint(server: HealthServer):
     assert b"process_start_time_seconds" in resp.body
 
 
-async def test_metrics_ignores_query_string(server: HealthServer):
+async def test_metrics_ignores_query_string(server: HealthServer) -> None:
     """A query string does not change the path."""
     resp = await request(server, "GET", "/metrics?name[]=x")
     assert resp.status == 200
 
 
-async def test_healthz_ok(server: HealthServer):
+async def test_healthz_ok(server: HealthServer) -> None:
     """Answers 200 with status ok when alive."""
     resp = await request(server, "GET", "/healthz")
     assert resp.status == 200
@@ -124,7 +124,7 @@ async def test_healthz_ok(server: HealthServer):
     assert resp.json() == {"status": "ok"}
 
 
-async def test_healthz_unavailable(server: HealthServer, state: FakeState):
+async def test_healthz_unavailable(server: HealthServer, state: FakeState) -> None:
     """Answers 503 with the runtime's reason when the loop is wedged."""
     state.alive = (False, "heartbeat is 42s old")
     resp = await request(server, "GET", "/healthz")
@@ -132,7 +132,7 @@ async def test_healthz_unavailable(server: HealthServer, state: FakeState):
     assert resp.json() == {"status": "unavailable", "reason": "heartbeat is 42s old"}
 
 
-async def test_readyz_follows_state(server: HealthServer, state: FakeState):
+async def test_readyz_follows_state(server: HealthServer, state: FakeState) -> None:
     """Answers 200 when ready and 503 with a reason when not."""
     assert (await request(server, "GET", "/readyz")).status == 200
     state.ready = (False, "draining")
@@ -141,7 +141,9 @@ async def test_readyz_follows_state(server: HealthServer, state: FakeState):
     assert resp.json() == {"status": "unavailable", "reason": "draining"}
 
 
-async def test_probe_exception_is_503_without_details(server: HealthServer, state: FakeState):
+async def test_probe_exception_is_503_without_details(
+    server: HealthServer, state: FakeState
+) -> None:
     """A raising probe gives 503 and does not leak the exception text."""
     state.raise_on_ready = True
     resp = await request(server, "GET", "/readyz")
@@ -151,21 +153,21 @@ async def test_probe_exception_is_503_without_details(server: HealthServer, stat
     assert (await request(server, "GET", "/healthz")).status == 200
 
 
-async def test_unknown_path_is_404(server: HealthServer):
+async def test_unknown_path_is_404(server: HealthServer) -> None:
     """Other paths answer 404."""
     assert (await request(server, "GET", "/")).status == 404
     assert (await request(server, "GET", "/env")).status == 404
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
-async def test_non_get_is_405(server: HealthServer, method: str):
+async def test_non_get_is_405(server: HealthServer, method: str) -> None:
     """Methods other than GET (and HEAD) answer 405 with an Allow header."""
     resp = await request(server, method, "/healthz")
     assert resp.status == 405
     assert resp.headers["allow"] == "GET, HEAD"
 
 
-async def test_head_has_no_body(server: HealthServer):
+async def test_head_has_no_body(server: HealthServer) -> None:
     """HEAD answers the status and headers without a body."""
     resp = await request(server, "HEAD", "/healthz")
     assert resp.status == 200
@@ -173,21 +175,21 @@ async def test_head_has_no_body(server: HealthServer):
     assert int(resp.headers["content-length"]) > 0
 
 
-async def test_malformed_request_is_400(server: HealthServer):
+async def test_malformed_request_is_400(server: HealthServer) -> None:
     """A garbage request line answers 400 and the server keeps serving."""
     resp = await request(server, "", "", raw=b"hello\r\n\r\n")
     assert resp.status == 400
     assert (await request(server, "GET", "/healthz")).status == 200
 
 
-async def test_oversized_headers_are_rejected(server: HealthServer):
+async def test_oversized_headers_are_rejected(server: HealthServer) -> None:
     """Headers beyond the limit answer 431."""
     raw = b"GET /healthz HTTP/1.1\r\n" + b"X-Big: " + b"a" * 40_000 + b"\r\n\r\n"
     resp = await request(server, "", "", raw=raw)
     assert resp.status == 431
 
 
-async def test_concurrent_requests(server: HealthServer):
+async def test_concurrent_requests(server: HealthServer) -> None:
     """Serves many concurrent connections."""
     results = await asyncio.gather(*(request(server, "GET", "/metrics") for _ in range(20)))
     assert all(r.status == 200 for r in results)
@@ -195,7 +197,7 @@ async def test_concurrent_requests(server: HealthServer):
 
 async def test_aclose_is_idempotent_and_stops_listening(
     registry: CollectorRegistry, state: FakeState
-):
+) -> None:
     """After aclose the port refuses connections; a second aclose does nothing."""
     srv = await start_health_server(registry, state, host="127.0.0.1", port=0)
     assert (await request(srv, "GET", "/healthz")).status == 200
@@ -206,7 +208,7 @@ async def test_aclose_is_idempotent_and_stops_listening(
         await asyncio.open_connection("127.0.0.1", srv.port)
 
 
-async def test_aclose_ends_idle_connections(registry: CollectorRegistry, state: FakeState):
+async def test_aclose_ends_idle_connections(registry: CollectorRegistry, state: FakeState) -> None:
     """A client that connected but sent nothing does not block aclose."""
     srv = await start_health_server(registry, state, host="127.0.0.1", port=0)
     _reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
@@ -215,7 +217,9 @@ async def test_aclose_ends_idle_connections(registry: CollectorRegistry, state: 
     writer.close()
 
 
-async def test_no_configuration_is_exposed(server: HealthServer, monkeypatch: pytest.MonkeyPatch):
+async def test_no_configuration_is_exposed(
+    server: HealthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """None of the endpoints echo environment or configuration values."""
     monkeypatch.setenv("BRIDGE_NORCE__BASE_URL", "https://norce-canary-host.invalid")
     monkeypatch.setenv("BRIDGE_KAFKA__BOOTSTRAP_SERVERS", "kafka-canary:9092")

@@ -45,7 +45,9 @@ def label_values(registry: CollectorRegistry, sample_name: str, label: str) -> s
     }
 
 
-def test_build_info_carries_version_and_mode(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_build_info_carries_version_and_mode(
+    registry: CollectorRegistry, metrics: BridgeMetrics
+) -> None:
     """Exports build_info = 1 with version, processing guarantee and ordering labels."""
     assert (
         value(
@@ -59,7 +61,7 @@ def test_build_info_carries_version_and_mode(registry: CollectorRegistry, metric
     )
 
 
-def test_collectors_use_the_injected_registry_only():
+def test_collectors_use_the_injected_registry_only() -> None:
     """Two instances on two registries do not clash (nothing lands on the default registry)."""
     a, b = CollectorRegistry(), CollectorRegistry()
     BridgeMetrics(a, version="x", processing_guarantee="exactly_once", ordering="partition")
@@ -67,7 +69,9 @@ def test_collectors_use_the_injected_registry_only():
     assert value(a, "norce_bridge_ready") == 0
 
 
-def test_command_finished_counts_and_times(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_command_finished_counts_and_times(
+    registry: CollectorRegistry, metrics: BridgeMetrics
+) -> None:
     """Counts a finished command by type and outcome and observes its duration."""
     metrics.command_finished("SetOrderState", "applied", 0.02)
     metrics.command_finished("SetOrderState", "applied", 0.03)
@@ -87,7 +91,9 @@ def test_command_finished_counts_and_times(registry: CollectorRegistry, metrics:
     ) == pytest.approx(0.05)
 
 
-def test_command_labels_are_pre_initialised(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_command_labels_are_pre_initialised(
+    registry: CollectorRegistry, metrics: BridgeMetrics
+) -> None:
     """Every known type x outcome exists at zero before the first command."""
     for outcome in COMMAND_OUTCOMES:
         assert (
@@ -95,7 +101,9 @@ def test_command_labels_are_pre_initialised(registry: CollectorRegistry, metrics
         )
 
 
-def test_unknown_type_and_outcome_are_bounded(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_unknown_type_and_outcome_are_bounded(
+    registry: CollectorRegistry, metrics: BridgeMetrics
+) -> None:
     """Maps an unknown command type to unknown and an unknown outcome to other."""
     metrics.command_finished("order-4711", "exploded-4711", 1.0)
     assert value(registry, "norce_bridge_commands_total", type="unknown", outcome="other") == 1
@@ -104,7 +112,7 @@ def test_unknown_type_and_outcome_are_bounded(registry: CollectorRegistry, metri
 
 def test_command_duration_buckets_span_5ms_to_60s(
     registry: CollectorRegistry, metrics: BridgeMetrics
-):
+) -> None:
     """The command duration histogram has buckets from 5 ms to 60 s."""
     metrics.command_finished("SetOrderState", "applied", 0.001)
     bounds = label_values(registry, "norce_bridge_command_duration_seconds_bucket", "le")
@@ -118,12 +126,14 @@ def test_command_duration_buckets_span_5ms_to_60s(
     [(200, "2xx"), (204, "2xx"), (304, "3xx"), (404, "4xx"), (429, "4xx"), (503, "5xx"),
      (None, "error"), (99, "error"), (700, "error")],
 )  # fmt: skip
-def test_status_class(status: int | None, expected: str):
+def test_status_class(status: int | None, expected: str) -> None:
     """Maps HTTP statuses to their class and no response to error."""
     assert status_class(status) == expected
 
 
-def test_api_request_counts_by_status_class(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_api_request_counts_by_status_class(
+    registry: CollectorRegistry, metrics: BridgeMetrics
+) -> None:
     """Counts API requests by method, endpoint and status class, and times them."""
     ep = "/api/v0/checkout/orders/{order_id}/state"
     metrics.api_request("PUT", ep, 200, 0.01)
@@ -150,7 +160,7 @@ def test_api_request_counts_by_status_class(registry: CollectorRegistry, metrics
 
 def test_raw_order_ids_in_endpoints_are_templated(
     registry: CollectorRegistry, metrics: BridgeMetrics
-):
+) -> None:
     """A raw URL with an order id is reduced to a template, so the id never becomes a label."""
     metrics.api_request("GET", "/api/v0/checkout/orders/ord-secret-77/state?x=1", 200, 0.01)
     metrics.on_retry("/api/v0/checkout/orders/1234567", "5xx")
@@ -169,7 +179,9 @@ def test_raw_order_ids_in_endpoints_are_templated(
     )
 
 
-def test_endpoint_cardinality_is_capped(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_endpoint_cardinality_is_capped(
+    registry: CollectorRegistry, metrics: BridgeMetrics
+) -> None:
     """Beyond the cap, new endpoints are counted as other."""
     for i in range(MAX_DISTINCT_ENDPOINTS + 10):
         metrics.api_request("GET", f"endpoint_{chr(97 + i % 26)}{'x' * (i // 26)}", 200, 0.01)
@@ -178,13 +190,13 @@ def test_endpoint_cardinality_is_capped(registry: CollectorRegistry, metrics: Br
     assert "other" in endpoints
 
 
-def test_unknown_http_method_is_other(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_unknown_http_method_is_other(registry: CollectorRegistry, metrics: BridgeMetrics) -> None:
     """An unexpected HTTP method becomes other."""
     metrics.api_request("BREW", "get_order", 200, 0.01)
     assert label_values(registry, "norce_bridge_api_requests_total", "method") == {"other"}
 
 
-def test_retries_bounded_reasons(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_retries_bounded_reasons(registry: CollectorRegistry, metrics: BridgeMetrics) -> None:
     """Counts retries by reason; unknown reasons become other."""
     metrics.on_retry("set_state", "429")
     metrics.on_retry("set_state", "timeout")
@@ -197,7 +209,7 @@ def test_retries_bounded_reasons(registry: CollectorRegistry, metrics: BridgeMet
     )
 
 
-def test_dead_letters_by_reason(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_dead_letters_by_reason(registry: CollectorRegistry, metrics: BridgeMetrics) -> None:
     """Counts dead letters by short reason codes; malformed codes become other."""
     metrics.dead_lettered("invalid_json")
     metrics.dead_lettered("schema_mismatch")
@@ -208,7 +220,9 @@ def test_dead_letters_by_reason(registry: CollectorRegistry, metrics: BridgeMetr
     assert value(registry, "norce_bridge_dead_letters_total", reason="oversize") == 0
 
 
-def test_dead_letter_reasons_are_capped(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_dead_letter_reasons_are_capped(
+    registry: CollectorRegistry, metrics: BridgeMetrics
+) -> None:
     """Never more than the cap of distinct dead-letter reasons (plus other)."""
     for i in range(MAX_DISTINCT_REASONS * 2):
         metrics.dead_lettered(f"reason_{i}")
@@ -217,7 +231,7 @@ def test_dead_letter_reasons_are_capped(registry: CollectorRegistry, metrics: Br
     )
 
 
-def test_published_counts_per_topic(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_published_counts_per_topic(registry: CollectorRegistry, metrics: BridgeMetrics) -> None:
     """Counts acknowledged records per output topic."""
     metrics.published("norce.order.snapshots")
     metrics.published("norce.order.snapshots", 3)
@@ -230,7 +244,7 @@ def test_published_counts_per_topic(registry: CollectorRegistry, metrics: Bridge
     )
 
 
-def test_runtime_gauges(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_runtime_gauges(registry: CollectorRegistry, metrics: BridgeMetrics) -> None:
     """In-flight, buffered, paused, ready and rebalances reflect the last call."""
     metrics.set_in_flight(7)
     metrics.set_buffered(120)
@@ -249,7 +263,7 @@ def test_runtime_gauges(registry: CollectorRegistry, metrics: BridgeMetrics):
 
 def test_partition_series_are_forgotten_on_revoke(
     registry: CollectorRegistry, metrics: BridgeMetrics
-):
+) -> None:
     """Lag and committed offset series of a revoked partition disappear."""
     metrics.set_lag("cmds", 0, 12)
     metrics.set_committed("cmds", 0, 100)
@@ -263,15 +277,18 @@ def test_partition_series_are_forgotten_on_revoke(
     assert value(registry, "norce_bridge_consumer_lag", topic="cmds", partition="1") == 3
 
 
-def test_negative_lag_is_clamped(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_negative_lag_is_clamped(registry: CollectorRegistry, metrics: BridgeMetrics) -> None:
     """A transiently negative lag (stale high watermark) is reported as zero."""
     metrics.set_lag("cmds", 0, -5)
     assert value(registry, "norce_bridge_consumer_lag", topic="cmds", partition="0") == 0
 
 
 @pytest.mark.parametrize("state", ["closed", "open", "half_open"])
-def test_circuit_state_is_one_hot(registry: CollectorRegistry, metrics: BridgeMetrics, state: str):
+def test_circuit_state_is_one_hot(
+    registry: CollectorRegistry, metrics: BridgeMetrics, state: str
+) -> None:
     """Exactly one circuit state is 1 and circuit_open agrees."""
+    # Parametrized with plain strings; set_circuit takes the CircuitState vocabulary.
     metrics.set_circuit(state)  # type: ignore[arg-type]
     states = {
         s: value(registry, "norce_bridge_circuit_state", state=s)
@@ -281,13 +298,13 @@ def test_circuit_state_is_one_hot(registry: CollectorRegistry, metrics: BridgeMe
     assert value(registry, "norce_bridge_circuit_open") == (1 if state == "open" else 0)
 
 
-def test_circuit_starts_closed(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_circuit_starts_closed(registry: CollectorRegistry, metrics: BridgeMetrics) -> None:
     """A new instance reports a closed circuit."""
     assert value(registry, "norce_bridge_circuit_state", state="closed") == 1
     assert value(registry, "norce_bridge_circuit_open") == 0
 
 
-def test_last_success_timestamp(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_last_success_timestamp(registry: CollectorRegistry, metrics: BridgeMetrics) -> None:
     """Records the wall-clock time of the last success."""
     before = time.time()
     metrics.command_succeeded_now()
@@ -296,7 +313,7 @@ def test_last_success_timestamp(registry: CollectorRegistry, metrics: BridgeMetr
     assert before <= stamp <= time.time()
 
 
-def test_latencies(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_latencies(registry: CollectorRegistry, metrics: BridgeMetrics) -> None:
     """Observes end-to-end latency and event-loop lag (latest gauge and histogram)."""
     metrics.e2e_latency(1.5)
     metrics.event_loop_lag(0.03)
@@ -306,7 +323,9 @@ def test_latencies(registry: CollectorRegistry, metrics: BridgeMetrics):
     assert value(registry, "norce_bridge_event_loop_lag_histogram_seconds_count") == 2
 
 
-def test_process_collectors_are_registered(registry: CollectorRegistry, metrics: BridgeMetrics):
+def test_process_collectors_are_registered(
+    registry: CollectorRegistry, metrics: BridgeMetrics
+) -> None:
     """Process, platform and GC collectors are on the same registry."""
     text = generate_latest(registry).decode()
     assert "process_start_time_seconds" in text

@@ -469,6 +469,7 @@ def test_list_default_page(clock: Clock) -> None:
     app.seed(3, "norce", "other-channel")
     body = call(app, "GET", BASE).json()
     assert len(body["data"]) == 10
+    # get_order is Optional, but every seeded id exists (a None would fail the test here).
     expected_sum = round(
         sum(app.get_order(i)["total"]["includingVat"] for i in app.seeded_ids),  # type: ignore[index]
         2,
