@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 import trustme
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_LATEST
 
 from bridge.health import HealthServer, start_health_server
 from bridge.metrics import BridgeMetrics
@@ -104,10 +105,28 @@ async def test_metrics_endpoint(server: HealthServer):
     """Serves the registry in the Prometheus text format."""
     resp = await request(server, "GET", "/metrics")
     assert resp.status == 200
-    assert resp.headers["content-type"] == CONTENT_TYPE_LATEST
+    assert resp.headers["content-type"] == CONTENT_TYPE_PLAIN_0_0_4
     assert int(resp.headers["content-length"]) == len(resp.body)
     assert b'norce_bridge_build_info{ordering="key"' in resp.body
     assert b"process_start_time_seconds" in resp.body
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        ("text/plain;version=1.0.0", CONTENT_TYPE_LATEST + "; escaping=underscores"),
+        ("application/openmetrics-text;version=1.0.0", OPENMETRICS_LATEST + "; escaping=underscores"),
+    ],
+)
+async def test_metrics_negotiates_the_format(server: HealthServer, accept: str, content_type: str):
+    """The format follows the scraper's Accept header (prometheus_client's own negotiation)."""
+    raw = f"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\r\n".encode()
+    resp = await request(server, "", "", raw=raw)
+    assert resp.status == 200
+    assert resp.headers["content-type"].replace(" ", "") == content_type.replace(" ", "")
+    assert b"norce_bridge_build_info" in resp.body
+    if "openmetrics" in accept:
+        assert resp.body.endswith(b"# EOF\n")
 
 
 async def test_metrics_ignores_query_string(server: HealthServer):
@@ -181,10 +200,11 @@ async def test_malformed_request_is_400(server: HealthServer):
 
 
 async def test_oversized_headers_are_rejected(server: HealthServer):
-    """Headers beyond the limit answer 431."""
+    """A header beyond the limit is a bad request (aiohttp's 400) and the server keeps serving."""
     raw = b"GET /healthz HTTP/1.1\r\n" + b"X-Big: " + b"a" * 40_000 + b"\r\n\r\n"
     resp = await request(server, "", "", raw=raw)
-    assert resp.status == 431
+    assert resp.status == 400
+    assert (await request(server, "GET", "/healthz")).status == 200
 
 
 async def test_concurrent_requests(server: HealthServer):
