@@ -115,7 +115,10 @@ async def test_metrics_endpoint(server: HealthServer):
     ("accept", "content_type"),
     [
         ("text/plain;version=1.0.0", CONTENT_TYPE_LATEST + "; escaping=underscores"),
-        ("application/openmetrics-text;version=1.0.0", OPENMETRICS_LATEST + "; escaping=underscores"),
+        (
+            "application/openmetrics-text;version=1.0.0",
+            OPENMETRICS_LATEST + "; escaping=underscores",
+        ),
     ],
 )
 async def test_metrics_negotiates_the_format(server: HealthServer, accept: str, content_type: str):
