@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 import trustme
 from prometheus_client import CONTENT_TYPE_LATEST, CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_LATEST
 
 from bridge.health import HealthServer, start_health_server
@@ -136,6 +137,25 @@ async def test_metrics_ignores_query_string(server: HealthServer):
     """A query string does not change the path."""
     resp = await request(server, "GET", "/metrics?name[]=x")
     assert resp.status == 200
+
+
+class BrokenCollector:
+    """A collector whose collection fails, with a secret in the error."""
+
+    def collect(self) -> list[Metric]:
+        """Raise like a broken custom collector."""
+        raise RuntimeError("secret-token-from-collector")
+
+
+async def test_metrics_collection_failure_is_500_and_survivable(state: FakeState):
+    """A failing collector answers 500 without details; the other endpoints keep working."""
+    registry = CollectorRegistry()
+    registry.register(BrokenCollector())
+    async with await start_health_server(registry, state, host="127.0.0.1", port=0) as srv:
+        resp = await request(srv, "GET", "/metrics")
+        assert resp.status == 500
+        assert b"secret-token" not in resp.body
+        assert (await request(srv, "GET", "/healthz")).status == 200
 
 
 async def test_healthz_ok(server: HealthServer):
