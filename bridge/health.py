@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, MutableMapping
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -41,6 +41,31 @@ class HealthState(Protocol):
     def is_ready(self) -> tuple[bool, str]:
         """Whether the bridge is a group member, the broker is reachable and no drain is running."""
         ...
+
+
+class _QuietProtocolErrors(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's protocol logger: malformed requests at DEBUG, without the request's bytes.
+
+    aiohttp logs a request it cannot parse at ERROR (or DEBUG) with a traceback that quotes
+    the bytes received. A scanner or a broken probe is not the bridge's error, and what it
+    sent does not belong in the log. Handler errors never get here: the middleware logs them.
+    """
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        kwargs.pop("exc_info", None)
+        return msg, kwargs
+
+    def exception(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: Any = True,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.debug(msg, *args)
 
 
 class HealthServer:
@@ -132,7 +157,12 @@ async def start_health_server(
     app.router.add_get("/metrics", make_aiohttp_handler(registry, disable_compression=True))
     app.router.add_get("/healthz", _probe("liveness", state.is_alive))
     app.router.add_get("/readyz", _probe("readiness", state.is_ready))
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+        logger=_QuietProtocolErrors(_log, {}),
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

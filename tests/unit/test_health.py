@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -220,6 +221,18 @@ async def test_malformed_request_is_400(server: HealthServer):
     resp = await request(server, "", "", raw=b"hello\r\n\r\n")
     assert resp.status == 400
     assert (await request(server, "GET", "/healthz")).status == 200
+
+
+async def test_malformed_requests_are_not_logged_as_errors(
+    server: HealthServer, caplog: pytest.LogCaptureFixture
+):
+    """Garbage from a scanner is no error of the bridge's, and its bytes are not logged."""
+    caplog.set_level(logging.DEBUG)
+    await request(server, "", "", raw=b"hello secret-garbage\r\n\r\n")
+    raw = b"GET /healthz HTTP/1.1\r\nX-Big: secret-" + b"a" * 40_000 + b"\r\n\r\n"
+    await request(server, "", "", raw=raw)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "secret-" not in caplog.text
 
 
 async def test_oversized_headers_are_rejected(server: HealthServer):
