@@ -12,11 +12,11 @@ import json
 import logging
 import random
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pydantic
@@ -40,6 +40,7 @@ from bridge.errors import (
     NorceUnauthorizedError,
     NorceUnavailableError,
 )
+from bridge.lease import LeaseLost, write_gate
 from bridge.norce import (
     MAX_ORDER_ID_LENGTH,
     ApiResult,
@@ -52,6 +53,8 @@ from bridge.norce import (
 from bridge.norce_http import http_client_from_settings
 from bridge.norce_retry import full_jitter
 from bridge.order_model import Order, OrderStatus
+
+T = TypeVar("T")
 
 API_KEY = "s3cr3t-KEY-do-not-leak-0123456789"
 BASE = "https://customer-slug.api-se.playground.norce.tech/checkout/order/"
@@ -750,6 +753,80 @@ async def test_local_protocol_error_is_not_retried(make: MakeHarness) -> None:
         await h.client.get_order_json("o_1", merchant="norce", channel="1")
     assert type(info.value) is NorceApiError
     assert len(h.requests) == 1
+
+
+# --------------------------------------------------------------------------- write gate
+
+
+class ScriptedGate:
+    """A write gate that grants ``grants`` acquisitions, each after ``wait_s`` of fake time."""
+
+    def __init__(self, time: FakeTime, grants: int = 100, wait_s: float = 0.0) -> None:
+        self.time = time
+        self.grants = grants
+        self.wait_s = wait_s
+        self.acquired = 0
+
+    async def acquire(self) -> None:
+        self.acquired += 1
+        if self.acquired > self.grants:
+            raise LeaseLost("partition 0 is no longer assigned here")
+        self.time.now += self.wait_s
+
+    async def before_delete(self, previous_status: str | None) -> None:
+        return None
+
+
+async def _with_gate(gate: ScriptedGate, call: Callable[[], Awaitable[T]]) -> T:
+    token = write_gate.set(gate)
+    try:
+        return await call()
+    finally:
+        write_gate.reset(token)
+
+
+async def test_every_write_attempt_waits_for_the_gate_and_reads_never_do(
+    make: MakeHarness,
+) -> None:
+    """Retries of a write pass the gate again before each attempt; a GET never asks it."""
+    h = make(script(err(503), httpx.ReadTimeout("t"), httpx.Response(204)))
+    gate = ScriptedGate(h.time)
+    result = await _with_gate(
+        gate, lambda: h.client.delete_order("o_1", merchant="norce", channel="1")
+    )
+    assert (result.attempts, gate.acquired) == (3, 3)
+    g = make(script(httpx.Response(200, json=ORDER)))
+    read_gate = ScriptedGate(g.time)
+    await _with_gate(read_gate, lambda: g.client.get_order_json("o_1", merchant="n", channel="1"))
+    assert read_gate.acquired == 0
+
+
+async def test_time_waiting_for_the_gate_does_not_count_against_the_deadline(
+    make: MakeHarness,
+) -> None:
+    """A lease wait longer than the whole deadline still leaves the API its full deadline."""
+    policy = RetrySettings(deadline_s=5.0, base_delay_s=1.0, max_delay_s=1.0)
+    h = make(script(err(503), httpx.Response(204)), retry=policy)
+    gate = ScriptedGate(h.time, wait_s=60.0)
+    result = await _with_gate(
+        gate, lambda: h.client.delete_order("o_1", merchant="norce", channel="1")
+    )
+    assert result.attempts == 2
+    first, second = (r.extensions["timeout"] for r in h.requests)
+    assert first["read"] == pytest.approx(5.0)  # the wait before it was not the API's time
+    assert second["read"] == pytest.approx(5.0 - h.time.sleeps[0])
+
+
+async def test_a_lease_lost_before_a_retry_ends_the_call_without_sending(
+    make: MakeHarness,
+) -> None:
+    """The gate refusing the retry raises LeaseLost at once: no second request, no retry."""
+    h = make(script(err(503)))
+    gate = ScriptedGate(h.time, grants=1)
+    with pytest.raises(LeaseLost):
+        await _with_gate(gate, lambda: h.client.set_state("o_1", "x", merchant="n", channel="1"))
+    assert len(h.requests) == 1
+    assert h.observer.retries == [("set_state", "5xx")]
 
 
 # --------------------------------------------------------------------------- observer
