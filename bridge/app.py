@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import stamina
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -32,9 +33,11 @@ from bridge.config import BridgeSettings
 from bridge.errors import ConfigError, SchemaLoadError
 from bridge.health import HealthServer, start_health_server
 from bridge.metrics import BridgeMetrics
-from bridge.norce import NorceClient, RetryPolicy, build_http_client, load_secret
+from bridge.norce import NorceClient
+from bridge.norce_http import http_client_from_settings
 from bridge.processor import Processor, check_record_limits
 from bridge.runtime import Runtime, kafka_client_options
+from bridge.secret_files import load_secret
 from bridge.startup import KafkaStartupError, wait_for_kafka
 
 log = logging.getLogger("bridge.app")
@@ -258,30 +261,13 @@ async def build_service(
                 refused=True,
             ) from None
         n = settings.norce
-        http = build_http_client(
-            n.resolved_base_url(),
-            max_connections=n.max_connections,
-            max_keepalive=n.max_connections,
-            connect_timeout=n.connect_timeout_s,
-            read_timeout=n.read_timeout_s,
-            write_timeout=n.write_timeout_s,
-            pool_timeout=n.pool_timeout_s,
-            http_backend=n.http_backend,
-        )
+        http = http_client_from_settings(n)
         stack.push_async_callback(http.aclose)
-        r = n.retry
+        # The client reports retries to the metrics and logs them itself: no stamina defaults
+        # (its own log line and a counter on the global registry).
+        stamina.instrumentation.set_on_retry_hooks([])
         client = NorceClient(
-            http,
-            api_key=key,
-            adapter_id=n.adapter_id,
-            retry=RetryPolicy(
-                max_attempts=r.max_attempts,
-                base_delay_s=r.base_delay_s,
-                max_delay_s=r.max_delay_s,
-                retry_after_cap_s=r.retry_after_cap_s,
-                deadline_s=r.deadline_s,
-            ),
-            observer=metrics,
+            http, api_key=key, adapter_id=n.adapter_id, retry=n.retry, observer=metrics
         )
         processor = Processor(
             client,

@@ -53,7 +53,7 @@ from bridge.errors import (
     InvalidOrderIdError,
 )
 from bridge.jsonstrict import JsonInputError, loads_strict
-from bridge.norce import validate_order_id
+from bridge.order_ids import validate_order_id
 from bridge.order_model import OrderStatus
 
 AVRO_CONTENT_TYPE = "application/avro"
@@ -79,7 +79,7 @@ RFC3339_PATTERN: Final = (
 ID_PATTERN: Final = r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?(?!\n)$"
 # merchant/channel are HTTP header values: printable ASCII, inner spaces only.
 SCOPE_PATTERN: Final = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?(?!\n)$"
-# One URL path segment (see bridge.norce.validate_order_id, the authority): no / ? # % \,
+# One URL path segment (see bridge.order_ids.validate_order_id, the authority): no / ? # % \,
 # whitespace, control or common format characters, not a dot segment.
 ORDER_ID_PATTERN: Final = (
     r"^(?!\.\.?$)[^/?#%\\\s\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f"

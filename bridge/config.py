@@ -119,6 +119,13 @@ class TopicSettings(_Section):
 
 
 class RetrySettings(_Section):
+    """How one Norce API call retries (``BRIDGE_NORCE__RETRY__*``; applied by bridge.norce_retry).
+
+    Retry ``n`` (0-based) waits ``uniform(0, min(max_delay_s, base_delay_s * 2**n))`` (full
+    jitter) or the server's ``Retry-After`` capped at ``retry_after_cap_s``; at most
+    ``max_attempts`` attempts, and never a sleep past ``deadline_s`` after the call started.
+    """
+
     max_attempts: int = Field(default=6, ge=1)
     base_delay_s: float = Field(default=0.1, ge=0)
     max_delay_s: float = Field(default=5.0, ge=0)

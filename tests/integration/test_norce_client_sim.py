@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
+import stamina
 from norce_simulator import (
     SimulatorConfig,
     SimulatorHandle,
@@ -17,25 +17,27 @@ from norce_simulator import (
 )
 from pydantic import SecretStr
 
+from bridge.config import RetrySettings
 from bridge.errors import (
     NorceInvalidRequestError,
     NorceNotFoundError,
     NorceUnauthorizedError,
     NorceUnavailableError,
 )
-from bridge.norce import NorceClient, RetryPolicy, build_http_client
+from bridge.norce import NorceClient
+from bridge.norce_http import NorceHttpClient, build_http_client
 from bridge.order_model import Order, OrderStatus
 
 API_KEY = "sim-api-key"
 MERCHANT = "norce"
 CHANNEL = "1"
 READ_TIMEOUT = 0.3
-FAST = RetryPolicy(max_attempts=6, base_delay_s=0.005, max_delay_s=0.02, deadline_s=10.0)
+FAST = RetrySettings(max_attempts=6, base_delay_s=0.005, max_delay_s=0.02, deadline_s=10.0)
 
 
 @dataclass
 class Recorder:
-    """Observer and sleep function that record what the client did."""
+    """Observer and stamina retry hook that record what the client did (and slept)."""
 
     requests: list[tuple[str, str, int | None]] = field(default_factory=list)
     retries: list[tuple[str, str]] = field(default_factory=list)
@@ -48,11 +50,11 @@ class Recorder:
     def on_retry(self, endpoint: str, reason: str) -> None:
         self.retries.append((endpoint, reason))
 
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
+    def before_sleep(self, details: stamina.instrumentation.RetryDetails) -> None:
+        """stamina calls this right before it sleeps ``details.wait_for`` seconds."""
+        self.sleeps.append(details.wait_for)
         if self.on_sleep is not None:
             self.on_sleep()
-        await asyncio.sleep(seconds)
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ async def sim() -> AsyncIterator[SimulatorHandle]:
 @pytest.fixture(params=["httpx", "aiohttp"])
 async def http(
     request: pytest.FixtureRequest, sim: SimulatorHandle
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[NorceHttpClient]:
     """The process-wide HTTP client, once per backend, with a short read timeout."""
     client = build_http_client(sim.url, read_timeout=READ_TIMEOUT, http_backend=request.param)
     try:
@@ -83,27 +85,30 @@ MakeClient = Callable[..., NorceClient]
 
 
 @pytest.fixture
-def make(http: httpx.AsyncClient) -> MakeClient:
-    """Factory of NorceClients sharing the fixture's HTTP client."""
+def make(http: NorceHttpClient) -> Iterator[MakeClient]:
+    """Factory of NorceClients sharing the fixture's HTTP client (one recorder per test)."""
+    hooks = stamina.instrumentation.get_on_retry_hooks()
 
     def factory(
         *,
         key: str = API_KEY,
-        retry: RetryPolicy = FAST,
+        retry: RetrySettings = FAST,
         recorder: Recorder | None = None,
         adapter_id: str | None = None,
     ) -> NorceClient:
         rec = recorder or Recorder()
-        return NorceClient(
+        client = NorceClient(
             http,
             api_key=SecretStr(key),
             adapter_id=adapter_id,
             retry=retry,
             observer=rec,
-            sleep=rec.sleep,
         )
+        stamina.instrumentation.set_on_retry_hooks([rec.before_sleep])
+        return client
 
-    return factory
+    yield factory
+    stamina.instrumentation.set_on_retry_hooks(hooks)
 
 
 def seed_one(sim: SimulatorHandle) -> str:
@@ -325,7 +330,7 @@ async def test_random_faults_are_absorbed_by_retries(
         hang_s=5.0,
     )
     recorder = Recorder()
-    policy = RetryPolicy(max_attempts=20, base_delay_s=0.005, max_delay_s=0.02, deadline_s=30.0)
+    policy = RetrySettings(max_attempts=20, base_delay_s=0.005, max_delay_s=0.02, deadline_s=30.0)
     client = make(recorder=recorder, retry=policy)
     results = await asyncio.gather(
         *(client.get_order_json(i, merchant=MERCHANT, channel=CHANNEL) for i in ids)
@@ -361,7 +366,7 @@ async def test_down_for_good_gives_up_after_max_attempts(
     """A permanently down API raises NorceUnavailableError after max_attempts, changing nothing."""
     order_id = seed_one(sim)
     sim.app.set_faults(down=True)
-    policy = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.002)
+    policy = RetrySettings(max_attempts=3, base_delay_s=0.001, max_delay_s=0.002)
     with pytest.raises(NorceUnavailableError) as info:
         await make(retry=policy).set_state(
             order_id, "processing", merchant=MERCHANT, channel=CHANNEL

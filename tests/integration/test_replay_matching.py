@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import SecretStr
 
+from bridge.config import RetrySettings
 from bridge.errors import NorceApiError
-from bridge.norce import NorceClient, RetryPolicy, build_http_client
+from bridge.norce import NorceClient, build_http_client
 from bridge.processor import Processor, SourceRecord
 
 from .harness import API_KEY, set_state, simulator
@@ -26,7 +27,7 @@ async def test_a_replayed_command_whose_put_succeeded_before_still_claims_its_tr
         client = NorceClient(
             http,
             api_key=SecretStr(API_KEY),
-            retry=RetryPolicy(max_attempts=1, base_delay_s=0.0),
+            retry=RetrySettings(max_attempts=1, base_delay_s=0.0),
         )
         try:
             p = Processor(client)

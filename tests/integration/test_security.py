@@ -39,7 +39,7 @@ from norce_simulator import ScriptedResponse, SimulatorConfig, SimulatorHandle, 
 from pydantic import SecretStr
 
 from bridge.app import build_service, ensure_topics, kafka_options
-from bridge.config import BridgeSettings, KafkaSettings, NorceSettings, load_settings
+from bridge.config import BridgeSettings, KafkaSettings, NorceSettings, RetrySettings, load_settings
 from bridge.errors import (
     ConfigError,
     InvalidCommandError,
@@ -54,7 +54,7 @@ from bridge.errors import (
     NorceUnavailableError,
 )
 from bridge.logs import configure_logging
-from bridge.norce import NorceClient, RetryPolicy, build_http_client, load_secret
+from bridge.norce import NorceClient, build_http_client, load_secret
 
 from .harness import (
     API_KEY,
@@ -854,7 +854,7 @@ async def test_norce_client_errors_under_faults_carry_no_secret() -> None:
             http,
             api_key=SecretStr(key),
             adapter_id="adapter",
-            retry=RetryPolicy(max_attempts=1, deadline_s=3),
+            retry=RetrySettings(max_attempts=1, deadline_s=3),
         )
         scanner.scan_text("repr(client)", repr(client))
         scanner.scan_text("str(client)", str(client))
@@ -878,7 +878,7 @@ async def test_norce_client_errors_under_faults_carry_no_secret() -> None:
             await attempt(client.get_order_json(o, merchant="norce", channel="1"))
         # A rejected key (another one): 401.
         wrong = NorceClient(
-            http, api_key=SecretStr("not-the-key"), retry=RetryPolicy(max_attempts=1)
+            http, api_key=SecretStr("not-the-key"), retry=RetrySettings(max_attempts=1)
         )
         sim.app.set_faults(error_rate=0, rate_limit_rate=0, reset_rate=0, script=[])
         await attempt(wrong.get_order_json(orders[9], merchant="norce", channel="1"))

@@ -7,9 +7,10 @@ from typing import Literal
 import pytest
 from pydantic import SecretStr
 
+from bridge.config import RetrySettings
 from bridge.errors import NorceApiError
 from bridge.lease import LeaseLost, write_gate
-from bridge.norce import NorceClient, RetryPolicy, build_http_client
+from bridge.norce import NorceClient, build_http_client
 
 from .harness import API_KEY, simulator
 
@@ -39,7 +40,7 @@ async def test_each_write_passes_the_gate_before_its_bytes_leave(
     async with simulator() as sim:
         [order] = sim.app.seed(1, "norce", "1", status="checkout")
         http = build_http_client(sim.url, http_backend=backend)
-        client = NorceClient(http, api_key=SecretStr(API_KEY), retry=RetryPolicy(max_attempts=1))
+        client = NorceClient(http, api_key=SecretStr(API_KEY), retry=RetrySettings(max_attempts=1))
         gate = CountingGate(grants=10)
         token = write_gate.set(gate)
         try:
@@ -60,7 +61,7 @@ async def test_a_lease_lost_after_the_clients_check_stops_the_write(grants: int)
     async with simulator() as sim:
         [order] = sim.app.seed(1, "norce", "1", status="checkout")
         http = build_http_client(sim.url, http_backend="aiohttp")
-        client = NorceClient(http, api_key=SecretStr(API_KEY), retry=RetryPolicy(max_attempts=1))
+        client = NorceClient(http, api_key=SecretStr(API_KEY), retry=RetrySettings(max_attempts=1))
         gate = CountingGate(grants=grants)
         token = write_gate.set(gate)
         try:

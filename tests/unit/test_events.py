@@ -761,7 +761,7 @@ def test_compiled_fast_path_equals_the_generic_walk() -> None:
     """The compiled snapshot mapping gives exactly the generic walk's record for real orders."""
     from norce_simulator import SimulatorApp, SimulatorConfig
 
-    from bridge.events import _FAST_ORDER, _ORDER, _object_to_record
+    from bridge.snapshot import order_record_checked, order_record_fast
 
     app = SimulatorApp(SimulatorConfig(orders=0, seed=5))
     fixture = json.loads(
@@ -770,4 +770,6 @@ def test_compiled_fast_path_equals_the_generic_walk() -> None:
     orders = [fixture] + [app.get_order(i) for i in app.seed(40)]
     for order in orders:
         assert order is not None
-        assert _FAST_ORDER(order) == _object_to_record(_ORDER, order, "order")
+        fast = order_record_fast(order)
+        assert fast is not None
+        assert fast == order_record_checked(order)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -11,7 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 import trustme
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_LATEST
 
 from bridge.health import HealthServer, start_health_server
 from bridge.metrics import BridgeMetrics
@@ -104,16 +107,58 @@ async def test_metrics_endpoint(server: HealthServer) -> None:
     """Serves the registry in the Prometheus text format."""
     resp = await request(server, "GET", "/metrics")
     assert resp.status == 200
-    assert resp.headers["content-type"] == CONTENT_TYPE_LATEST
+    assert resp.headers["content-type"] == CONTENT_TYPE_PLAIN_0_0_4
     assert int(resp.headers["content-length"]) == len(resp.body)
     assert b'norce_bridge_build_info{ordering="key"' in resp.body
     assert b"process_start_time_seconds" in resp.body
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        ("text/plain;version=1.0.0", CONTENT_TYPE_LATEST + "; escaping=underscores"),
+        (
+            "application/openmetrics-text;version=1.0.0",
+            OPENMETRICS_LATEST + "; escaping=underscores",
+        ),
+    ],
+)
+async def test_metrics_negotiates_the_format(
+    server: HealthServer, accept: str, content_type: str
+) -> None:
+    """The format follows the scraper's Accept header (prometheus_client's own negotiation)."""
+    raw = f"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\r\n".encode()
+    resp = await request(server, "", "", raw=raw)
+    assert resp.status == 200
+    assert resp.headers["content-type"].replace(" ", "") == content_type.replace(" ", "")
+    assert b"norce_bridge_build_info" in resp.body
+    if "openmetrics" in accept:
+        assert resp.body.endswith(b"# EOF\n")
 
 
 async def test_metrics_ignores_query_string(server: HealthServer) -> None:
     """A query string does not change the path."""
     resp = await request(server, "GET", "/metrics?name[]=x")
     assert resp.status == 200
+
+
+class BrokenCollector:
+    """A collector whose collection fails, with a secret in the error."""
+
+    def collect(self) -> list[Metric]:
+        """Raise like a broken custom collector."""
+        raise RuntimeError("secret-token-from-collector")
+
+
+async def test_metrics_collection_failure_is_500_and_survivable(state: FakeState) -> None:
+    """A failing collector answers 500 without details; the other endpoints keep working."""
+    registry = CollectorRegistry()
+    registry.register(BrokenCollector())
+    async with await start_health_server(registry, state, host="127.0.0.1", port=0) as srv:
+        resp = await request(srv, "GET", "/metrics")
+        assert resp.status == 500
+        assert b"secret-token" not in resp.body
+        assert (await request(srv, "GET", "/healthz")).status == 200
 
 
 async def test_healthz_ok(server: HealthServer) -> None:
@@ -182,11 +227,24 @@ async def test_malformed_request_is_400(server: HealthServer) -> None:
     assert (await request(server, "GET", "/healthz")).status == 200
 
 
+async def test_malformed_requests_are_not_logged_as_errors(
+    server: HealthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Garbage from a scanner is no error of the bridge's, and its bytes are not logged."""
+    caplog.set_level(logging.DEBUG)
+    await request(server, "", "", raw=b"hello secret-garbage\r\n\r\n")
+    raw = b"GET /healthz HTTP/1.1\r\nX-Big: secret-" + b"a" * 40_000 + b"\r\n\r\n"
+    await request(server, "", "", raw=raw)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "secret-" not in caplog.text
+
+
 async def test_oversized_headers_are_rejected(server: HealthServer) -> None:
-    """Headers beyond the limit answer 431."""
+    """A header beyond the limit is a bad request (aiohttp's 400) and the server keeps serving."""
     raw = b"GET /healthz HTTP/1.1\r\n" + b"X-Big: " + b"a" * 40_000 + b"\r\n\r\n"
     resp = await request(server, "", "", raw=raw)
-    assert resp.status == 431
+    assert resp.status == 400
+    assert (await request(server, "GET", "/healthz")).status == 200
 
 
 async def test_concurrent_requests(server: HealthServer) -> None:

@@ -1,24 +1,31 @@
-"""Unit tests of bridge.norce over httpx.MockTransport (no sockets, no real sleeping)."""
+"""Unit tests of bridge.norce over httpx.MockTransport (no sockets, no real sleeping).
+
+stamina sleeps with ``asyncio.sleep``; the ``fake_time`` fixture replaces it for the test with
+a fake that records the delay and moves the client's injected clock instead of waiting.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
 import random
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from bridge.config import NorceSettings, RetrySettings, load_settings
 from bridge.errors import (
     BridgeError,
     ConfigError,
@@ -33,17 +40,21 @@ from bridge.errors import (
     NorceUnauthorizedError,
     NorceUnavailableError,
 )
+from bridge.lease import LeaseLost, write_gate
 from bridge.norce import (
     MAX_ORDER_ID_LENGTH,
     ApiResult,
     NorceClient,
-    RetryPolicy,
-    _order_path,
     build_http_client,
     load_secret,
+    order_path,
     validate_order_id,
 )
+from bridge.norce_http import NorceHttpClient, http_client_from_settings
+from bridge.norce_retry import full_jitter
 from bridge.order_model import Order, OrderStatus
+
+T = TypeVar("T")
 
 API_KEY = "s3cr3t-KEY-do-not-leak-0123456789"
 BASE = "https://customer-slug.api-se.playground.norce.tech/checkout/order/"
@@ -124,14 +135,22 @@ MakeHarness = Callable[..., Harness]
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[MakeHarness]:
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    """The test's clock; asyncio.sleep (what stamina awaits) advances it instead of waiting."""
+    fake = FakeTime()
+    monkeypatch.setattr(asyncio, "sleep", fake.sleep)
+    return fake
+
+
+@pytest.fixture
+async def make(fake_time: FakeTime) -> AsyncIterator[MakeHarness]:
     """Factory of harnesses; closes every http client afterwards."""
     opened: list[httpx.AsyncClient] = []
 
     def factory(
         handler: Handler,
         *,
-        retry: RetryPolicy | None = None,
+        retry: RetrySettings | None = None,
         adapter_id: str | None = None,
         base_url: str = BASE,
     ) -> Harness:
@@ -143,15 +162,14 @@ async def make() -> AsyncIterator[MakeHarness]:
 
         http = build_http_client(base_url, transport=httpx.MockTransport(recording))
         opened.append(http)
-        fake = FakeTime()
+        fake = fake_time
         observer = RecordingObserver()
         client = NorceClient(
             http,
             api_key=SecretStr(API_KEY),
             adapter_id=adapter_id,
-            retry=retry or RetryPolicy(),
+            retry=retry or RetrySettings(),
             observer=observer,
-            sleep=fake.sleep,
             rng=random.Random(7),
             clock=fake.clock,
         )
@@ -300,7 +318,41 @@ async def test_build_http_client_with_aiohttp_backend() -> None:
 
     http = build_http_client(BASE, http_backend="aiohttp")
     async with http:
-        assert isinstance(http._transport, AiohttpTransport)
+        assert isinstance(http.transport, AiohttpTransport)
+
+
+async def test_build_http_client_defaults_are_the_settings_defaults() -> None:
+    """Without arguments the client is what BRIDGE_NORCE__* defaults describe."""
+    from httpx_aiohttp import AiohttpTransport
+
+    defaults = NorceSettings()
+    assert defaults.http_backend == "aiohttp"
+    async with build_http_client(BASE) as http:
+        assert http.timeout == httpx.Timeout(
+            connect=defaults.connect_timeout_s,
+            read=defaults.read_timeout_s,
+            write=defaults.write_timeout_s,
+            pool=defaults.pool_timeout_s,
+        )
+        assert isinstance(http.transport, AiohttpTransport)
+        assert http.transport.limits.max_connections == defaults.max_connections
+
+
+async def test_http_client_from_settings_follows_them() -> None:
+    """Every HTTP setting reaches the client; the httpx backend is httpx's own transport."""
+    settings = NorceSettings(
+        base_url=BASE,
+        http_backend="httpx",
+        connect_timeout_s=1.5,
+        read_timeout_s=2.5,
+        write_timeout_s=3.5,
+        pool_timeout_s=4.5,
+        max_connections=7,
+    )
+    async with http_client_from_settings(settings) as http:
+        assert http.timeout == httpx.Timeout(connect=1.5, read=2.5, write=3.5, pool=4.5)
+        assert isinstance(http.transport, httpx.AsyncHTTPTransport)
+        assert str(http.base_url) == BASE
 
 
 # --------------------------------------------------------------------------- order ids
@@ -377,7 +429,7 @@ def test_any_order_id_is_rejected_or_maps_to_one_segment(order_id: str) -> None:
     except InvalidOrderIdError:
         return
     http = httpx.AsyncClient(base_url=BASE)
-    request = http.build_request("GET", _order_path(order_id))
+    request = http.build_request("GET", order_path(order_id))
     raw_path = request.url.raw_path
     assert raw_path.startswith(PREFIX.encode() + b"/")
     segment = raw_path[len(PREFIX) + 1 :]
@@ -417,14 +469,18 @@ async def test_bad_header_values_are_rejected_before_any_request(
 def test_bad_adapter_id_is_a_config_error(adapter_id: str) -> None:
     """An adapter id that cannot be a header value fails at construction."""
     with pytest.raises(ConfigError):
-        NorceClient(httpx.AsyncClient(), api_key=SecretStr(API_KEY), adapter_id=adapter_id)
+        NorceClient(
+            NorceHttpClient(transport=httpx.AsyncHTTPTransport()),
+            api_key=SecretStr(API_KEY),
+            adapter_id=adapter_id,
+        )
 
 
 @pytest.mark.parametrize("key", ["", API_KEY + "\n", "a\r\nb"])
 def test_bad_api_key_is_a_config_error_without_the_key(key: str) -> None:
     """An API key that cannot be a header value fails at construction, without echoing it."""
     with pytest.raises(ConfigError) as info:
-        NorceClient(httpx.AsyncClient(), api_key=SecretStr(key))
+        NorceClient(NorceHttpClient(transport=httpx.AsyncHTTPTransport()), api_key=SecretStr(key))
     if key:
         assert key.strip() not in str(info.value)
 
@@ -521,7 +577,7 @@ async def test_problem_body_with_code_extension_keeps_code(make: MakeHarness) ->
 async def test_non_json_error_body_becomes_message(make: MakeHarness) -> None:
     """A non-JSON error body (a proxy's HTML page) is kept, shortened, as the message."""
     html = b"<html>\n<body>Bad gateway " + b"x" * 2000 + b"</body></html>"
-    h = make(script(httpx.Response(502, content=html)), retry=RetryPolicy(max_attempts=1))
+    h = make(script(httpx.Response(502, content=html)), retry=RetrySettings(max_attempts=1))
     with pytest.raises(NorceUnavailableError) as info:
         await h.client.get_order_json("o_1", merchant="norce", channel="1")
     message = info.value.api_message or ""
@@ -558,7 +614,7 @@ async def test_retriable_failures_are_retried_until_success(
     result = await h.client.get_order_json("o_1", merchant="norce", channel="1")
     assert (result.value, result.attempts) == (ORDER, 3)
     assert len(h.requests) == 3
-    policy = RetryPolicy()
+    policy = RetrySettings()
     assert len(h.time.sleeps) == 2
     for n, delay in enumerate(h.time.sleeps):
         assert 0 <= delay <= min(policy.max_delay_s, policy.base_delay_s * 2**n)
@@ -580,7 +636,7 @@ async def test_max_attempts_is_respected(
     make: MakeHarness, failure: httpx.Response | Exception, error_type: type[NorceApiError]
 ) -> None:
     """A persistent failure is attempted max_attempts times and then raised with that count."""
-    h = make(script(failure), retry=RetryPolicy(max_attempts=4))
+    h = make(script(failure), retry=RetrySettings(max_attempts=4))
     with pytest.raises(error_type) as info:
         await h.client.delete_order("o_1", merchant="norce", channel="1")
     assert info.value.attempts == 4
@@ -595,15 +651,15 @@ async def test_max_attempts_is_respected(
 
 async def test_backoff_grows_exponentially_and_is_capped() -> None:
     """The full-jitter ceiling doubles per retry and stops at max_delay_s."""
-    policy = RetryPolicy(base_delay_s=0.5, max_delay_s=3.0)
+    policy = RetrySettings(base_delay_s=0.5, max_delay_s=3.0)
 
     class Top(random.Random):
         def uniform(self, a: float, b: float) -> float:
             return b
 
-    assert [policy.backoff(n, Top()) for n in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert [full_jitter(policy, n, Top()) for n in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     rng = random.Random(1)
-    samples = [policy.backoff(3, rng) for _ in range(200)]
+    samples = [full_jitter(policy, 3, rng) for _ in range(200)]
     assert all(0 <= s <= 3.0 for s in samples)
     assert min(samples) < 0.5 < max(samples)
 
@@ -637,7 +693,7 @@ async def test_retry_after_http_date_is_honoured(make: MakeHarness) -> None:
 async def test_retry_after_is_capped(make: MakeHarness) -> None:
     """A Retry-After longer than the cap sleeps only the cap."""
     limited = err(429, headers={"Retry-After": "3600"})
-    policy = RetryPolicy(retry_after_cap_s=4.0)
+    policy = RetrySettings(retry_after_cap_s=4.0)
     h = make(script(limited, httpx.Response(200)), retry=policy)
     await h.client.set_state("o_1", "completed", merchant="norce", channel="1")
     assert h.time.sleeps == [4.0]
@@ -649,12 +705,12 @@ async def test_unusable_retry_after_falls_back_to_jitter(make: MakeHarness, valu
     h = make(script(err(429, headers={"Retry-After": value}), httpx.Response(200)))
     await h.client.set_state("o_1", "completed", merchant="norce", channel="1")
     (delay,) = h.time.sleeps
-    assert 0 <= delay <= RetryPolicy().base_delay_s
+    assert 0 <= delay <= RetrySettings().base_delay_s
 
 
 async def test_deadline_stops_retries_without_oversleeping(make: MakeHarness) -> None:
     """Retries stop before the total deadline; the last error is raised."""
-    policy = RetryPolicy(max_attempts=100, base_delay_s=1.0, max_delay_s=1.0, deadline_s=5.0)
+    policy = RetrySettings(max_attempts=100, base_delay_s=1.0, max_delay_s=1.0, deadline_s=5.0)
     h = make(script(err(503, {"code": "unavailable"})), retry=policy)
     start = h.time.now
     with pytest.raises(NorceUnavailableError) as info:
@@ -667,7 +723,7 @@ async def test_deadline_stops_retries_without_oversleeping(make: MakeHarness) ->
 
 async def test_retry_after_beyond_deadline_raises_immediately(make: MakeHarness) -> None:
     """A Retry-After that would overrun the deadline raises the 429 without sleeping."""
-    policy = RetryPolicy(deadline_s=10.0, retry_after_cap_s=60.0)
+    policy = RetrySettings(deadline_s=10.0, retry_after_cap_s=60.0)
     h = make(script(err(429, headers={"Retry-After": "20"})), retry=policy)
     with pytest.raises(NorceRateLimitedError) as info:
         await h.client.get_order_json("o_1", merchant="norce", channel="1")
@@ -678,7 +734,7 @@ async def test_retry_after_beyond_deadline_raises_immediately(make: MakeHarness)
 
 async def test_per_attempt_timeout_is_capped_by_remaining_deadline(make: MakeHarness) -> None:
     """Each attempt's timeouts never exceed the time left before the deadline."""
-    policy = RetryPolicy(deadline_s=3.0, base_delay_s=1.0, max_delay_s=1.0)
+    policy = RetrySettings(deadline_s=3.0, base_delay_s=1.0, max_delay_s=1.0)
     h = make(script(err(503), httpx.Response(200, json=ORDER)), retry=policy)
     await h.client.get_order_json("o_1", merchant="norce", channel="1")
     first, second = (r.extensions["timeout"] for r in h.requests)
@@ -703,6 +759,80 @@ async def test_local_protocol_error_is_not_retried(make: MakeHarness) -> None:
     assert len(h.requests) == 1
 
 
+# --------------------------------------------------------------------------- write gate
+
+
+class ScriptedGate:
+    """A write gate that grants ``grants`` acquisitions, each after ``wait_s`` of fake time."""
+
+    def __init__(self, time: FakeTime, grants: int = 100, wait_s: float = 0.0) -> None:
+        self.time = time
+        self.grants = grants
+        self.wait_s = wait_s
+        self.acquired = 0
+
+    async def acquire(self) -> None:
+        self.acquired += 1
+        if self.acquired > self.grants:
+            raise LeaseLost("partition 0 is no longer assigned here")
+        self.time.now += self.wait_s
+
+    async def before_delete(self, previous_status: str | None) -> None:
+        return None
+
+
+async def _with_gate(gate: ScriptedGate, call: Callable[[], Awaitable[T]]) -> T:
+    token = write_gate.set(gate)
+    try:
+        return await call()
+    finally:
+        write_gate.reset(token)
+
+
+async def test_every_write_attempt_waits_for_the_gate_and_reads_never_do(
+    make: MakeHarness,
+) -> None:
+    """Retries of a write pass the gate again before each attempt; a GET never asks it."""
+    h = make(script(err(503), httpx.ReadTimeout("t"), httpx.Response(204)))
+    gate = ScriptedGate(h.time)
+    result = await _with_gate(
+        gate, lambda: h.client.delete_order("o_1", merchant="norce", channel="1")
+    )
+    assert (result.attempts, gate.acquired) == (3, 3)
+    g = make(script(httpx.Response(200, json=ORDER)))
+    read_gate = ScriptedGate(g.time)
+    await _with_gate(read_gate, lambda: g.client.get_order_json("o_1", merchant="n", channel="1"))
+    assert read_gate.acquired == 0
+
+
+async def test_time_waiting_for_the_gate_does_not_count_against_the_deadline(
+    make: MakeHarness,
+) -> None:
+    """A lease wait longer than the whole deadline still leaves the API its full deadline."""
+    policy = RetrySettings(deadline_s=5.0, base_delay_s=1.0, max_delay_s=1.0)
+    h = make(script(err(503), httpx.Response(204)), retry=policy)
+    gate = ScriptedGate(h.time, wait_s=60.0)
+    result = await _with_gate(
+        gate, lambda: h.client.delete_order("o_1", merchant="norce", channel="1")
+    )
+    assert result.attempts == 2
+    first, second = (r.extensions["timeout"] for r in h.requests)
+    assert first["read"] == pytest.approx(5.0)  # the wait before it was not the API's time
+    assert second["read"] == pytest.approx(5.0 - h.time.sleeps[0])
+
+
+async def test_a_lease_lost_before_a_retry_ends_the_call_without_sending(
+    make: MakeHarness,
+) -> None:
+    """The gate refusing the retry raises LeaseLost at once: no second request, no retry."""
+    h = make(script(err(503)))
+    gate = ScriptedGate(h.time, grants=1)
+    with pytest.raises(LeaseLost):
+        await _with_gate(gate, lambda: h.client.set_state("o_1", "x", merchant="n", channel="1"))
+    assert len(h.requests) == 1
+    assert h.observer.retries == [("set_state", "5xx")]
+
+
 # --------------------------------------------------------------------------- observer
 
 
@@ -723,7 +853,9 @@ async def test_observer_sees_every_attempt_and_retry(make: MakeHarness) -> None:
     ]
 
 
-async def test_failing_observer_does_not_break_calls(caplog: pytest.LogCaptureFixture) -> None:
+async def test_failing_observer_does_not_break_calls(
+    caplog: pytest.LogCaptureFixture, fake_time: FakeTime
+) -> None:
     """An observer that raises is logged and ignored."""
 
     class Broken:
@@ -735,12 +867,10 @@ async def test_failing_observer_does_not_break_calls(caplog: pytest.LogCaptureFi
         def on_retry(self, endpoint: str, reason: str) -> None:
             raise RuntimeError("metrics down")
 
-    fake = FakeTime()
+    fake = fake_time
     handler = script(err(503), httpx.Response(204))
     async with build_http_client(BASE, transport=httpx.MockTransport(handler)) as http:
-        client = NorceClient(
-            http, api_key=SecretStr(API_KEY), observer=Broken(), sleep=fake.sleep, clock=fake.clock
-        )
+        client = NorceClient(http, api_key=SecretStr(API_KEY), observer=Broken(), clock=fake.clock)
         result = await client.delete_order("o_1", merchant="norce", channel="1")
     assert result.attempts == 2
     assert "ApiObserver.on_request failed" in caplog.text
@@ -790,7 +920,7 @@ async def test_api_key_never_in_errors_or_logs(
     caplog.set_level(logging.DEBUG)
     for name in ("httpx", "httpcore", "bridge", "bridge.norce"):
         caplog.set_level(logging.DEBUG, logger=name)
-    h = make(script(failure), retry=RetryPolicy(max_attempts=2))
+    h = make(script(failure), retry=RetrySettings(max_attempts=2))
     with pytest.raises(BridgeError) as info:
         await h.client.get_order_json("o_1", merchant="norce", channel="1")
     error = info.value
@@ -834,10 +964,12 @@ async def test_aclose_is_idempotent_and_leaves_http_client_open(make: MakeHarnes
     "kwargs",
     [{"max_attempts": 0}, {"base_delay_s": -1}, {"deadline_s": 0}, {"retry_after_cap_s": -1}],
 )
-def test_retry_policy_rejects_nonsense(kwargs: dict[str, Any]) -> None:
-    """RetryPolicy validates its fields."""
-    with pytest.raises(ConfigError):
-        RetryPolicy(**kwargs)
+def test_retry_settings_reject_nonsense(kwargs: dict[str, Any]) -> None:
+    """The retry settings validate their fields; as configuration that is a ConfigError."""
+    with pytest.raises(pydantic.ValidationError):
+        RetrySettings(**kwargs)
+    with pytest.raises(ConfigError, match="BRIDGE_NORCE__RETRY__"):
+        load_settings(norce={"retry": kwargs})
 
 
 # --------------------------------------------------------------------------- load_secret
