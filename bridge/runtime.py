@@ -12,7 +12,7 @@ Shape (one event loop, nothing blocking it)::
   ``pause()``d and ``resume()``d when they drain. Memory is bounded by the buffer limits.
 * A record is *done* when its outputs are acknowledged (at-least-once) or sit in the partition's
   open transaction (exactly-once). Offsets commit per partition as contiguous-done + 1 with
-  :class:`~bridge.offsets.CommitMeta`, periodically, on revoke and on shutdown.
+  :class:`~bridge.ledger.CommitMeta`, periodically, on revoke and on shutdown.
 * Exactly-once: one transactional producer per input partition, ``transactional_id`` =
   ``<prefix>.<group>.<topic>.<partition>``: stable, so a restarted or rebalanced owner fences the
   zombie (``init_transactions`` aborts its open transaction) before reading the committed
@@ -50,7 +50,7 @@ from bridge.kafka_compat import fetch_committed_with_metadata, observe_group_liv
 from bridge.lease import LeaseLost, MembershipLease, lease_margin_s, write_gate
 from bridge.logs import command_id_var, correlation_id_var, order_id_var
 from bridge.metrics import BridgeMetrics
-from bridge.offsets import MAX_METADATA_CHARS, CommitMeta, PartitionOffsets
+from bridge.ledger import MAX_METADATA_CHARS, CommitMeta, PartitionOffsets
 from bridge.processor import Outcome, Processor, SourceRecord
 from bridge.scheduler import KeyScheduler
 
