@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition
 
 from bridge.delivery import Delivery, FatalRuntimeError
 from bridge.partition import Partition, RuntimeState
@@ -21,14 +21,14 @@ class Committer:
     def __init__(
         self,
         state: RuntimeState,
-        consumer: AIOKafkaConsumer,
+        position: Callable[[TopicPartition], Awaitable[int]],
         delivery: Delivery,
         *,
         interval_s: float,
         reserve_chunk: int,
     ) -> None:
         self._state = state
-        self._consumer = consumer
+        self._position = position  # the consumer's next fetch position of a partition
         self._delivery = delivery
         self._interval_s = interval_s
         self._reserve_chunk = reserve_chunk
@@ -86,7 +86,7 @@ class Committer:
         if not part.ledger.idle:
             return
         try:
-            position = await asyncio.wait_for(self._consumer.position(part.tp), 1.0)
+            position = await asyncio.wait_for(self._position(part.tp), 1.0)
         except Exception:  # KafkaError, TimeoutError, IllegalStateError (unassigned meanwhile)
             return
         part.recovered_if(part.ledger.advance_to(position))

@@ -200,7 +200,11 @@ class _Session:
         self._metrics = metrics
         self._is_ready = is_ready
         self.committer = Committer(
-            state, consumer, delivery, interval_s=p.commit_interval_s, reserve_chunk=p.reserve_chunk
+            state,
+            consumer.position,
+            delivery,
+            interval_s=p.commit_interval_s,
+            reserve_chunk=p.reserve_chunk,
         )
         topics = settings.topics
         self.worker = Worker(
