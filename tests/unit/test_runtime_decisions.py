@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
@@ -12,9 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from bridge.codec import AvroCodec
 from bridge.config import BridgeSettings
+from bridge.errors import ConfigError
 from bridge.flow import FlowState, plan_flow
 from bridge.kafka_clients import (
     consumer_config,
+    kafka_client_options,
     producer_config,
     transactional_id,
     transactional_producer_config,
@@ -200,3 +203,39 @@ async def test_wait_idle_returns_on_progress_or_at_the_deadline() -> None:
     start = time.monotonic()
     await state.wait_idle(lambda: True, time.monotonic() + 0.1)
     assert time.monotonic() - start < 5
+
+
+def test_security_options_come_from_the_settings(tmp_path: Path) -> None:
+    """Plain, SASL (password read lazily), TLS with the system CAs; bad TLS files are named."""
+    plain = BridgeSettings.model_validate({"kafka": {"bootstrap_servers": "k:9092"}})
+    assert kafka_client_options(plain, lambda: None) == {"security_protocol": "PLAINTEXT"}
+    sasl = BridgeSettings.model_validate(
+        {
+            "kafka": {
+                "bootstrap_servers": "k:9093",
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_username": "bridge",
+                "sasl_password": "pw",
+                "ssl_check_hostname": False,
+            }
+        }
+    )
+    opts = kafka_client_options(sasl, lambda: "pw")
+    assert opts["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert opts["sasl_plain_username"] == "bridge"
+    assert opts["sasl_plain_password"] == "pw"
+    assert opts["ssl_context"].check_hostname is False
+    bad_ca = tmp_path / "ca.pem"
+    bad_ca.write_text("not a certificate")
+    tls = {"bootstrap_servers": "k:9093", "security_protocol": "SSL"}
+    broken = BridgeSettings.model_validate({"kafka": {**tls, "ssl_cafile": str(bad_ca)}})
+    with pytest.raises(ConfigError, match="BRIDGE_KAFKA__SSL_CAFILE") as caught:
+        kafka_client_options(broken, lambda: None)
+    assert "not a certificate" not in str(caught.value)
+    no_cert = BridgeSettings.model_validate({"kafka": {**tls, "ssl_keyfile": str(bad_ca)}})
+    with pytest.raises(ConfigError, match="without BRIDGE_KAFKA__SSL_CERTFILE"):
+        kafka_client_options(no_cert, lambda: None)
+    bad_cert = BridgeSettings.model_validate({"kafka": {**tls, "ssl_certfile": str(bad_ca)}})
+    with pytest.raises(ConfigError, match="BRIDGE_KAFKA__SSL_CERTFILE/SSL_KEYFILE"):
+        kafka_client_options(bad_cert, lambda: None)

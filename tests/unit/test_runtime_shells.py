@@ -10,15 +10,17 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from bridge.circuit import CircuitBreaker
 from bridge.codec import AvroCodec
 from bridge.commands import SetOrderState
 from bridge.commits import Committer
+from bridge.config import ProcessingSettings
 from bridge.delivery import FatalRuntimeError
 from bridge.errors import InvalidCommandError, NorceApiError
+from bridge.intake import Fetcher
 from bridge.lease import MembershipLease
 from bridge.ledger import CommitMeta, PartitionLedger
 from bridge.metrics import BridgeMetrics
@@ -285,3 +287,48 @@ async def test_an_item_without_command_nor_error_is_dead_lettered_as_internal_er
     await worker.run(item, part)
     assert delivery.published[0][1][0][0] == "dead"
     assert state.counters["failed"] == 1
+
+
+async def test_the_fetcher_turns_ledger_verdicts_into_work() -> None:
+    """Done offsets are skipped, suspects carry their window, fresh ones wait or dispatch."""
+    state = _state()
+    delivery = RecordingDelivery()
+    committer = _committer(state, delivery)
+    metrics = BridgeMetrics(
+        CollectorRegistry(), version="t", processing_guarantee="at_least_once", ordering="key"
+    )
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9", enable_auto_commit=False)
+    try:
+        fetcher = Fetcher(
+            state,
+            consumer,
+            processing=ProcessingSettings(),
+            codec=AvroCodec.load(),
+            circuit=CircuitBreaker(threshold=5, open_s=1, max_open_s=1),
+            metrics=metrics,
+            committer=committer,
+        )
+        meta = CommitMeta(done=(1,), limit=3, at_ms=5_000).encode(0)
+        part = _part(state, committer, PartitionLedger((0, meta), end_offset=10))
+        command = (
+            b'{"type": "DeleteOrder", "commandId": "c-1", '
+            b'"orderId": "o_yClTSySjyAuuBjmiBlHCjuEcTf", "merchant": "norce", "channel": "1", '
+            b'"issuedAt": "2026-11-27T10:00:01Z"}'
+        )
+        for offset in range(4):
+            fetcher.accept(
+                part, ConsumerRecord("cmds", 0, offset, 0, 0, b"k", command, None, 0, 0, ())
+            )
+        fetcher.accept(part, ConsumerRecord("cmds", 0, 0, 0, 0, b"k", b"{", None, 0, 0, ()))
+        assert state.counters["consumed"] == 4
+        assert state.counters["skipped_replayed"] == 1
+        first = state.sched.pop_ready()
+        assert first is not None
+        assert first.offset == 0
+        assert first.suspect_since == datetime.fromtimestamp(5, UTC)
+        assert first.command is not None
+        assert part.buffered == 3  # 0 and 2 (suspects), 3 waits beyond the reservation
+        fetcher.flow_control()  # nothing assigned to the unstarted consumer: nothing paused
+        assert not state.all_paused
+    finally:
+        await consumer.stop()
