@@ -32,11 +32,12 @@ from bridge.codec import AvroCodec
 from bridge.config import BridgeSettings
 from bridge.errors import ConfigError, SchemaLoadError
 from bridge.health import HealthServer, start_health_server
+from bridge.kafka_clients import kafka_client_options
 from bridge.metrics import BridgeMetrics
 from bridge.norce import NorceClient
 from bridge.norce_http import http_client_from_settings
 from bridge.processor import Processor, check_record_limits
-from bridge.runtime import Runtime, kafka_client_options
+from bridge.runtime import Runtime
 from bridge.secret_files import load_secret
 from bridge.startup import KafkaStartupError, wait_for_kafka
 

@@ -14,7 +14,7 @@ saw for each order (bounded LRU). When it has none, it reads the order before ch
 extra GET for the first command of an order in this process); a same-state request is then
 reported as ``already_applied`` without calling PUT.
 
-Replays (see :mod:`bridge.offsets`): a record that may already have reached the API before a
+Replays (see :mod:`bridge.ledger`): a record that may already have reached the API before a
 crash or rebalance is handled with ``suspect=True``. Its order's transition history since the
 dispatch window opened is matched against the commands in offset order (:class:`_Recovery`); a
 command found there is reported ``already_applied`` (its snapshot and event are re-emitted, since

@@ -156,10 +156,10 @@ async def test_api_down_for_ten_seconds_holds_commands_and_applies_them_after_re
         service = bridge.service
         assert service is not None
         await poll_until(
-            lambda: service.runtime._circuit.state != "closed", 10, "the circuit to open"
+            lambda: service.runtime.circuit_state != "closed", 10, "the circuit to open"
         )
         # the consumer pauses while the circuit is open
-        await poll_until(lambda: service.runtime._all_paused, 5, "partitions to be paused")
+        await poll_until(lambda: service.runtime.all_paused, 5, "partitions to be paused")
         remaining = 10 - (time.monotonic() - down_at)
         await bridge.collect(lambda o: False, timeout_s=max(0.0, remaining))
         assert not bridge.outputs.dlq, "valid commands were dead-lettered during the outage"
@@ -170,7 +170,7 @@ async def test_api_down_for_ten_seconds_holds_commands_and_applies_them_after_re
         outcomes = [r["outcome"] for r in out.results]
         assert outcomes.count("applied") == len(first) + len(rest)
         assert all(sim.app.history(o) == ["checkout", "processing", "accepted"] for o in orders)
-        assert service.runtime._circuit.state == "closed"
+        assert service.runtime.circuit_state == "closed"
 
 
 async def test_start_up_refuses_a_record_limit_whose_dead_letters_cannot_be_written(

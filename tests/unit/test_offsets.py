@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.offsets import MAX_METADATA_CHARS, CommitMeta, PartitionOffsets
+from bridge.ledger import MAX_METADATA_CHARS, CommitMeta, PartitionOffsets
 
 
 @st.composite
