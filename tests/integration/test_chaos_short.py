@@ -8,16 +8,15 @@ in retry backoff, an owner expelled during a revoke with a hanging write) is the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from bridge_devkit.chaos import fencing as chaos
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = (
@@ -35,17 +34,6 @@ CHECKS = (
 )
 
 
-def _load_chaos() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("chaos_harness", ROOT / "bench" / "chaos.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-chaos = _load_chaos()
 P = 3  # the partition of order "o_a" in these timelines
 
 

@@ -66,14 +66,19 @@ def log_count(path: Path, needle: str) -> int:
         return 0
 
 
-async def scrape_metric(port: int, name: str) -> float | None:
-    """One sample of an unlabelled metric on a bridge's ``/metrics`` (None when unreadable)."""
+async def metrics_text(port: int) -> str | None:
+    """A bridge's ``/metrics`` page on ``port`` (None when it cannot be read)."""
     async with httpx.AsyncClient(timeout=2.0) as http:
         try:
-            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            return (await http.get(f"http://127.0.0.1:{port}/metrics")).text
         except httpx.HTTPError:
             return None
-    for line in text.splitlines():
+
+
+async def scrape_metric(port: int, name: str) -> float | None:
+    """One sample of an unlabelled metric on a bridge's ``/metrics`` (None when unreadable)."""
+    text = await metrics_text(port)
+    for line in (text or "").splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return None
