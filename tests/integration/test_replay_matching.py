@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from bridge_devkit.harness import API_KEY, set_state, simulator
 from pydantic import SecretStr
 
 from bridge.errors import NorceApiError
 from bridge.norce import NorceClient, RetryPolicy, build_http_client
 from bridge.processor import Processor, SourceRecord
-
-from .harness import API_KEY, set_state, simulator
 
 SRC = SourceRecord("commands", 0, 0, None, None, (), 0)
 

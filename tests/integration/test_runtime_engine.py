@@ -6,13 +6,19 @@ from __future__ import annotations
 import time
 
 import pytest
+from bridge_devkit.harness import (
+    Bridge,
+    make_settings,
+    poll_until,
+    running_bridge,
+    set_state,
+    simulator,
+)
 
 from bridge.app import Service
 from bridge.commands import command_to_json
 from bridge.config import load_settings
 from bridge.errors import ConfigError
-
-from .harness import Bridge, make_settings, poll_until, running_bridge, set_state, simulator
 
 pytestmark = pytest.mark.broker
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from bridge_devkit.harness import API_KEY, simulator
 from pydantic import SecretStr
 
 from bridge.errors import NorceApiError
 from bridge.lease import LeaseLost, write_gate
 from bridge.norce import NorceClient, RetryPolicy, build_http_client
-
-from .harness import API_KEY, simulator
 
 
 class CountingGate:

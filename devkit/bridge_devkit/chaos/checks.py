@@ -214,128 +214,115 @@ def check_orders(
 
 
 @dataclass
-class _Tally:
-    """Counts of the per-record checks."""
+class _Seen:
+    """One input record with what the bridge published for it."""
 
-    valid: int = 0
-    poison_ids: int = 0
-    missing_results: int = 0
-    dup_results: int = 0
-    valid_in_dlq: int = 0
-    poison: int = 0
-    poison_missing: int = 0
-    poison_dup: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
+    spec: Spec
+    where: str
+    results: list[dict[str, Any]]
+    dead_letters: list[dict[str, bytes]]
 
 
-def _check_results(
-    spec: Spec, where: str, res: list[dict[str, Any]], eos: bool, t: _Tally, p: Problems
-) -> None:
-    if spec.kind != "poison":
-        t.valid += 1
-    elif spec.has_result:
-        t.poison_ids += 1
-    if spec.kind == "poison" and not spec.has_result:
-        if res:
-            p.record("results", spec.cid, f"{where}: unexpected result(s)")
-        return
-    if not res:
-        t.missing_results += 1
-        p.record("results", spec.cid, f"{where}: no result")
-    elif len(res) > 1:
-        t.dup_results += len(res) - 1
-        if eos:
-            got = [x["outcome"] for x in res]
-            p.record("results", spec.cid, f"{where}: {len(res)} results {got}")
-    for x in res:
-        if x["commandId"] != spec.cid:
-            p.record("results", spec.cid, f"{where}: result for {x['commandId']}")
+class _RecordChecks:
+    """The per-record checks, counting as they go (``n``) and filing problems."""
 
+    def __init__(self, eos: bool, problems: Problems) -> None:
+        self.eos = eos
+        self.p = problems
+        self.n: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
 
-def _check_valid(
-    spec: Spec,
-    where: str,
-    res: list[dict[str, Any]],
-    dlq: list[dict[str, bytes]],
-    t: _Tally,
-    p: Problems,
-) -> None:
-    for x in res:
-        t.outcomes[x["outcome"]] += 1
-        if x["outcome"] not in SUCCESS:
-            p.record("outcomes", spec.cid, f"{where}: {x['outcome']} ({x.get('reason')})")
-    if dlq:
-        t.valid_in_dlq += 1
-        reasons = [h.get(DLQ_REASON, b"").decode() for h in dlq]
-        p.record("dlq", spec.cid, f"{where}: valid command dead-lettered {reasons}")
+    def results(self, r: _Seen) -> None:
+        spec, res = r.spec, r.results
+        if spec.kind != "poison":
+            self.n["valid"] += 1
+        elif spec.has_result:
+            self.n["poison_ids"] += 1
+        if spec.kind == "poison" and not spec.has_result:
+            if res:
+                self.p.record("results", spec.cid, f"{r.where}: unexpected result(s)")
+            return
+        if not res:
+            self.n["missing_results"] += 1
+            self.p.record("results", spec.cid, f"{r.where}: no result")
+        elif len(res) > 1:
+            self.n["dup_results"] += len(res) - 1
+            if self.eos:
+                got = [x["outcome"] for x in res]
+                self.p.record("results", spec.cid, f"{r.where}: {len(res)} results {got}")
+        for x in res:
+            if x["commandId"] != spec.cid:
+                self.p.record("results", spec.cid, f"{r.where}: result for {x['commandId']}")
 
+    def valid(self, r: _Seen) -> None:
+        for x in r.results:
+            self.outcomes[x["outcome"]] += 1
+            if x["outcome"] not in SUCCESS:
+                why = f"{r.where}: {x['outcome']} ({x.get('reason')})"
+                self.p.record("outcomes", r.spec.cid, why)
+        if r.dead_letters:
+            self.n["valid_in_dlq"] += 1
+            reasons = [h.get(DLQ_REASON, b"").decode() for h in r.dead_letters]
+            why = f"{r.where}: valid command dead-lettered {reasons}"
+            self.p.record("dlq", r.spec.cid, why)
 
-def _check_poison(
-    spec: Spec,
-    where: str,
-    res: list[dict[str, Any]],
-    dlq: list[dict[str, bytes]],
-    eos: bool,
-    t: _Tally,
-    p: Problems,
-) -> None:
-    t.poison += 1
-    if not dlq:
-        t.poison_missing += 1
-        p.record("dlq", spec.cid, f"{where}: poison not dead-lettered")
-    elif len(dlq) > 1:
-        t.poison_dup += len(dlq) - 1
-        if eos:
-            p.record("dlq", spec.cid, f"{where}: dead-lettered {len(dlq)} times")
-    for h in dlq:
-        reason = h.get(DLQ_REASON, b"").decode()
-        if reason != spec.reason:
-            p.record("outcomes", spec.cid, f"{where}: DLQ reason {reason}")
-    for x in res:
-        if x["outcome"] != "failed":
-            p.record("outcomes", spec.cid, f"{where}: poison result {x['outcome']}")
+    def poison(self, r: _Seen) -> None:
+        spec, dlq = r.spec, r.dead_letters
+        self.n["poison"] += 1
+        if not dlq:
+            self.n["poison_missing"] += 1
+            self.p.record("dlq", spec.cid, f"{r.where}: poison not dead-lettered")
+        elif len(dlq) > 1:
+            self.n["poison_dup"] += len(dlq) - 1
+            if self.eos:
+                self.p.record("dlq", spec.cid, f"{r.where}: dead-lettered {len(dlq)} times")
+        for h in dlq:
+            reason = h.get(DLQ_REASON, b"").decode()
+            if reason != spec.reason:
+                self.p.record("outcomes", spec.cid, f"{r.where}: DLQ reason {reason}")
+        for x in r.results:
+            if x["outcome"] != "failed":
+                self.p.record("outcomes", spec.cid, f"{r.where}: poison result {x['outcome']}")
 
 
 def check_records(
     inputs: list[InputRecord], out: Outputs, *, eos: bool, problems: Problems
 ) -> list[Check]:
     """``results``, ``dlq`` and ``outcomes`` of every input record."""
-    t = _Tally()
-    p = problems
+    c = _RecordChecks(eos, problems)
     for r in inputs:
-        spec = r.spec
-        if spec is None:
+        if r.spec is None:
             continue
         src = (r.partition, r.offset)
-        res = out.results_at.get(src, [])
-        dlq = out.dlq_at.get(src, [])
-        where = f"p{r.partition}@{r.offset} {spec.cid} {spec.describe()}"
-        _check_results(spec, where, res, eos, t, p)
-        if spec.kind != "poison":
-            _check_valid(spec, where, res, dlq, t, p)
+        where = f"p{r.partition}@{r.offset} {r.spec.cid} {r.spec.describe()}"
+        seen = _Seen(r.spec, where, out.results_at.get(src, []), out.dlq_at.get(src, []))
+        c.results(seen)
+        if r.spec.kind != "poison":
+            c.valid(seen)
         else:
-            _check_poison(spec, where, res, dlq, eos, t, p)
+            c.poison(seen)
     known = {(r.partition, r.offset) for r in inputs}
     for src in set(out.results_at) - known:
-        p.record("results", "", f"result for unknown source p{src[0]}@{src[1]}")
+        problems.record("results", "", f"result for unknown source p{src[0]}@{src[1]}")
     for src in set(out.dlq_at) - known:
-        p.record("dlq", "", f"dead letter for unknown source p{src[0]}@{src[1]}")
-    bad = p.records
+        problems.record("dlq", "", f"dead letter for unknown source p{src[0]}@{src[1]}")
+    bad, n = problems.records, c.n
     rule = "exactly one" if eos else "at least one"
-    shown = ", ".join(f"{k} {v}" for k, v in sorted(t.outcomes.items()))
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(c.outcomes.items()))
     return [
         Check(
             "results",
             not bad["results"],
-            f"{rule} result per command: {t.valid} commands + {t.poison_ids} poison with "
-            f"an id; {t.missing_results} missing, {t.dup_results} duplicates"
+            f"{rule} result per command: {n['valid']} commands + {n['poison_ids']} poison with "
+            f"an id; {n['missing_results']} missing, {n['dup_results']} duplicates"
             + (f", {len(bad['results'])} problems" if bad["results"] else ""),
         ),
         Check(
             "dlq",
             not bad["dlq"],
-            f"{t.valid_in_dlq} valid commands dead-lettered; {t.poison - t.poison_missing}/"
-            f"{t.poison} poison records dead-lettered ({rule}), {t.poison_dup} duplicates",
+            f"{n['valid_in_dlq']} valid commands dead-lettered; "
+            f"{n['poison'] - n['poison_missing']}/{n['poison']} poison records dead-lettered "
+            f"({rule}), {n['poison_dup']} duplicates",
         ),
         Check(
             "outcomes",

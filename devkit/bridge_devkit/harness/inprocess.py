@@ -145,11 +145,10 @@ async def running_bridge(
     """An in-process bridge on fresh topics (created) and group; stopped at the end."""
     partitions = processing.pop("partitions", 3)
     settings = make_settings(bootstrap, sim.url, partitions=partitions, **processing)
-    bridge = Bridge(bootstrap, sim, settings)
     await ensure_topics(settings, {})
-    if start:
-        await bridge.start()
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        bridge = Bridge(bootstrap, sim, settings)
+        stack.push_async_callback(bridge.aclose)
+        if start:
+            await bridge.start()
         yield bridge
-    finally:
-        await bridge.aclose()
