@@ -37,19 +37,21 @@ CHECKS = (
 P = 3  # the partition of order "o_a" in these timelines
 
 
-def _assigned(ts: float, n: int, *parts: int) -> object:
+def _assigned(ts: float, n: int, *parts: int) -> chaos.OwnershipEvent:
     return chaos.OwnershipEvent(ts, n, "assigned", frozenset(parts))
 
 
-def _revoked(ts: float, n: int, *parts: int) -> object:
+def _revoked(ts: float, n: int, *parts: int) -> chaos.OwnershipEvent:
     return chaos.OwnershipEvent(ts, n, "revoked", frozenset(parts))
 
 
-def _put(ts: float, adapter: str | None, order_id: str = "o_a") -> object:
+def _put(ts: float, adapter: str | None, order_id: str = "o_a") -> chaos.WriteCall:
     return chaos.WriteCall(ts, "PUT", order_id, adapter, 200, None)
 
 
-def _violations(calls: list[object], events: list[object]) -> list[tuple[str, int | None]]:
+def _violations(
+    calls: list[chaos.WriteCall], events: list[chaos.OwnershipEvent]
+) -> list[tuple[str, int | None]]:
     found = chaos.attribute_writes(calls, {"o_a": P}, events, {"chaos-eos-1": 1, "chaos-eos-2": 2})
     return [(v.kind, v.writer) for v in found]
 
