@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -20,34 +21,27 @@ from bridge_devkit.harness import JSON_HEADERS, command_producer
 CHAOS_HEADER = "chaos.id"
 
 
+@dataclass
 class Producer:
     """Sends the plan's queues at a steady rate; ``gate`` cleared pauses production."""
 
-    def __init__(
-        self,
-        bootstrap: str,
-        topic: str,
-        plan: Plan,
-        *,
-        produce_s: float,
-        correlation: str,
-        rng: random.Random,
-        clock: Timeline,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.plan = plan
-        self.produce_s = produce_s
-        self.correlation = correlation
-        self.rng = rng
-        self.clock = clock
-        self.gate = asyncio.Event()
+    bootstrap: str
+    topic: str
+    plan: Plan
+    produce_s: float
+    correlation: str
+    rng: random.Random
+    clock: Timeline
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    queues: dict[str, list[Spec]] = field(init=False)
+    produced_at: dict[str, tuple[int, int]] = field(default_factory=dict)  # cid -> (p, offset)
+    produced: int = 0
+    send_retries: int = 0
+    done_t: float | None = None
+
+    def __post_init__(self) -> None:
         self.gate.set()
-        self.queues = {k: list(v) for k, v in plan.queues.items()}
-        self.produced_at: dict[str, tuple[int, int]] = {}  # cid -> (partition, offset)
-        self.produced = 0
-        self.send_retries = 0
-        self.done_t: float | None = None
+        self.queues = {k: list(v) for k, v in self.plan.queues.items()}
 
     async def run(self) -> None:
         producer = command_producer(self.bootstrap, request_timeout_ms=15000)
