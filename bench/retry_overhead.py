@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 import stamina
-from bridge.simulator import SimulatorConfig, start_simulator
+from norce_simulator import SimulatorConfig, start_simulator
 from pydantic import SecretStr
 
 from bridge.config import RetrySettings

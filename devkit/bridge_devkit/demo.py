@@ -22,8 +22,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from norce_simulator import SimulatorConfig, start_simulator
 from pydantic import SecretStr
 
 from bridge.app import build_service
@@ -35,11 +33,22 @@ from bridge.config import (
     KafkaSettings,
     NorceSettings,
     ProcessingSettings,
-    TopicSettings,
 )
 from bridge.logs import configure_logging
 from bridge.order_model import OrderStatus
-from bridge_devkit.localkafka import LocalKafka, external_bootstrap
+from bridge_devkit.harness import (
+    JSON_HEADERS,
+    OutputCollector,
+    Outputs,
+    async_broker,
+    command_producer,
+    delete,
+    fresh_topics,
+    set_state,
+    simulator,
+    unique,
+)
+from bridge_devkit.harness.outputs import DLQ_REASON
 
 LIFECYCLES: list[list[str]] = [
     ["processing", "accepted", "completed"],
@@ -61,21 +70,15 @@ def build_script(
     """(key, value, headers) records: lifecycles per order, plus edge cases and malformed input."""
     now = datetime.now(UTC)
     out: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
-    json_h = [("content-type", b"application/json")]
+    json_h = JSON_HEADERS
 
     def cmd(order_id: str, state: str | None, **extra: Any) -> SetOrderState | DeleteOrder:
-        common: dict[str, Any] = {
-            "command_id": f"demo-{uuid.uuid4().hex[:12]}",
-            "order_id": order_id,
-            "merchant": merchant,
-            "channel": channel,
-            "issued_at": now,
-            "correlation_id": f"demo-run-{order_id[-6:]}",
-            **extra,
-        }
+        extra.setdefault("command_id", f"demo-{uuid.uuid4().hex[:12]}")
+        extra.setdefault("correlation_id", f"demo-run-{order_id[-6:]}")
+        extra["issued_at"] = now
         if state is None:
-            return DeleteOrder(**common)
-        return SetOrderState(state=OrderStatus(state), **common)
+            return delete(order_id, merchant=merchant, channel=channel, **extra)
+        return set_state(order_id, state, merchant=merchant, channel=channel, **extra)
 
     special = order_ids[-4:]
     for i, order_id in enumerate(order_ids[:-4]):
@@ -172,44 +175,19 @@ async def run_demo(*, orders: int = 24, verbose: bool = False) -> int:
         # fresh broker elects its group coordinator; the demo's summary says what matters.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     started = time.monotonic()
-    broker: LocalKafka | None = None
-    bootstrap = external_bootstrap()
-    if bootstrap:
-        _say(f"[demo] using the broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
-    else:
-        _say("[demo] starting a local Apache Kafka broker (KRaft, single node) ...")
-        broker = LocalKafka()
-        await asyncio.to_thread(broker.start)
-        bootstrap = broker.bootstrap_servers
-        _say(f"[demo] broker ready at {bootstrap} ({broker.cold_start_s:.1f}s)")
-    try:
+    async with async_broker(lambda text: _say(f"[demo] {text}")) as bootstrap:
         return await _run(bootstrap, orders, started)
-    finally:
-        if broker is not None:
-            await asyncio.to_thread(broker.cleanup)
 
 
 async def _run(bootstrap: str, orders: int, started: float) -> int:
     api_key = secrets.token_urlsafe(24)
-    suffix = uuid.uuid4().hex[:6]
-    sim = await start_simulator(
-        SimulatorConfig(api_keys=(api_key,), seed=7, orders=0), host="127.0.0.1", port=0
-    )
     async with contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(sim.aclose)
+        sim = await stack.enter_async_context(simulator(api_keys=(api_key,), seed=7))
         order_ids = sim.app.seed(max(orders, 8), "norce", "1")
         _say(f"[demo] Norce API simulator at {sim.url} with {len(order_ids)} seeded orders")
-        topics = TopicSettings(
-            commands=f"demo-{suffix}.commands",
-            snapshots=f"demo-{suffix}.snapshots",
-            events=f"demo-{suffix}.events",
-            results=f"demo-{suffix}.command-results",
-            dlq=f"demo-{suffix}.commands.dlq",
-            partitions=3,
-        )
         settings = BridgeSettings(
-            kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id=f"demo-{suffix}"),
-            topics=topics,
+            kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id=unique("demo")),
+            topics=fresh_topics("demo", 3),
             norce=NorceSettings(base_url=sim.url),
             processing=ProcessingSettings(drain_deadline_s=10, commit_interval_s=0.5),
             http=HttpSettings(host="127.0.0.1", port=0),
@@ -219,20 +197,20 @@ async def _run(bootstrap: str, orders: int, started: float) -> int:
         assert service.health is not None
         _say(f"[demo] bridge metrics at {service.health.url}/metrics")
         script = build_script(order_ids, "norce", "1")
-        producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all"
-        )
+        producer = command_producer(bootstrap)
         await producer.start()
         expected: set[tuple[int, int]] = set()
         try:
             for key, value, headers in script:
-                md = await producer.send_and_wait(topics.commands, value, key=key, headers=headers)
+                md = await producer.send_and_wait(
+                    settings.topics.commands, value, key=key, headers=headers
+                )
                 expected.add((md.partition, md.offset))
         finally:
             await producer.stop()
         _say(f"[demo] sent {len(script)} records ({len(script) - 10} commands, 10 malformed)")
         run_task = asyncio.create_task(service.runtime.run())
-        outcome = await _watch(bootstrap, topics, expected, settings, run_task)
+        outcome = await _watch(bootstrap, settings, expected, run_task)
         service.runtime.stop()
         await run_task
         _say(f"[demo] done in {time.monotonic() - started:.1f}s")
@@ -241,69 +219,36 @@ async def _run(bootstrap: str, orders: int, started: float) -> int:
 
 async def _watch(
     bootstrap: str,
-    topics: TopicSettings,
-    expected: set[tuple[int, int]],
     settings: BridgeSettings,
+    expected: set[tuple[int, int]],
     run_task: asyncio.Task[None],
 ) -> int:
     codec = AvroCodec.load(settings.schemas_dir)
-    consumer = AIOKafkaConsumer(
-        topics.results,
-        topics.dlq,
-        topics.snapshots,
-        topics.events,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    seen: set[tuple[int, int]] = set()
-    outcomes: Counter[str] = Counter()
-    dead: list[tuple[str, str]] = []
-    snapshot: dict[str, Any] | None = None
-    event: dict[str, Any] | None = None
-    tombstones = 0
-    deadline = time.monotonic() + 120
     last_print = 0.0
-    try:
-        while seen < expected and time.monotonic() < deadline and not run_task.done():
-            batch = await consumer.getmany(timeout_ms=200)
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    if tp.topic == topics.results and m.value:
-                        _, r = codec.decode(m.value)
-                        seen.add((r["source"]["partition"], r["source"]["offset"]))
-                        outcomes[r["outcome"]] += 1
-                    elif tp.topic == topics.dlq:
-                        h = {k: v.decode(errors="replace") for k, v in m.headers}
-                        seen.add(
-                            (
-                                int(h["__connect.errors.partition"]),
-                                int(h["__connect.errors.offset"]),
-                            )
-                        )
-                        dead.append(
-                            (
-                                h["__connect.errors.reason"],
-                                h["__connect.errors.exception.message"][:90],
-                            )
-                        )
-                    elif tp.topic == topics.snapshots:
-                        if m.value is None:
-                            tombstones += 1
-                        elif snapshot is None or len(json.dumps(snapshot, default=str)) < 10:
-                            snapshot = codec.decode(m.value)[1]
-                    elif tp.topic == topics.events and m.value and event is None:
-                        name, ev = codec.decode(m.value)
-                        if name == "OrderStateChanged":
-                            event = ev
-            now = time.monotonic()
-            if now - last_print > 0.5:
-                last_print = now
-                _say(f"[demo] handled {len(seen & expected)}/{len(expected)} records")
-    finally:
-        await consumer.stop()
+
+    def done(out: Outputs) -> bool:
+        nonlocal last_print
+        now = time.monotonic()
+        if now - last_print > 0.5:
+            last_print = now
+            _say(f"[demo] handled {len(out.answered() & expected)}/{len(expected)} records")
+        return out.answered() >= expected or run_task.done()
+
+    async with OutputCollector(bootstrap, settings.topics, codec) as collector:
+        out = await collector.collect(done, timeout_s=120)
+    seen = out.answered()
+    outcomes = Counter(r["outcome"] for r in out.results)
+    dead = [
+        (
+            h[DLQ_REASON].decode(errors="replace"),
+            h["__connect.errors.exception.message"].decode(errors="replace")[:90],
+        )
+        for letters in out.dlq_at.values()
+        for h in letters
+    ]
+    tombstones = sum(1 for _, snap in out.snapshots if snap is None)
+    snapshot = next((snap for _, snap in out.snapshots if snap is not None), None)
+    event = next((ev for name, ev in out.events if name == "OrderStateChanged"), None)
     ok = seen >= expected
     _say("")
     _say("=== summary ===")

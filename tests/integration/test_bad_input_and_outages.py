@@ -7,11 +7,10 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from bridge_devkit.harness import poll_until, running_bridge, set_state, simulator
 
 from bridge.codec import AvroCodec
 from bridge.config import BridgeSettings
-
-from .harness import poll_until, running_bridge, set_state, simulator
 
 pytestmark = pytest.mark.broker
 
@@ -178,11 +177,10 @@ async def test_start_up_refuses_a_record_limit_whose_dead_letters_cannot_be_writ
 ) -> None:
     """max_record_bytes must leave room for a whole dead letter under the DLQ topic's limit."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from bridge_devkit.harness import make_settings
 
     from bridge.app import ensure_topics
     from bridge.errors import ConfigError
-
-    from .harness import make_settings
 
     settings = make_settings(kafka_bootstrap, "http://127.0.0.1:9", max_record_bytes=200_000)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)

@@ -10,11 +10,10 @@ import avro.io
 import avro.schema
 import fastavro
 import pytest
+from bridge_devkit.harness import delete, running_bridge, set_state, simulator
 
 from bridge.codec import HEADER_SIZE
 from bridge.events import order_from_snapshot
-
-from .harness import delete, running_bridge, set_state, simulator
 
 pytestmark = pytest.mark.broker
 

@@ -8,16 +8,15 @@ in retry backoff, an owner expelled during a revoke with a hanging write) is the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from bridge_devkit.chaos import fencing as chaos
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = (
@@ -35,33 +34,24 @@ CHECKS = (
 )
 
 
-def _load_chaos() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("chaos_harness", ROOT / "bench" / "chaos.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-chaos = _load_chaos()
 P = 3  # the partition of order "o_a" in these timelines
 
 
-def _assigned(ts: float, n: int, *parts: int) -> object:
+def _assigned(ts: float, n: int, *parts: int) -> chaos.OwnershipEvent:
     return chaos.OwnershipEvent(ts, n, "assigned", frozenset(parts))
 
 
-def _revoked(ts: float, n: int, *parts: int) -> object:
+def _revoked(ts: float, n: int, *parts: int) -> chaos.OwnershipEvent:
     return chaos.OwnershipEvent(ts, n, "revoked", frozenset(parts))
 
 
-def _put(ts: float, adapter: str | None, order_id: str = "o_a") -> object:
+def _put(ts: float, adapter: str | None, order_id: str = "o_a") -> chaos.WriteCall:
     return chaos.WriteCall(ts, "PUT", order_id, adapter, 200, None)
 
 
-def _violations(calls: list[object], events: list[object]) -> list[tuple[str, int | None]]:
+def _violations(
+    calls: list[chaos.WriteCall], events: list[chaos.OwnershipEvent]
+) -> list[tuple[str, int | None]]:
     found = chaos.attribute_writes(calls, {"o_a": P}, events, {"chaos-eos-1": 1, "chaos-eos-2": 2})
     return [(v.kind, v.writer) for v in found]
 

@@ -10,10 +10,10 @@ import subprocess
 
 import httpx
 import pytest
+from bridge_devkit.harness import clean_env, free_port, running_bridge, simulator
+from bridge_devkit.harness import console_script as order_bridge_script
 
 from bridge.order_model import OrderStatus
-
-from .harness import clean_env, free_port, order_bridge_script, running_bridge, simulator
 
 pytestmark = pytest.mark.broker
 

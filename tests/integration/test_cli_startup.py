@@ -24,8 +24,9 @@ import pytest
 import trustme
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from bridge_devkit.harness import API_KEY, clean_env, free_port, simulator, wait_exit
+from bridge_devkit.harness import console_script as order_bridge_script
 
-from .harness import API_KEY, clean_env, free_port, order_bridge_script, simulator, wait_exit
 from .secrets_scan import SecretScanner
 from .test_security import SecureBroker, secure_broker
 

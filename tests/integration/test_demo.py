@@ -6,8 +6,7 @@ import os
 import subprocess
 
 import pytest
-
-from .harness import order_bridge_script
+from bridge_devkit.harness import console_script as order_bridge_script
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

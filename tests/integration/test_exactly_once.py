@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 
 import pytest
-
-from .harness import Bridge, delete, poll_until, running_bridge, set_state, simulator
+from bridge_devkit.harness import Bridge, delete, poll_until, running_bridge, set_state, simulator
 
 pytestmark = pytest.mark.broker
 

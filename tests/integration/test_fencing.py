@@ -20,12 +20,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from norce_simulator import SimulatorHandle
-
-from bridge.app import ensure_topics
-from bridge.commands import command_to_json
-
-from .harness import (
+from bridge_devkit.harness import (
     Bridge,
     assigned_partitions,
     log_lines,
@@ -38,6 +33,10 @@ from .harness import (
     spawn_bridge,
     wait_exit,
 )
+from norce_simulator import SimulatorHandle
+
+from bridge.app import ensure_topics
+from bridge.commands import command_to_json
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
+from bridge_devkit.harness import running_bridge, set_state, simulator
 
 from bridge.codec import AvroCodec
 from bridge.config import BridgeSettings
-
-from .harness import running_bridge, set_state, simulator
 
 pytestmark = pytest.mark.broker
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from bridge_devkit.harness import delete, running_bridge, set_state, simulator
 from bridge_devkit.localkafka import free_port
-
-from .harness import delete, running_bridge, set_state, simulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
 from promql import alert_input_selectors, all_promql_expressions, dashboard_expressions

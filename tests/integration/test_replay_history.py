@@ -52,14 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from norce_simulator import SimulatorHandle
-
-from bridge.app import ensure_topics
-from bridge.commands import DeleteOrder, SetOrderState
-from bridge.config import BridgeSettings
-from bridge.order_model import OrderStatus
-
-from .harness import (
+from bridge_devkit.harness import (
     Bridge,
     OutputRecord,
     TopicReader,
@@ -72,6 +65,12 @@ from .harness import (
     spawn_bridge,
     wait_exit,
 )
+from norce_simulator import SimulatorHandle
+
+from bridge.app import ensure_topics
+from bridge.commands import DeleteOrder, SetOrderState
+from bridge.config import BridgeSettings
+from bridge.order_model import OrderStatus
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

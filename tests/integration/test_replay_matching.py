@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from bridge_devkit.harness import API_KEY, set_state, simulator
 from pydantic import SecretStr
 
 from bridge.config import RetrySettings
 from bridge.errors import NorceApiError
 from bridge.norce import NorceClient, build_http_client
 from bridge.processor import Processor, SourceRecord
-
-from .harness import API_KEY, set_state, simulator
 
 SRC = SourceRecord("commands", 0, 0, None, None, (), 0)
 

@@ -7,13 +7,7 @@ import time
 from typing import Any
 
 import pytest
-
-from bridge.app import Service
-from bridge.commands import command_to_json
-from bridge.config import load_settings
-from bridge.errors import ConfigError
-
-from .harness import (
+from bridge_devkit.harness import (
     Bridge,
     Outputs,
     make_settings,
@@ -22,6 +16,11 @@ from .harness import (
     set_state,
     simulator,
 )
+
+from bridge.app import Service
+from bridge.commands import command_to_json
+from bridge.config import load_settings
+from bridge.errors import ConfigError
 
 pytestmark = pytest.mark.broker
 

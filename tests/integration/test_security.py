@@ -33,6 +33,18 @@ import httpx
 import pytest
 import trustme
 from aiokafka.errors import KafkaConnectionError
+from bridge_devkit.harness import (
+    API_KEY,
+    Bridge,
+    clean_env,
+    make_settings,
+    poll_until,
+    process_env,
+    set_state,
+    simulator,
+    spawn_bridge,
+    wait_exit,
+)
 from bridge_devkit.localkafka import LocalKafka, sasl_ssl_listener_properties
 from cryptography.hazmat.primitives import serialization
 from norce_simulator import ScriptedResponse, SimulatorConfig, SimulatorHandle, start_simulator
@@ -56,18 +68,6 @@ from bridge.errors import (
 from bridge.logs import configure_logging
 from bridge.norce import NorceClient, build_http_client, load_secret
 
-from .harness import (
-    API_KEY,
-    Bridge,
-    clean_env,
-    make_settings,
-    poll_until,
-    process_env,
-    set_state,
-    simulator,
-    spawn_bridge,
-    wait_exit,
-)
 from .secrets_scan import SecretScanner, find_values
 
 pytestmark = pytest.mark.broker

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from .harness import (
+from bridge_devkit.harness import (
     API_KEY,
     Bridge,
     poll_until,

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from bridge_devkit.harness import free_port
 
-from .harness import free_port
 from .test_simulator_cli import launch as launch_simulator
 
 ROOT = Path(__file__).resolve().parents[2]

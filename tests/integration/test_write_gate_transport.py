@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 import pytest
+from bridge_devkit.harness import API_KEY, simulator
 from pydantic import SecretStr
 
 from bridge.config import RetrySettings
 from bridge.errors import NorceApiError
 from bridge.lease import LeaseLost, write_gate
 from bridge.norce import NorceClient, build_http_client
-
-from .harness import API_KEY, simulator
 
 
 class CountingGate:

@@ -11,13 +11,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+from bridge_devkit.harness import API_KEY, set_state, simulator
 from norce_simulator import SimulatorHandle
 from pydantic import SecretStr
 
 from bridge.norce import NorceClient, build_http_client
 from bridge.processor import Processor, SourceRecord
-
-from .harness import API_KEY, set_state, simulator
 
 SRC = SourceRecord("commands", 0, 0, None, None, (), 0)
 

@@ -1,0 +1,1 @@
+"""The throughput benchmark (``python bench/throughput.py``): workload, runs, checks, report."""

@@ -1,0 +1,264 @@
+"""Running one benchmark run: fresh topics and orders, a fresh ``bridge run`` process, measured.
+
+For a ``RunSpec`` it seeds orders, pre-produces the workload to a fresh 12-partition topic (or
+produces it paced while the bridge runs), starts the bridge, samples its CPU until every command
+has a result (or ``stop_after_s``), stops it with SIGTERM and hands over to the verifier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from bridge.codec import AvroCodec
+from bridge.config import DEFAULT_SCHEMAS_DIR, TopicSettings
+from bridge_devkit.harness import (
+    JSON_HEADERS,
+    BridgeProcess,
+    SimulatorProcess,
+    command_producer,
+    create_topics,
+    deployment_env,
+    fresh_topics,
+    read_topic,
+    scrape_metric,
+)
+from bridge_devkit.harness.kafka import all_partitions
+from bridge_devkit.throughput.runs import PARTITIONS, RunResult, RunSpec, proc_cpu_s, proc_hwm_mb
+from bridge_devkit.throughput.verify import RunOutputs, measure_and_verify
+from bridge_devkit.throughput.workload import Planned, Sent, build_workload
+
+API_KEY = "bench-api-key-0123456789"
+SAMPLE_EVERY_S = 0.05
+CHECK_EVERY_S = 0.5
+PROGRESS_EVERY_S = 2.0
+APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+class Bench:
+    """Shared clients: a producer of commands, a probe of end offsets, the simulator, the codec."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        sim: SimulatorProcess,
+        workdir: Path,
+        *,
+        seed: int,
+        stall_s: float,
+        wrapper: Sequence[str],
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.sim = sim
+        self.workdir = workdir
+        self.stall_s = stall_s
+        self.wrapper = list(wrapper)
+        self.codec = AvroCodec.load(DEFAULT_SCHEMAS_DIR)
+        self.rng = random.Random(seed)
+        self.producer = command_producer(bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+        self.probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.probe.start()
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+        with contextlib.suppress(Exception):
+            await self.probe.stop()
+
+    async def produce(
+        self, topic: str, commands: Sequence[Planned], rate: float | None = None
+    ) -> dict[str, Sent]:
+        """Send the commands (at ``rate`` per second if given); CreateTime = time of send."""
+        pending: list[tuple[Planned, asyncio.Future[Any], int]] = []
+        start = time.monotonic()
+        for i, cmd in enumerate(commands):
+            if rate is not None:
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            ts = int(time.time() * 1000)
+            fut = await self.producer.send(
+                topic, cmd.value, key=cmd.order_id.encode(), headers=JSON_HEADERS, timestamp_ms=ts
+            )
+            pending.append((cmd, fut, ts))
+        sent: dict[str, Sent] = {}
+        for cmd, fut, ts in pending:
+            md = await fut
+            sent[cmd.command_id] = Sent(md.partition, md.offset, ts)
+        return sent
+
+    async def count(self, topic: str) -> int:
+        ends = await self.probe.end_offsets(all_partitions(topic, PARTITIONS))
+        return int(sum(ends.values()))
+
+    def bridge_env(self, spec: RunSpec, topics: TopicSettings) -> dict[str, str]:
+        return deployment_env(
+            self.bootstrap,
+            f"bench-{uuid.uuid4().hex[:10]}",
+            topics,
+            self.sim.url,
+            API_KEY,
+            topics__partitions=PARTITIONS,
+            norce__http_backend=spec.http_backend,
+            norce__max_connections=max(256, spec.max_in_flight),
+            processing__ordering=spec.mode,
+            processing__max_in_flight=spec.max_in_flight,
+            processing__write_guard=spec.write_guard,
+            log_level="INFO",  # a handful of lines per run: port, assignment, stop
+        )
+
+    async def _outputs(self, topics: TopicSettings) -> RunOutputs:
+        return RunOutputs(
+            calls=await self.sim.calls(),
+            results=await read_topic(self.bootstrap, topics.results, self.codec, PARTITIONS),
+            snapshots=await read_topic(self.bootstrap, topics.snapshots, self.codec, PARTITIONS),
+            dead_letters=await self.count(topics.dlq),
+        )
+
+    async def run(self, spec: RunSpec) -> RunResult:
+        result = RunResult(spec)
+        started = time.monotonic()
+        say(f"--- {spec.label}: {spec.commands:,} commands over {spec.orders:,} orders")
+        await self.sim.set_faults(latency_ms=spec.latency_ms, jitter_ms=0)
+        order_ids = await self.sim.seed(spec.orders)
+        tag = uuid.uuid4().hex[:6]
+        workload = build_workload(order_ids, spec.commands, self.rng, tag)
+        topics = fresh_topics("bench", PARTITIONS)
+        await create_topics(
+            self.bootstrap, topics, {"snapshots": APPEND_TIME, "results": APPEND_TIME}
+        )
+        sent: dict[str, Sent] = {}
+        if spec.rate is None:
+            t = time.monotonic()
+            sent = await self.produce(topics.commands, workload.commands)
+            say(f"  pre-produced {len(sent):,} commands in {time.monotonic() - t:.1f}s")
+        await self.sim.admin("POST", "/reset-log")
+        log_path = self.workdir / f"bridge-{tag}.log"
+        spawned = time.time()
+        bridge = BridgeProcess(self.bridge_env(spec, topics), log_path, argv=self.wrapper)
+        samples: list[tuple[float, float]] = []
+        producer_task: asyncio.Task[dict[str, Sent]] | None = None
+        try:
+            if spec.rate is not None:
+                await bridge.wait_for_log("partitions assigned", 60)
+                producer_task = asyncio.create_task(
+                    self.produce(topics.commands, workload.commands, spec.rate)
+                )
+            port = await bridge.metrics_port() if spec.scrape else None
+            result.peak_buffered = await self._monitor(spec, topics, bridge, samples, port)
+            if producer_task is not None:
+                sent = await producer_task
+            result.peak_rss_mb = proc_hwm_mb(bridge.pid) or math.nan
+        except Exception as exc:
+            result.failures.append(f"run aborted: {exc}")
+        finally:
+            if producer_task is not None and not producer_task.done():
+                producer_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await producer_task
+            code = await bridge.stop()
+        if code != 0:
+            result.failures.append(f"bridge exit code {code}:\n{bridge.log_tail()}")
+        self._read_log(result, bridge)
+        if not result.failures:
+            t = time.monotonic()
+            outputs = await self._outputs(topics)
+            await measure_and_verify(result, self.sim, workload, sent, outputs, samples, spawned)
+            result.verify_s = time.monotonic() - t
+        result.passed = not result.failures
+        result.wall_s = time.monotonic() - started
+        if result.passed:
+            with contextlib.suppress(OSError):
+                log_path.unlink()
+        return result
+
+    @staticmethod
+    def _read_log(result: RunResult, bridge: BridgeProcess) -> None:
+        """The bridge's counters from its "bridge stopped" line; warnings; errors fail the run."""
+        records = bridge.log_records()
+        stopped = [r for r in records if r.get("msg") == "bridge stopped"]
+        if stopped:
+            result.bridge_counters = {
+                k: v for k, v in stopped[-1].items() if isinstance(v, int) and k != "uptime_s"
+            }
+        result.bridge_warnings = sum(1 for r in records if r.get("level") in ("WARNING", "ERROR"))
+        errors = [
+            r
+            for r in records
+            if r.get("level") in ("ERROR", "CRITICAL") and str(r.get("logger")).startswith("bridge")
+        ]
+        if errors:
+            result.failures.append(f"{len(errors)} ERROR log lines, first: {errors[0].get('msg')}")
+
+    async def _monitor(
+        self,
+        spec: RunSpec,
+        topics: TopicSettings,
+        bridge: BridgeProcess,
+        samples: list[tuple[float, float]],
+        metrics_port: int | None,
+    ) -> int | None:
+        """Sample the bridge's CPU until every command has a result; print progress."""
+        t_start = time.monotonic()
+        last_check = last_print = last_change = t_start
+        last_count = printed_count = 0
+        first_result: float | None = None
+        peak_buffered: int | None = None
+        while True:
+            cpu = proc_cpu_s(bridge.pid)
+            if cpu is not None:
+                samples.append((time.time(), cpu))
+            if bridge.exited:
+                raise RuntimeError(f"bridge exited during the run:\n{bridge.log_tail()}")
+            now = time.monotonic()
+            if metrics_port is not None:
+                buffered = await scrape_metric(metrics_port, "norce_bridge_buffered_records")
+                if buffered is not None:
+                    peak_buffered = max(peak_buffered or 0, int(buffered))
+            if now - last_check >= CHECK_EVERY_S:
+                last_check = now
+                count = await self.count(topics.results)
+                if count != last_count:
+                    last_change = now
+                    last_count = count
+                if count and first_result is None:
+                    first_result = now
+                if count >= spec.commands:
+                    say(f"  {count:,}/{spec.commands:,} results after {now - t_start:.1f}s")
+                    return peak_buffered
+                stop = spec.stop_after_s
+                if stop is not None and first_result is not None and now - first_result > stop:
+                    say(
+                        f"  stopping the bridge (SIGTERM) at {count:,}/{spec.commands:,} "
+                        f"results, peak buffered {peak_buffered or 0:,}"
+                    )
+                    return peak_buffered
+                if now - last_change > self.stall_s:
+                    raise RuntimeError(
+                        f"no progress for {self.stall_s:.0f}s at "
+                        f"{count:,}/{spec.commands:,} results"
+                    )
+                if now - last_print >= PROGRESS_EVERY_S:
+                    rate = (count - printed_count) / (now - last_print)
+                    last_print, printed_count = now, count
+                    say(
+                        f"  [{spec.label}] {count:,}/{spec.commands:,} results, "
+                        f"{rate:,.0f}/s, t={now - t_start:.1f}s"
+                    )
+            await asyncio.sleep(SAMPLE_EVERY_S)

@@ -1,0 +1,239 @@
+"""The throughput benchmark's command line: ``python bench/throughput.py [--quick] ...``.
+
+It starts a local Kafka broker (or uses ``KAFKA_BOOTSTRAP_SERVERS``) and the Norce API simulator
+in its own process, then runs the throughput, paced, memory and HTTP-transport runs, prints the
+table and exits 1 unless every run passed its verification (see ``bench/README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bridge_devkit.harness import SimulatorProcess, async_broker
+from bridge_devkit.throughput.bench import API_KEY, Bench, say
+from bridge_devkit.throughput.planner import Planner, bridge_default_backend, floats, words
+from bridge_devkit.throughput.report import report, targets
+from bridge_devkit.throughput.runs import RunResult, RunSpec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Throughput benchmark of the bridge (key vs partition ordering).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--latencies", default="0,20,100", help="API latencies L in ms")
+    p.add_argument("--modes", default="key,partition", help="ordering modes")
+    p.add_argument(
+        "--commands",
+        type=int,
+        default=0,
+        help="N per run (0: sized from the measured rate to last --run-seconds, <= 10,000)",
+    )
+    p.add_argument("--orders", type=int, default=0, help="M orders per run (0: N/10)")
+    p.add_argument("--max-in-flight", type=int, default=256)
+    p.add_argument("--run-seconds", type=float, default=12.0, help="target length of a run")
+    p.add_argument(
+        "--partition-seconds", type=float, default=20.0, help="target length of partition runs"
+    )
+    p.add_argument("--first-commands", type=int, default=3_000, help="N before a rate is known")
+    p.add_argument("--min-commands", type=int, default=1_000)
+    p.add_argument("--http-backend", default="", help="backend of the main runs (bridge default)")
+    p.add_argument(
+        "--write-guard",
+        default="lease",
+        choices=("lease", "lease+read"),
+        help="BRIDGE_PROCESSING__WRITE_GUARD of every run (measures the read guard's cost)",
+    )
+    p.add_argument("--http-backends", default="httpx,aiohttp", help="backends compared in key mode")
+    p.add_argument("--http-latency", type=float, default=20.0, help="L of the comparison")
+    p.add_argument("--paced-latencies", default="20,100", help="L of the paced runs")
+    p.add_argument("--paced-seconds", type=float, default=10.0)
+    p.add_argument(
+        "--memory-commands",
+        type=int,
+        default=10_400,
+        help="commands pre-produced for the memory run",
+    )
+    p.add_argument("--memory-latency", type=float, default=100.0)
+    p.add_argument(
+        "--memory-seconds", type=float, default=6.0, help="memory run: stop the bridge after"
+    )
+    p.add_argument("--quick", action="store_true", help="small CI run: correctness only")
+    p.add_argument("--skip-paced", action="store_true")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-http", action="store_true")
+    p.add_argument("--stall-s", type=float, default=60.0, help="fail a run without progress")
+    p.add_argument("--seed", type=int, default=4)
+    p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    p.add_argument(
+        "--bridge-wrapper",
+        default="",
+        help="command that runs the bridge instead of this python, e.g. "
+        "'env PYTHONPATH=/extra python' (the bridge must keep the wrapper's pid)",
+    )
+    p.add_argument("--keep-logs", action="store_true", help="keep the logs of passed runs")
+    return p
+
+
+QUICK = {
+    "latencies": "0,20",
+    "commands": 600,
+    "orders": 60,
+    "paced_latencies": "20",
+    "paced_seconds": 2.0,
+    "partition_seconds": 5.0,
+    "skip_memory": True,
+    "skip_http": True,
+    "stall_s": 30.0,
+}
+
+
+def apply_quick(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """--quick: a small run for CI; options given explicitly on the command line still win."""
+    for name, value in QUICK.items():
+        if getattr(args, name) == parser.get_default(name):
+            setattr(args, name, value)
+
+
+async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list[RunResult]:
+    sim = SimulatorProcess(
+        workdir / "simulator.log", api_key=API_KEY, seed=7, args=["--log-level", "WARNING"]
+    )
+    wrapper = shlex.split(args.bridge_wrapper) if args.bridge_wrapper else [sys.executable]
+    bench = Bench(bootstrap, sim, workdir, seed=args.seed, stall_s=args.stall_s, wrapper=wrapper)
+    say(f"simulator at {sim.url} (own process), broker at {bootstrap}, logs in {workdir}")
+    say(
+        f"HTTP backend of the main runs: {args.http_backend} (the bridge's default: "
+        f"{bridge_default_backend()})"
+    )
+    plan = Planner(args)
+    results: list[RunResult] = []
+
+    async def run(spec: RunSpec) -> RunResult:
+        r = await bench.run(spec)
+        results.append(r)
+        plan.learn(r)
+        buffered = f", peak buffered {r.peak_buffered:,}" if r.peak_buffered is not None else ""
+        say(
+            f"{'PASS' if r.passed else 'FAIL'} {spec.label}: {r.throughput:,.0f} cmd/s, "
+            f"{r.cpu_ms_per_command:.3f} CPU s/1k, p50 {r.p50_ms:,.0f} ms, "
+            f"p99 {r.p99_ms:,.0f} ms, RSS {r.peak_rss_mb:.0f} MB{buffered}, "
+            f"{r.api_requests / max(1, r.processed):.2f} API req/cmd "
+            f"(run {r.wall_s:.0f}s: bridge start {r.startup_s:.1f}s, verify {r.verify_s:.1f}s)"
+        )
+        for f in r.failures[:5]:
+            say(f"     - {f[:400]}")
+        return r
+
+    try:
+        await bench.start()
+        latencies = floats(args.latencies)
+        modes = words(args.modes)
+        key_runs: dict[float, RunResult] = {}
+        for latency in latencies:
+            for mode in modes:
+                n = plan.commands(mode, latency, args.http_backend)
+                r = await run(plan.spec("throughput", mode, latency, n))
+                if mode == "key":
+                    key_runs[latency] = r
+        if not args.skip_paced:
+            for latency in floats(args.paced_latencies):
+                base = key_runs.get(latency)
+                if base is None or not base.passed:
+                    continue
+                rate = base.throughput / 2
+                n = max(30, round(rate * args.paced_seconds))
+                await run(plan.spec("paced", "key", latency, n, rate=rate))
+        if not args.skip_memory:
+            # >= 10,000 commands wait in the bridge's buffers; it is stopped (SIGTERM) after
+            # --memory-seconds and what it did by then is verified like a complete run.
+            n = args.memory_commands
+            await run(
+                plan.spec(
+                    "memory",
+                    "key",
+                    args.memory_latency,
+                    n,
+                    scrape=True,
+                    stop_after_s=args.memory_seconds,
+                )
+            )
+        backends = words(args.http_backends)
+        if not args.skip_http and len(backends) > 1:
+            for backend in backends:
+                n = plan.commands("key", args.http_latency, backend)
+                await run(plan.spec("http", "key", args.http_latency, n, backend=backend))
+    finally:
+        await bench.aclose()
+        await sim.aclose()
+    return results
+
+
+async def amain(args: argparse.Namespace) -> int:
+    if not args.http_backend:
+        args.http_backend = bridge_default_backend()
+    workdir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
+    env: dict[str, Any] = {"load_before": _load()}
+    started = time.monotonic()
+    async with async_broker(say) as bootstrap:
+        results = await run_all(args, bootstrap, workdir)
+    env["load_after"] = _load()
+    env["total_s"] = round(time.monotonic() - started, 1)
+    report(results, args, env)
+    ok = bool(results) and all(r.passed for r in results)
+    say()
+    if ok:
+        say(f"ALL {len(results)} RUNS PASSED in {env['total_s']:.0f}s")
+        if not args.keep_logs:
+            shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        say(f"FAILED: see above; bridge logs kept in {workdir}")
+    if args.json is not None:
+        payload = {
+            "environment": env | {"cpus": os.cpu_count(), "argv": sys.argv[1:]},
+            "runs": [r.to_json() for r in results],
+            "targets": targets(results, args),
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0 if ok else 1
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+async def amain_cancellable(args: argparse.Namespace) -> int:
+    """``amain`` that SIGINT/SIGTERM cancel, so the bridge, simulator and broker are stopped."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    return await amain(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # aiokafka logs transient metadata retries (a topic just created) as warnings; errors remain.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    if args.quick:
+        apply_quick(args, parser)
+    try:
+        return asyncio.run(amain_cancellable(args))
+    except asyncio.CancelledError:
+        say("interrupted: bridge, simulator and broker stopped")
+        return 130
