@@ -35,10 +35,11 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any, Final, Literal, TypeAlias
 
 import orjson
+
+from bridge.vocabulary import Outcome
 
 __all__ = [
     "COMMAND_RESULT_SCHEMA",
@@ -76,17 +77,10 @@ STATE_CHANGED_KIND: Final = "state-changed"
 DELETED_KIND: Final = "deleted"
 
 
-class CommandOutcome(StrEnum):
-    """How a command ended: ``CommandResult.outcome`` and the ``outcome`` metric label."""
+CommandOutcome = Outcome
+"""Compatibility name of :class:`bridge.vocabulary.Outcome`."""
 
-    APPLIED = "applied"
-    ALREADY_APPLIED = "already_applied"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    FAILED = "failed"
-
-
-OUTCOMES: Final = frozenset(o.value for o in CommandOutcome)
+OUTCOMES: Final = frozenset(Outcome)
 """The allowed ``CommandResult.outcome`` values."""
 
 _INT32_MIN: Final = -(2**31)

@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Final, Literal
+from typing import Final
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,25 +31,24 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from bridge.errors import DeadLetterReason
-from bridge.events import CommandOutcome
+from bridge.vocabulary import TOPIC_ROLES, CircuitState, DeadLetterReason, Outcome
 
 __all__ = [
     "API_DURATION_BUCKETS",
     "COMMAND_DURATION_BUCKETS",
+    "COMMAND_LABELS",
     "COMMAND_OUTCOMES",
     "COMMAND_TYPES",
     "DEAD_LETTER_REASONS",
     "E2E_LATENCY_BUCKETS",
     "EVENT_LOOP_LAG_BUCKETS",
     "OTHER",
+    "PUBLISHED_TOPICS",
     "RETRY_REASONS",
     "BridgeMetrics",
     "CircuitState",
     "status_class",
 ]
-
-CircuitState = Literal["closed", "open", "half_open"]
 
 OTHER: Final = "other"
 UNKNOWN_TYPE: Final = "unknown"
@@ -57,16 +56,24 @@ UNKNOWN_TYPE: Final = "unknown"
 COMMAND_TYPES: Final[tuple[str, ...]] = ("SetOrderState", "DeleteOrder")
 # One outcome per handled record (a dead-lettered command is ``failed``; dead letters are
 # counted by reason in their own counter, so the outcomes sum to the records handled).
-COMMAND_OUTCOMES: Final[tuple[str, ...]] = tuple(o.value for o in CommandOutcome)
+COMMAND_OUTCOMES: Final[tuple[Outcome, ...]] = tuple(Outcome)
+# (type, outcome) pairs that can occur: a valid command of either type ends in any outcome; a
+# record whose type cannot be read (``unknown``) is always dead-lettered, so only ``failed``.
+COMMAND_LABELS: Final[tuple[tuple[str, Outcome], ...]] = (
+    *((t, o) for t in COMMAND_TYPES for o in Outcome),
+    (UNKNOWN_TYPE, Outcome.FAILED),
+)
 RETRY_REASONS: Final[tuple[str, ...]] = ("429", "5xx", "timeout", "connection")
 STATUS_CLASSES: Final[tuple[str, ...]] = ("2xx", "3xx", "4xx", "5xx", "error")
-CIRCUIT_STATES: Final[tuple[CircuitState, ...]] = ("closed", "open", "half_open")
+CIRCUIT_STATES: Final[tuple[CircuitState, ...]] = tuple(CircuitState)
 HTTP_METHODS: Final[frozenset[str]] = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 )
 # Dead-letter reasons: the bridge's one vocabulary, pre-initialised at zero so rate() and the
 # alerts have a series before the first dead letter. Other short codes are accepted too.
-DEAD_LETTER_REASONS: Final[tuple[str, ...]] = tuple(r.value for r in DeadLetterReason)
+DEAD_LETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = tuple(DeadLetterReason)
+# Output topics by role (the ``topic`` label: never a configured topic name).
+PUBLISHED_TOPICS: Final[tuple[str, ...]] = tuple(TOPIC_ROLES.values())
 
 # 5 ms .. 60 s: a Norce call takes tens of milliseconds, a command with retries up to a minute.
 COMMAND_DURATION_BUCKETS: Final = (
@@ -332,16 +339,19 @@ class BridgeMetrics:
         self._dead_letter_reason = _BoundedLabel(
             _CODE_RE, MAX_DISTINCT_REASONS, initial=DEAD_LETTER_REASONS
         )
-        self._topic = _BoundedLabel(_TOPIC_RE, MAX_DISTINCT_TOPICS)
+        self._topic = _BoundedLabel(_TOPIC_RE, MAX_DISTINCT_TOPICS, initial=PUBLISHED_TOPICS)
 
-        # Pre-initialise the closed label sets at zero so rate() has a series from the start.
-        for command_type in COMMAND_TYPES:
+        # Pre-initialise exactly the label values that can occur, at zero, so rate() and the
+        # alerts have a series from the start (tests/unit/test_vocabulary.py checks the sets).
+        for command_type, outcome in COMMAND_LABELS:
+            self.commands.labels(type=command_type, outcome=outcome)
+        for command_type in (*COMMAND_TYPES, UNKNOWN_TYPE):
             self.command_duration.labels(type=command_type)
-            for outcome in COMMAND_OUTCOMES:
-                self.commands.labels(type=command_type, outcome=outcome)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(reason=reason)
-        self.set_circuit("closed")
+        for topic in PUBLISHED_TOPICS:
+            self.records_published.labels(topic=topic)
+        self.set_circuit(CircuitState.CLOSED)
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -391,11 +401,12 @@ class BridgeMetrics:
         reason_label = reason if reason in RETRY_REASONS else OTHER
         self.api_retries.labels(endpoint=self._endpoint(endpoint), reason=reason_label).inc()
 
-    def set_circuit(self, state: CircuitState) -> None:
-        """Publish the circuit breaker state."""
+    def set_circuit(self, state: CircuitState | str) -> None:
+        """Publish the circuit breaker state (a :class:`CircuitState` or its value)."""
+        current = CircuitState(state)
         for candidate in CIRCUIT_STATES:
-            self.circuit_state.labels(state=candidate).set(1 if candidate == state else 0)
-        self.circuit_open.set(1 if state == "open" else 0)
+            self.circuit_state.labels(state=candidate).set(1 if candidate == current else 0)
+        self.circuit_open.set(1 if current == CircuitState.OPEN else 0)
 
     # -- runtime --------------------------------------------------------------------------------
 

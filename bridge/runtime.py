@@ -53,12 +53,12 @@ from bridge.metrics import BridgeMetrics
 from bridge.offsets import MAX_METADATA_CHARS, CommitMeta, PartitionOffsets
 from bridge.processor import Outcome, Processor, SourceRecord
 from bridge.scheduler import KeyScheduler
+from bridge.vocabulary import TOPIC_ROLES
+from bridge.vocabulary import Outcome as OutcomeName
 
 log = logging.getLogger("bridge.runtime")
 
 EncodedRecord = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
-# Metric labels name a topic's role, never its configured name (no configuration in /metrics).
-TOPIC_ROLES = {"snapshot": "snapshots", "event": "events", "result": "results", "dlq": "dlq"}
 COMMANDS_ROLE = "commands"
 UNEXPECTED_FAILURE_LIMIT = 5
 
@@ -174,11 +174,7 @@ class Runtime:
         self.broker_ok = False
         self.counters: dict[str, int] = {
             "consumed": 0,
-            "applied": 0,
-            "already_applied": 0,
-            "rejected": 0,
-            "expired": 0,
-            "failed": 0,
+            **dict.fromkeys(OutcomeName, 0),
             "dead_lettered": 0,
             "skipped_replayed": 0,
             "published": 0,
@@ -676,7 +672,7 @@ class Runtime:
             m.published(TOPIC_ROLES[o.kind])
         if item.src.timestamp_ms > 0:
             m.e2e_latency(max(0.0, time.time() - item.src.timestamp_ms / 1000))
-        if outcome.outcome in ("applied", "already_applied"):
+        if outcome.outcome.succeeded:
             m.command_succeeded_now()
         log.debug(
             "command handled",
@@ -686,7 +682,7 @@ class Runtime:
                 "partition": item.tp.partition,
             },
         )
-        if outcome.outcome == "failed":
+        if outcome.outcome == OutcomeName.FAILED:
             log.info(
                 "command failed",
                 extra={
