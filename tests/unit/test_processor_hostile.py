@@ -154,9 +154,7 @@ def test_a_dead_letter_that_would_be_too_large_is_truncated_with_its_hash() -> N
     """Over the limit: value cut to fit, original size and SHA-256 in the headers."""
     big = b"x" * 2_000_000
     src = SourceRecord("t", 0, 1, b"k", big, (("trace", b"t"),), 0)
-    out = dead_letter(
-        src, "oversize", ValueError("too big"), stage="S", now=NOW, max_bytes=100_000
-    )
+    out = dead_letter(src, "oversize", ValueError("too big"), stage="S", now=NOW, max_bytes=100_000)
     assert (
         record_size(out.key, out.value if isinstance(out.value, bytes) else None, out.headers)
         <= 100_000
