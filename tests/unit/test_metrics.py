@@ -272,7 +272,7 @@ def test_negative_lag_is_clamped(registry: CollectorRegistry, metrics: BridgeMet
 @pytest.mark.parametrize("state", ["closed", "open", "half_open"])
 def test_circuit_state_is_one_hot(registry: CollectorRegistry, metrics: BridgeMetrics, state: str):
     """Exactly one circuit state is 1 and circuit_open agrees."""
-    metrics.set_circuit(state)  # type: ignore[arg-type]
+    metrics.set_circuit(state)
     states = {
         s: value(registry, "norce_bridge_circuit_state", state=s)
         for s in ("closed", "open", "half_open")
