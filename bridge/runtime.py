@@ -174,7 +174,7 @@ class Runtime:
         self.broker_ok = False
         self.counters: dict[str, int] = {
             "consumed": 0,
-            **dict.fromkeys(OutcomeName, 0),
+            **{o.value: 0 for o in OutcomeName},  # plain str keys (orjson, logs)
             "dead_lettered": 0,
             "skipped_replayed": 0,
             "published": 0,
