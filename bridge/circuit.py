@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Literal
 
-State = Literal["closed", "open", "half_open"]
+from bridge.vocabulary import CircuitState
+
+State = CircuitState  # compatibility name
 
 
 class CircuitBreaker:
@@ -25,7 +26,7 @@ class CircuitBreaker:
         open_s: float,
         max_open_s: float,
         clock: Callable[[], float] = time.monotonic,
-        on_change: Callable[[State], None] | None = None,
+        on_change: Callable[[CircuitState], None] | None = None,
     ) -> None:
         self._threshold = threshold
         self._base_open = open_s
@@ -33,7 +34,7 @@ class CircuitBreaker:
         self._open_for = open_s
         self._clock = clock
         self._on_change = on_change
-        self.state: State = "closed"
+        self.state = CircuitState.CLOSED
         self._failures = 0
         self._opened_at = 0.0
         self._probe_out = False
@@ -41,9 +42,9 @@ class CircuitBreaker:
 
     @property
     def is_open(self) -> bool:
-        return self.state != "closed"
+        return self.state != CircuitState.CLOSED
 
-    def _set(self, state: State) -> None:
+    def _set(self, state: CircuitState) -> None:
         if state != self.state:
             self.state = state
             if self._on_change is not None:
@@ -54,13 +55,13 @@ class CircuitBreaker:
     async def acquire(self) -> None:
         """Wait until a call is allowed (immediately while closed)."""
         while True:
-            if self.state == "closed":
+            if self.state == CircuitState.CLOSED:
                 return
-            if self.state == "open":
+            if self.state == CircuitState.OPEN:
                 remaining = self._opened_at + self._open_for - self._clock()
                 if remaining <= 0:
                     self._probe_out = False
-                    self._set("half_open")
+                    self._set(CircuitState.HALF_OPEN)
                     continue
                 waiter = self._changed
                 with contextlib.suppress(TimeoutError):
@@ -74,26 +75,26 @@ class CircuitBreaker:
 
     def success(self) -> None:
         self._failures = 0
-        if self.state != "closed":
+        if self.state != CircuitState.CLOSED:
             self._open_for = self._base_open
             self._probe_out = False
-            self._set("closed")
+            self._set(CircuitState.CLOSED)
 
     def abandon(self) -> None:
         """The probe was cancelled before it finished: let another caller probe."""
-        if self.state == "half_open" and self._probe_out:
+        if self.state == CircuitState.HALF_OPEN and self._probe_out:
             self._probe_out = False
-            self._set("half_open")
+            self._set(CircuitState.HALF_OPEN)
 
     def failure(self) -> None:
         self._failures += 1
-        if self.state == "half_open":
+        if self.state == CircuitState.HALF_OPEN:
             self._open_for = min(self._max_open, self._open_for * 2)
             self._open()
-        elif self.state == "closed" and self._failures >= self._threshold:
+        elif self.state == CircuitState.CLOSED and self._failures >= self._threshold:
             self._open()
 
     def _open(self) -> None:
         self._opened_at = self._clock()
         self._probe_out = False
-        self._set("open")
+        self._set(CircuitState.OPEN)

@@ -48,7 +48,6 @@ from pydantic_core import PydanticCustomError
 from bridge.codec import AvroCodec
 from bridge.errors import (
     AvroDecodeError,
-    DeadLetterReason,
     InvalidCommandError,
     InvalidOrderIdError,
 )
@@ -62,9 +61,6 @@ JSON_CONTENT_TYPE = "application/json"
 AVRO_COMMAND_SCHEMA = "OrderCommand"
 MAX_ID_LENGTH = 128
 MAX_SCOPE_LENGTH = 64
-
-# Dead-letter reasons (bounded: they are metric label values).
-REASONS: Final = tuple(r.value for r in DeadLetterReason)
 
 # The published contract, as regular expressions the JSON Schema carries too (ECMA 262 and
 # Python agree on these). The validators below use the same expressions, so the schema and the

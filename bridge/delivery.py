@@ -31,8 +31,9 @@ from bridge.errors import BridgeError
 from bridge.kafka_clients import build_producer, build_transactional_producer
 from bridge.ledger import CommitRequest
 from bridge.metrics import BridgeMetrics
-from bridge.outputs import COMMANDS_ROLE, EncodedRecord
 from bridge.partition import Partition, RuntimeState
+from bridge.settle import EncodedRecord
+from bridge.vocabulary import COMMANDS_ROLE
 
 log = logging.getLogger("bridge.runtime")
 

@@ -33,8 +33,9 @@ errors builds messages only from the endpoint label, the HTTP status and the API
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import ClassVar
+
+from bridge.vocabulary import DeadLetterReason  # re-exported: the vocabulary moved
 
 __all__ = [
     "AvroDecodeError",
@@ -56,35 +57,6 @@ __all__ = [
     "SchemaLoadError",
     "UnmappableOrderError",
 ]
-
-
-class DeadLetterReason(StrEnum):
-    """Why a record was dead-lettered: the one vocabulary of ``__connect.errors.reason``, the
-    ``reason`` label of ``norce_bridge_dead_letters_total`` and the prefix of a failed result's
-    reason. A ``StrEnum``, so each member *is* its string."""
-
-    EMPTY_VALUE = "empty_value"
-    OVERSIZE = "oversize"
-    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
-    INVALID_UTF8 = "invalid_utf8"
-    INVALID_JSON = "invalid_json"
-    INVALID_AVRO = "invalid_avro"
-    NOT_AN_OBJECT = "not_an_object"
-    UNKNOWN_TYPE = "unknown_type"
-    MISSING_FIELD = "missing_field"
-    INVALID_FIELD = "invalid_field"
-    UNKNOWN_FIELD = "unknown_field"
-    BAD_ORDER_ID = "bad_order_id"
-    UNKNOWN_STATE = "unknown_state"
-    BAD_TIMESTAMP = "bad_timestamp"
-    API_REJECTED = "api_rejected"
-    ORDER_NOT_FOUND = "order_not_found"
-    UNMAPPABLE_ORDER = "unmappable_order"
-    """Norce returned an order the bridge cannot map to a snapshot (deterministic)."""
-    PROCESSING_ERROR = "processing_error"
-    """An unexpected error kept recurring for a valid command (retried first)."""
-    INTERNAL_ERROR = "internal_error"
-    """Last resort: handling the record failed in a way no other reason covers."""
 
 
 class BridgeError(Exception):
@@ -113,7 +85,7 @@ class InvalidOrderIdError(InvalidCommandError):
     """The order id is empty, too long or contains characters that are not allowed."""
 
     def __init__(self, message: str) -> None:
-        super().__init__("bad_order_id", message)
+        super().__init__(DeadLetterReason.BAD_ORDER_ID, message)
 
 
 class UnmappableOrderError(InvalidCommandError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Final
 
 from bridge.snapshot import (
@@ -22,6 +21,7 @@ from bridge.snapshot import (
     snapshot_from_order,
 )
 from bridge.timestamps import format_rfc3339, parse_rfc3339
+from bridge.vocabulary import Outcome
 
 __all__ = [
     "COMMAND_RESULT_SCHEMA",
@@ -56,17 +56,10 @@ STATE_CHANGED_KIND: Final = "state-changed"
 DELETED_KIND: Final = "deleted"
 
 
-class CommandOutcome(StrEnum):
-    """How a command ended: ``CommandResult.outcome`` and the ``outcome`` metric label."""
+CommandOutcome = Outcome
+"""Compatibility name of :class:`bridge.vocabulary.Outcome`."""
 
-    APPLIED = "applied"
-    ALREADY_APPLIED = "already_applied"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    FAILED = "failed"
-
-
-OUTCOMES: Final = frozenset(o.value for o in CommandOutcome)
+OUTCOMES: Final = frozenset(Outcome)
 """The allowed ``CommandResult.outcome`` values."""
 
 

@@ -1,82 +1,228 @@
-"""Pure handling of one command's outcome: encoding its outputs, accounting it in the metrics.
+"""What handling one record produces: its source, the records to publish, and the disposition.
 
-Metric labels name a topic's *role* (``TOPIC_ROLES``), never its configured name: no
-configuration appears in ``/metrics``.
+Pure data and pure builders (the time is passed in): :class:`SourceRecord` (where a command came
+from), :class:`Output` (one record to publish), :class:`Disposition` (the outcome of one record
+and its outputs), :class:`Ids` (a command's ids, which every output carries as headers), and the
+builders of the snapshot, event and result records of a command. The runtime encodes and
+publishes the outputs; nothing here knows Kafka or HTTP.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
-from bridge.codec import AvroCodec
-from bridge.metrics import BridgeMetrics
-from bridge.processor import Outcome
+from bridge.commands import DeleteOrder, SetOrderState
+from bridge.errors import UnmappableOrderError
+from bridge.events import (
+    SnapshotMappingError,
+    command_result,
+    order_deleted_event,
+    snapshot_from_order,
+    state_changed_event,
+)
+from bridge.vocabulary import DeadLetterReason, Outcome, OutputKind
 
-log = logging.getLogger("bridge.runtime")
+__all__ = [
+    "Disposition",
+    "Headers",
+    "Ids",
+    "Output",
+    "SourceRecord",
+    "deleted_outputs",
+    "record_key",
+    "result_output",
+    "snapshot_output",
+    "state_event_output",
+]
 
-EncodedRecord = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
-TOPIC_ROLES = {"snapshot": "snapshots", "event": "events", "result": "results", "dlq": "dlq"}
-COMMANDS_ROLE = "commands"
-SUCCESS_OUTCOMES = ("applied", "already_applied")
-
-
-def encode_outputs(
-    outcome: Outcome, topics: Mapping[str, str], codec: AvroCodec
-) -> list[EncodedRecord]:
-    """The records to publish for ``outcome``: (topic, key, value, headers) each.
-
-    Tombstones stay None and dead letters keep the original bytes; everything else is encoded
-    with its Avro schema (a value the schema cannot carry raises).
-    """
-    out: list[EncodedRecord] = []
-    for o in outcome.outputs:
-        if o.kind == "dlq" or o.value is None or isinstance(o.value, bytes):
-            value = o.value if isinstance(o.value, bytes) else None
-        elif o.schema is None:
-            raise ValueError(f"a {o.kind} output without a schema")
-        else:
-            value = codec.encode(o.schema, o.value)
-        out.append((topics[o.kind], o.key, value, o.headers))
-    return out
+Headers = list[tuple[str, bytes | None]]
+Command = SetOrderState | DeleteOrder
 
 
-def account_outcome(
-    metrics: BridgeMetrics,
-    counters: dict[str, int],
-    outcome: Outcome,
-    *,
-    n_records: int,
-    seconds: float,
-    age_s: float | None,
-    where: Mapping[str, int],
-) -> None:
-    """Count one handled record once, under its outcome (a dead-lettered one is ``failed``).
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """Where a command came from (for results and dead letters)."""
 
-    ``age_s`` is the time since the record's timestamp (None when it has none); ``where`` (its
-    partition and offset) only goes to the log.
-    """
-    metrics.command_finished(outcome.command_type, outcome.outcome, seconds)
-    counters[outcome.outcome] = counters.get(outcome.outcome, 0) + 1
-    counters["published"] = counters.get("published", 0) + n_records
-    if outcome.dead_letter_reason is not None:
-        # Counted once above under its outcome (failed); dead letters by reason only here.
-        metrics.dead_lettered(outcome.dead_letter_reason)
-        counters["dead_lettered"] = counters.get("dead_lettered", 0) + 1
-    for o in outcome.outputs:
-        metrics.published(TOPIC_ROLES[o.kind])
-    if age_s is not None:
-        metrics.e2e_latency(max(0.0, age_s))
-    if outcome.outcome in SUCCESS_OUTCOMES:
-        metrics.command_succeeded_now()
-    log.debug("command handled", extra={"outcome": outcome.outcome, **where})
-    if outcome.outcome == "failed":
-        log.info(
-            "command failed",
-            extra={
-                "outcome": outcome.outcome,
-                "reason": outcome.reason,
-                "dead_letter_reason": outcome.dead_letter_reason,
-                **where,
-            },
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class Output:
+    """One record to publish; ``value`` None is a tombstone, DLQ values are the raw bytes."""
+
+    kind: OutputKind
+    key: bytes | None
+    schema: str | None
+    value: dict[str, Any] | bytes | None
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Disposition:
+    """How one record ended: its outcome, what to publish, and why (for logs and metrics)."""
+
+    outcome: Outcome
+    command_type: str
+    outputs: list[Output]
+    reason: str | None = None
+    dead_letter_reason: DeadLetterReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ids:
+    """The ids of a command, each valid Unicode (ids that are not are dropped, and named)."""
+
+    command_id: str
+    type: str
+    order_id: str
+    merchant: str
+    channel: str
+    correlation_id: str | None
+    dropped: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, cmd: Command) -> Ids:
+        return cls(
+            cmd.command_id, cmd.type, cmd.order_id, cmd.merchant, cmd.channel, cmd.correlation_id
         )
+
+    def headers(self, schema: str | None) -> Headers:
+        """The ``norce.*`` headers of an output (and its schema and content type, if Avro)."""
+        headers: Headers = []
+        if self.command_id:
+            headers.append(("norce.command.id", self.command_id.encode()))
+        if self.order_id:
+            headers.append(("norce.order.id", self.order_id.encode()))
+        if self.correlation_id:
+            headers.append(("norce.correlation.id", self.correlation_id.encode()))
+        if schema is not None:
+            headers.append(("norce.schema", f"com.norce.bridge.v1.{schema}".encode()))
+            headers.append(("content-type", b"application/avro"))
+        return headers
+
+
+def record_key(order_id: str | None) -> bytes | None:
+    """The key of every output of an order: its id (None when there is no id)."""
+    return order_id.encode("utf-8", "replace") if order_id else None
+
+
+def result_output(
+    ids: Ids,
+    src: SourceRecord,
+    outcome: Outcome,
+    reason: str | None,
+    *,
+    now: datetime,
+    attempts: int = 0,
+    current: str | None = None,
+    http_status: int | None = None,
+    replayed: bool = False,
+) -> Output:
+    """The ``CommandResult`` record of a command known by its ids."""
+    result = command_result(
+        command_id=ids.command_id,
+        command_type=ids.type,
+        order_id=ids.order_id,
+        merchant=ids.merchant,
+        channel=ids.channel,
+        correlation_id=ids.correlation_id,
+        outcome=outcome,
+        attempts=attempts,
+        processed_at=now,
+        source_topic=src.topic,
+        source_partition=src.partition,
+        source_offset=src.offset,
+        reason=reason,
+        current_status=current,
+        http_status=http_status,
+        replayed=replayed,
+    )
+    return Output(
+        OutputKind.RESULT,
+        record_key(ids.order_id or None),
+        "CommandResult",
+        result,
+        ids.headers("CommandResult"),
+    )
+
+
+def snapshot_output(cmd: Command, order: dict[str, Any], now: datetime) -> Output:
+    """The compacted snapshot of ``order`` as Norce returned it.
+
+    Raises :class:`UnmappableOrderError` (a dead letter) when the order cannot be mapped."""
+    try:
+        snap = snapshot_from_order(
+            order, fetched_at=now, command_id=cmd.command_id, correlation_id=cmd.correlation_id
+        )
+    except SnapshotMappingError as exc:
+        raise UnmappableOrderError(f"the order Norce returned cannot be mapped: {exc}") from exc
+    return Output(
+        OutputKind.SNAPSHOT,
+        record_key(cmd.order_id),
+        "OrderSnapshot",
+        snap,
+        Ids.of(cmd).headers("OrderSnapshot"),
+    )
+
+
+def state_event_output(
+    cmd: SetOrderState,
+    previous: str | None,
+    new: str,
+    transition_at: str | None,
+    occurred_at: datetime,
+) -> Output:
+    """The ``OrderStateChanged`` event of a set-state command."""
+    event = state_changed_event(
+        command_id=cmd.command_id,
+        order_id=cmd.order_id,
+        merchant=cmd.merchant,
+        channel=cmd.channel,
+        previous_status=previous,
+        new_status=new,
+        transition_at=transition_at,
+        correlation_id=cmd.correlation_id,
+        occurred_at=occurred_at,
+    )
+    return Output(
+        OutputKind.EVENT,
+        record_key(cmd.order_id),
+        "OrderStateChanged",
+        event,
+        Ids.of(cmd).headers("OrderStateChanged"),
+    )
+
+
+def deleted_outputs(
+    cmd: DeleteOrder, previous: str | None, *, already: bool, now: datetime
+) -> list[Output]:
+    """The tombstone and the ``OrderDeleted`` event of a delete command."""
+    event = order_deleted_event(
+        command_id=cmd.command_id,
+        order_id=cmd.order_id,
+        merchant=cmd.merchant,
+        channel=cmd.channel,
+        previous_status=previous,
+        already_deleted=already,
+        correlation_id=cmd.correlation_id,
+        occurred_at=now,
+    )
+    ids = Ids.of(cmd)
+    return [
+        Output(OutputKind.SNAPSHOT, record_key(cmd.order_id), None, None, ids.headers(None)),
+        Output(
+            OutputKind.EVENT,
+            record_key(cmd.order_id),
+            "OrderDeleted",
+            event,
+            ids.headers("OrderDeleted"),
+        ),
+    ]

@@ -23,6 +23,7 @@ from bridge.lease import MembershipLease
 from bridge.ledger import PartitionLedger
 from bridge.processor import SourceRecord
 from bridge.scheduler import KeyScheduler
+from bridge.vocabulary import Outcome
 
 log = logging.getLogger("bridge.runtime")
 
@@ -74,11 +75,7 @@ class Partition:
 
 COUNTER_NAMES = (
     "consumed",
-    "applied",
-    "already_applied",
-    "rejected",
-    "expired",
-    "failed",
+    *(o.value for o in Outcome),  # plain str keys (orjson, logs)
     "dead_lettered",
     "skipped_replayed",
     "published",

@@ -13,9 +13,9 @@ from bridge.delivery import Delivery, FatalRuntimeError
 from bridge.kafka_compat import fetch_committed_with_metadata
 from bridge.ledger import PartitionLedger
 from bridge.metrics import BridgeMetrics
-from bridge.outputs import COMMANDS_ROLE
 from bridge.partition import Partition, RuntimeState, WorkItem
 from bridge.processor import Processor
+from bridge.vocabulary import COMMANDS_ROLE
 
 log = logging.getLogger("bridge.runtime")
 

@@ -38,10 +38,10 @@ from bridge.kafka_clients import build_consumer
 from bridge.kafka_compat import observe_group_liveness
 from bridge.lease import MembershipLease, lease_margin_s
 from bridge.metrics import BridgeMetrics
-from bridge.outputs import COMMANDS_ROLE, TOPIC_ROLES
 from bridge.partition import Partition, RuntimeState, WorkItem
 from bridge.processor import Processor
 from bridge.rebalance import RebalanceListener, Rebalancer
+from bridge.vocabulary import COMMANDS_ROLE, TOPIC_ROLES
 from bridge.worker import Worker
 
 __all__ = ["COMMANDS_ROLE", "TOPIC_ROLES", "FatalRuntimeError", "Runtime"]

@@ -25,9 +25,9 @@ from bridge.errors import NorceApiError
 from bridge.lease import LeaseLost, write_gate
 from bridge.logs import command_id_var, correlation_id_var, order_id_var
 from bridge.metrics import BridgeMetrics
-from bridge.outputs import EncodedRecord, account_outcome, encode_outputs
 from bridge.partition import Partition, RuntimeState, WorkItem
 from bridge.processor import Outcome, Processor
+from bridge.settle import EncodedRecord, account_outcome, encode_outputs
 
 log = logging.getLogger("bridge.runtime")
 

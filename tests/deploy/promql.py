@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge.metrics import BridgeMetrics
 from bridge.runtime import COMMANDS_ROLE
-from bridge.runtime import TOPIC_ROLES as OUTPUT_TOPIC_ROLES
+from bridge.vocabulary import TOPIC_ROLES as OUTPUT_TOPIC_ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "helm" / "norce-order-bridge"

@@ -288,8 +288,7 @@ def test_circuit_state_is_one_hot(
     registry: CollectorRegistry, metrics: BridgeMetrics, state: str
 ) -> None:
     """Exactly one circuit state is 1 and circuit_open agrees."""
-    # Parametrized with plain strings; set_circuit takes the CircuitState vocabulary.
-    metrics.set_circuit(state)  # type: ignore[arg-type]
+    metrics.set_circuit(state)
     states = {
         s: value(registry, "norce_bridge_circuit_state", state=s)
         for s in ("closed", "open", "half_open")

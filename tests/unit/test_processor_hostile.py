@@ -39,7 +39,8 @@ class _NoApi:
         raise AssertionError("no API call expected")
 
 
-PROCESSOR = Processor(_NoApi(), codec=CODEC, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+PROCESSOR = Processor(_NoApi(), codec=CODEC, clock=lambda: NOW)
 HEADERS = st.lists(
     st.tuples(
         st.sampled_from(["content-type", "trace", "Content-Type"]),
@@ -153,7 +154,7 @@ def test_a_dead_letter_that_would_be_too_large_is_truncated_with_its_hash() -> N
     """Over the limit: value cut to fit, original size and SHA-256 in the headers."""
     big = b"x" * 2_000_000
     src = SourceRecord("t", 0, 1, b"k", big, (("trace", b"t"),), 0)
-    out = dead_letter(src, "oversize", ValueError("too big"), stage="S", max_bytes=100_000)
+    out = dead_letter(src, "oversize", ValueError("too big"), stage="S", now=NOW, max_bytes=100_000)
     assert (
         record_size(out.key, out.value if isinstance(out.value, bytes) else None, out.headers)
         <= 100_000

@@ -25,9 +25,11 @@ from bridge.kafka_clients import (
 from bridge.lease import MembershipLease
 from bridge.ledger import PartitionLedger
 from bridge.metrics import BridgeMetrics
-from bridge.outputs import TOPIC_ROLES, account_outcome, encode_outputs
 from bridge.partition import COUNTER_NAMES, Partition, RuntimeState, WorkItem
 from bridge.processor import Outcome, Output
+from bridge.settle import account_outcome, encode_outputs
+from bridge.vocabulary import TOPIC_ROLES, DeadLetterReason, OutputKind
+from bridge.vocabulary import Outcome as OutcomeName
 
 TOPICS = {"snapshot": "snaps", "event": "evs", "result": "res", "dlq": "dead"}
 
@@ -80,12 +82,12 @@ def test_outputs_are_encoded_per_topic_role() -> None:
         "occurredAt": "2026-01-01T00:00:00Z",
     }
     outcome = Outcome(
-        "applied",
+        OutcomeName.APPLIED,
         "DeleteOrder",
         [
-            Output("snapshot", b"o1", "OrderSnapshot", None),
-            Output("event", b"o1", "OrderDeleted", deleted, [("h", b"v")]),
-            Output("dlq", b"k", None, b"raw"),
+            Output(OutputKind.SNAPSHOT, b"o1", "OrderSnapshot", None),
+            Output(OutputKind.EVENT, b"o1", "OrderDeleted", deleted, [("h", b"v")]),
+            Output(OutputKind.DLQ, b"k", None, b"raw"),
         ],
     )
     records = encode_outputs(outcome, TOPICS, codec)
@@ -99,7 +101,9 @@ def test_outputs_are_encoded_per_topic_role() -> None:
     )
     assert records[1][3] == [("h", b"v")]
     assert records[2][2] == b"raw"
-    broken = Outcome("applied", "DeleteOrder", [Output("event", b"o1", None, {"x": 1})])
+    broken = Outcome(
+        OutcomeName.APPLIED, "DeleteOrder", [Output(OutputKind.EVENT, b"o1", None, {"x": 1})]
+    )
     with pytest.raises(ValueError, match="without a schema"):
         encode_outputs(broken, TOPICS, codec)
 
@@ -112,15 +116,20 @@ def test_an_outcome_is_counted_once_with_dead_letters_by_reason() -> None:
     )
     counters = dict.fromkeys(COUNTER_NAMES, 0)
     failed = Outcome(
-        "failed",
+        OutcomeName.FAILED,
         "SetOrderState",
-        [Output("dlq", None, None, b"x"), Output("result", b"o", "CommandResult", {})],
+        [
+            Output(OutputKind.DLQ, None, None, b"x"),
+            Output(OutputKind.RESULT, b"o", "CommandResult", {}),
+        ],
         reason="bad",
-        dead_letter_reason="unknown_state",
+        dead_letter_reason=DeadLetterReason.UNKNOWN_STATE,
     )
     where = {"offset": 3, "partition": 0}
     account_outcome(metrics, counters, failed, n_records=2, seconds=0.1, age_s=1.0, where=where)
-    applied = Outcome("applied", "SetOrderState", [Output("event", b"o", "E", {})])
+    applied = Outcome(
+        OutcomeName.APPLIED, "SetOrderState", [Output(OutputKind.EVENT, b"o", "E", {})]
+    )
     account_outcome(metrics, counters, applied, n_records=1, seconds=0.1, age_s=None, where=where)
     assert counters["failed"] == 1
     assert counters["applied"] == 1
@@ -133,8 +142,8 @@ def test_an_outcome_is_counted_once_with_dead_letters_by_reason() -> None:
     assert sample("norce_bridge_commands_total", type="SetOrderState", outcome="failed") == 1
     assert sample("norce_bridge_commands_total", type="SetOrderState", outcome="applied") == 1
     assert sample("norce_bridge_dead_letters_total", reason="unknown_state") == 1
-    assert sample("norce_bridge_records_published_total", topic=TOPIC_ROLES["dlq"]) == 1
-    assert sample("norce_bridge_records_published_total", topic=TOPIC_ROLES["event"]) == 1
+    assert sample("norce_bridge_records_published_total", topic=TOPIC_ROLES[OutputKind.DLQ]) == 1
+    assert sample("norce_bridge_records_published_total", topic=TOPIC_ROLES[OutputKind.EVENT]) == 1
     last = sample("norce_bridge_last_success_timestamp_seconds")
     assert last is not None
     assert abs(last - time.time()) < 60

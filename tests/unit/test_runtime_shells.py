@@ -24,9 +24,9 @@ from bridge.intake import Fetcher
 from bridge.lease import MembershipLease
 from bridge.ledger import CommitMeta, PartitionLedger
 from bridge.metrics import BridgeMetrics
-from bridge.outputs import EncodedRecord
 from bridge.partition import Partition, RuntimeState, WorkItem
 from bridge.processor import Processor, SourceRecord
+from bridge.settle import EncodedRecord
 from bridge.worker import Worker
 
 TP = TopicPartition("cmds", 0)
