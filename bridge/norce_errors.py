@@ -49,6 +49,18 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def bad_body_error(
+    endpoint: str, response: httpx.Response, attempts: int, what: str
+) -> NorceApiError:
+    """A 2xx response whose body is not what the endpoint returns (``what`` says how)."""
+    return NorceApiError(
+        f"{endpoint}: HTTP {response.status_code} response body is {what}",
+        status=response.status_code,
+        attempts=attempts,
+        endpoint=endpoint,
+    )
+
+
 def retry_reason(err: NorceApiError) -> str:
     """The metric label of a retried failure: ``429``, ``timeout``, ``connection`` or ``5xx``."""
     if isinstance(err, NorceRateLimitedError):

@@ -126,12 +126,72 @@ def build_transport(backend: HttpBackend, limits: httpx.Limits) -> httpx.AsyncBa
     raise ConfigError(f"unknown http_backend {backend!r}")
 
 
+_URL_CACHE_SIZE = 8192
+
+
 class NorceHttpClient(httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` that names the one transport it was built with."""
+    """An ``httpx.AsyncClient`` that names the one transport it was built with, and sends
+    prepared requests straight to it (:meth:`send_direct`)."""
 
     def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any) -> None:
         super().__init__(transport=transport, **kwargs)
         self.transport = transport
+        base_path = self.base_url.raw_path
+        self._base_raw_path = base_path if base_path.endswith(b"/") else base_path + b"/"
+        self._default_headers = {k.lower(): v for k, v in self.headers.items()}
+        self._urls: dict[str, httpx.URL] = {}  # parsed URLs of recent paths (GET and PUT reuse)
+
+    def capped_timeout(self, remaining_s: float) -> httpx.Timeout:
+        """The client's timeouts, each capped at the time left before a call's deadline."""
+        base = self.timeout
+
+        def cap(value: float | None) -> float:
+            return remaining_s if value is None else min(value, remaining_s)
+
+        return httpx.Timeout(
+            connect=cap(base.connect),
+            read=cap(base.read),
+            write=cap(base.write),
+            pool=cap(base.pool),
+        )
+
+    async def send_direct(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        *,
+        remaining_s: float,
+    ) -> httpx.Response:
+        """Send one request (``path`` relative to the base URL) straight to the transport.
+
+        ``AsyncClient.request`` re-merges the base URL, default headers, cookies and auth on
+        every call, which measured about 150 us of CPU per request (a third of the total with
+        the aiohttp transport). The bridge needs none of it, so this builds the ``httpx.Request``
+        itself and hands it to the transport the client was built with (same pool, same limits,
+        the client's timeouts capped at ``remaining_s`` via the request's ``timeout`` extension).
+        """
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            url = self.base_url.copy_with(raw_path=self._base_raw_path + path.encode("ascii"))
+            self._urls[path] = url
+        request = httpx.Request(
+            method,
+            url,
+            headers={**self._default_headers, **{k.lower(): v for k, v in headers.items()}},
+            content=content,
+            extensions={"timeout": self.capped_timeout(remaining_s).as_dict()},
+        )
+        response = await self.transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        response.request = request
+        return response
 
 
 def build_http_client(
