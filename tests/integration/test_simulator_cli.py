@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from bridge_devkit.harness import free_port
 from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
@@ -21,13 +21,6 @@ from referencing.jsonschema import DRAFT4
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = json.loads((ROOT / "tests" / "norce-order-api.openapi.json").read_text())
 BASE = "/api/v0/checkout/orders"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def launch(*args: str) -> asyncio.subprocess.Process:
