@@ -1,8 +1,10 @@
-"""Running one benchmark run: fresh topics and orders, a fresh ``bridge run`` process, measured.
+"""Running one benchmark run: fresh topics and orders, a fresh process, measured.
 
 For a ``RunSpec`` it seeds orders, pre-produces the workload to a fresh 12-partition topic (or
-produces it paced while the bridge runs), starts the bridge, samples its CPU until every command
-has a result (or ``stop_after_s``), stops it with SIGTERM and hands over to the verifier.
+produces it paced while the process runs), starts a ``bridge run`` process (or, for
+``pipeline="reference"``, the lean reference pipeline ``bridge_devkit.throughput.reference``
+with the same ``BRIDGE_*`` environment), samples its CPU until every command has a result (or
+``stop_after_s``), stops it with SIGTERM and hands over to the verifier.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import asyncio
 import contextlib
 import math
 import random
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,28 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+REFERENCE_MODULE = "bridge_devkit.throughput.reference"
+STOPPED_LINES = ("bridge stopped", "reference stopped")  # their int fields: the counters
+OWN_LOGGERS = ("bridge", "reference")  # ERROR lines of these fail a run
+
+
+class ReferenceProcess(BridgeProcess):
+    """The reference pipeline as a process, handled like a ``bridge run`` process (same
+    environment, JSON log on stderr, SIGTERM to stop)."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, *, argv: Sequence[str] = ()) -> None:
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*(argv or [sys.executable]), "-m", REFERENCE_MODULE],
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        self.log_path = log_path
+        self.started = time.monotonic()
+
+
 class Bench:
     """Shared clients: a producer of commands, a probe of end offsets, the simulator, the codec."""
 
@@ -60,12 +86,14 @@ class Bench:
         seed: int,
         stall_s: float,
         wrapper: Sequence[str],
+        all_bytes: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
         self.sim = sim
         self.workdir = workdir
         self.stall_s = stall_s
         self.wrapper = list(wrapper)
+        self.all_bytes = all_bytes  # compare every order's snapshot bytes (else a sample)
         self.codec = AvroCodec.load(DEFAULT_SCHEMAS_DIR)
         self.rng = random.Random(seed)
         self.producer = command_producer(bootstrap, linger_ms=5, max_batch_size=256 * 1024)
@@ -149,9 +177,10 @@ class Bench:
             sent = await self.produce(topics.commands, workload.commands)
             say(f"  pre-produced {len(sent):,} commands in {time.monotonic() - t:.1f}s")
         await self.sim.admin("POST", "/reset-log")
-        log_path = self.workdir / f"bridge-{tag}.log"
+        log_path = self.workdir / f"{spec.pipeline}-{tag}.log"
         spawned = time.time()
-        bridge = BridgeProcess(self.bridge_env(spec, topics), log_path, argv=self.wrapper)
+        process = ReferenceProcess if spec.pipeline == "reference" else BridgeProcess
+        bridge = process(self.bridge_env(spec, topics), log_path, argv=self.wrapper)
         samples: list[tuple[float, float]] = []
         producer_task: asyncio.Task[dict[str, Sent]] | None = None
         try:
@@ -179,7 +208,17 @@ class Bench:
         if not result.failures:
             t = time.monotonic()
             outputs = await self._outputs(topics)
-            await measure_and_verify(result, self.sim, workload, sent, outputs, samples, spawned)
+            await measure_and_verify(
+                result,
+                self.sim,
+                workload,
+                sent,
+                outputs,
+                samples,
+                spawned,
+                self.codec,
+                all_bytes=self.all_bytes,
+            )
             result.verify_s = time.monotonic() - t
         result.passed = not result.failures
         result.wall_s = time.monotonic() - started
@@ -190,9 +229,10 @@ class Bench:
 
     @staticmethod
     def _read_log(result: RunResult, bridge: BridgeProcess) -> None:
-        """The bridge's counters from its "bridge stopped" line; warnings; errors fail the run."""
+        """The counters of its "bridge stopped" (or "reference stopped") line; warnings; its
+        errors fail the run."""
         records = bridge.log_records()
-        stopped = [r for r in records if r.get("msg") == "bridge stopped"]
+        stopped = [r for r in records if r.get("msg") in STOPPED_LINES]
         if stopped:
             result.bridge_counters = {
                 k: v for k, v in stopped[-1].items() if isinstance(v, int) and k != "uptime_s"
@@ -201,7 +241,8 @@ class Bench:
         errors = [
             r
             for r in records
-            if r.get("level") in ("ERROR", "CRITICAL") and str(r.get("logger")).startswith("bridge")
+            if r.get("level") in ("ERROR", "CRITICAL")
+            and str(r.get("logger")).startswith(OWN_LOGGERS)
         ]
         if errors:
             result.failures.append(f"{len(errors)} ERROR log lines, first: {errors[0].get('msg')}")

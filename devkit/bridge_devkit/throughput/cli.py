@@ -2,7 +2,10 @@
 
 It starts a local Kafka broker (or uses ``KAFKA_BOOTSTRAP_SERVERS``) and the Norce API simulator
 in its own process, then runs the throughput, paced, memory and HTTP-transport runs, prints the
-table and exits 1 unless every run passed its verification (see ``bench/README.md``).
+table and exits 1 unless every run passed its verification (see ``bench/README.md``). In key
+mode the bridge and the lean reference pipeline (``bridge_devkit.throughput.reference``) run
+alternately at each L, on the same N, orders and partitions (B, R, B, R with ``--repeat 2``),
+back-log and paced.
 """
 
 from __future__ import annotations
@@ -70,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--memory-seconds", type=float, default=6.0, help="memory run: stop the bridge after"
     )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="key-mode runs per L and pipeline (B, R, B, R, ...)"
+    )
+    p.add_argument(
+        "--reference-latencies",
+        default="",
+        help="L at which the reference pipeline runs too ('' = every --latencies L, 'none')",
+    )
     p.add_argument("--quick", action="store_true", help="small CI run: correctness only")
     p.add_argument("--skip-paced", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
@@ -89,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 QUICK = {
     "latencies": "0,20",
+    "reference_latencies": "0",
     "commands": 600,
     "orders": 60,
     "paced_latencies": "20",
@@ -112,7 +124,15 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
         workdir / "simulator.log", api_key=API_KEY, seed=7, args=["--log-level", "WARNING"]
     )
     wrapper = shlex.split(args.bridge_wrapper) if args.bridge_wrapper else [sys.executable]
-    bench = Bench(bootstrap, sim, workdir, seed=args.seed, stall_s=args.stall_s, wrapper=wrapper)
+    bench = Bench(
+        bootstrap,
+        sim,
+        workdir,
+        seed=args.seed,
+        stall_s=args.stall_s,
+        wrapper=wrapper,
+        all_bytes=args.quick,
+    )
     say(f"simulator at {sim.url} (own process), broker at {bootstrap}, logs in {workdir}")
     say(
         f"HTTP backend of the main runs: {args.http_backend} (the bridge's default: "
@@ -140,22 +160,43 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
     try:
         await bench.start()
         latencies = floats(args.latencies)
+        with_reference = reference_latencies(args)
         modes = words(args.modes)
-        key_runs: dict[float, RunResult] = {}
+        key_runs: dict[float, list[RunResult]] = {}
+        ref_runs: dict[float, list[RunResult]] = {}
         for latency in latencies:
             for mode in modes:
                 n = plan.commands(mode, latency, args.http_backend)
-                r = await run(plan.spec("throughput", mode, latency, n))
-                if mode == "key":
-                    key_runs[latency] = r
+                if mode != "key":
+                    await run(plan.spec("throughput", mode, latency, n))
+                    continue
+                for i in range(max(1, args.repeat)):  # same N for B and R: B, R, B, R ...
+                    r = await run(plan.spec("throughput", mode, latency, n, repetition=i))
+                    key_runs.setdefault(latency, []).append(r)
+                    if latency in with_reference:
+                        spec = plan.spec(
+                            "throughput", mode, latency, n, pipeline="reference", repetition=i
+                        )
+                        ref_runs.setdefault(latency, []).append(await run(spec))
         if not args.skip_paced:
             for latency in floats(args.paced_latencies):
-                base = key_runs.get(latency)
-                if base is None or not base.passed:
+                rate = paced_rate(key_runs.get(latency, []), ref_runs.get(latency, []))
+                if rate is None:
                     continue
-                rate = base.throughput / 2
                 n = max(30, round(rate * args.paced_seconds))
-                await run(plan.spec("paced", "key", latency, n, rate=rate))
+                for i in range(max(1, args.repeat)):
+                    await run(plan.spec("paced", "key", latency, n, rate=rate, repetition=i))
+                    if latency in with_reference:
+                        spec = plan.spec(
+                            "paced",
+                            "key",
+                            latency,
+                            n,
+                            rate=rate,
+                            pipeline="reference",
+                            repetition=i,
+                        )
+                        await run(spec)
         if not args.skip_memory:
             # >= 10,000 commands wait in the bridge's buffers; it is stopped (SIGTERM) after
             # --memory-seconds and what it did by then is verified like a complete run.
@@ -179,6 +220,27 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
         await bench.aclose()
         await sim.aclose()
     return results
+
+
+def reference_latencies(args: argparse.Namespace) -> set[float]:
+    """The L at which the reference runs next to the bridge (key mode, back-log and paced)."""
+    text = str(args.reference_latencies).strip()
+    if text == "none" or "key" not in words(args.modes):
+        return set()
+    return set(floats(text or args.latencies))
+
+
+def paced_rate(bridge: list[RunResult], reference: list[RunResult]) -> float | None:
+    """Half the measured capacity at one L: of the slower pipeline (mean of its passed back-log
+    runs), so both paced runs get the same rate and neither is past half of its capacity."""
+    capacities = []
+    for runs in (bridge, reference):
+        ok = [r.throughput for r in runs if r.passed]
+        if ok:
+            capacities.append(sum(ok) / len(ok))
+    if not [r for r in bridge if r.passed]:
+        return None
+    return min(capacities) / 2
 
 
 async def amain(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ class Planner:
 
     def learn(self, result: RunResult) -> None:
         s = result.spec
-        if result.passed and s.mode == "key" and s.rate is None:
+        if result.passed and s.mode == "key" and s.rate is None and s.pipeline == "bridge":
             self.rates[s.http_backend] = result.throughput
 
     def commands(self, mode: str, latency_ms: float, backend: str) -> int:
@@ -78,17 +78,23 @@ class Planner:
         rate: float | None = None,
         scrape: bool = False,
         stop_after_s: float | None = None,
+        pipeline: str = "bridge",
+        repetition: int = 0,
     ) -> RunSpec:
+        """The run's spec; reference runs are labelled ``reference`` instead of the mode (they
+        are always per key), repetitions after the first ``#2``, ``#3``..."""
         backend = backend or self.args.http_backend
-        label = f"{mode} L={latency_ms:g}ms"
+        label = f"{'reference' if pipeline == 'reference' else mode} L={latency_ms:g}ms"
         if kind == "paced":
             label = f"paced {label} @{rate:,.0f}/s"
         elif kind == "http":
             label = f"{backend} {label}"
         elif kind == "memory":
             label = f"memory {label}"
-        if self.args.write_guard != "lease":
+        if self.args.write_guard != "lease" and pipeline == "bridge":
             label = f"{label} guard={self.args.write_guard}"
+        if repetition:
+            label = f"{label} #{repetition + 1}"
         return RunSpec(
             label=label,
             kind=kind,
@@ -102,4 +108,5 @@ class Planner:
             scrape=scrape,
             stop_after_s=stop_after_s,
             write_guard=self.args.write_guard,
+            pipeline=pipeline,
         )

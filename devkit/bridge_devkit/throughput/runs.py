@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 PARTITIONS = 12
+PIPELINES = ("bridge", "reference")  # what a run measures: ``bridge run`` or the lean reference
+WARMUP_S = 3.0  # paced runs: latencies of commands sent in the first WARMUP_S are the warm-up
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -29,6 +31,7 @@ class RunSpec:
     scrape: bool = False  # poll the bridge's /metrics for the buffered-records gauge
     stop_after_s: float | None = None  # SIGTERM the bridge this long after the first result
     write_guard: str = "lease"  # BRIDGE_PROCESSING__WRITE_GUARD
+    pipeline: str = "bridge"  # bridge | reference (bridge_devkit.throughput.reference)
 
     @property
     def width(self) -> int:
@@ -54,6 +57,10 @@ class RunResult:
     p50_ms: float = math.nan
     p99_ms: float = math.nan
     latency_samples: int = 0
+    warmup_p99_ms: float = math.nan  # paced runs: commands sent in the first WARMUP_S
+    steady_p99_ms: float = math.nan  # paced runs: commands sent after WARMUP_S
+    warmup_samples: int = 0
+    bytes_checked: int = 0  # orders whose last snapshot was compared byte for byte
     peak_rss_mb: float = math.nan
     peak_buffered: int | None = None
     api_requests: int = 0

@@ -4,20 +4,32 @@ Exactly one result per command (a run stopped early: at most one, and per order 
 sequence) with the expected outcome and source; no dead letters; one snapshot per applied
 command, in command order per order; the simulator's history of every order equals the
 commands' targets, and its order equals the last snapshot; the bridge counted nothing failed.
+For a sample of orders (``BYTE_SAMPLE``, every order when there are fewer) the last snapshot's
+value bytes must equal what the bridge's own codec makes of the order the simulator serves now
+(``AvroCodec`` + ``snapshot_from_order``, with the snapshot's ``fetchedAt``/ids): for the
+reference pipeline this proves it does the bridge's work, not less; for the bridge it checks the
+check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
+from bridge.codec import AvroCodec
+from bridge.events import parse_rfc3339, snapshot_from_order
 from bridge_devkit.harness import OutputRecord, SimulatorAdmin
 from bridge_devkit.harness.verify import snapshot_diff
-from bridge_devkit.throughput.runs import RunResult, interpolate, percentile
+from bridge_devkit.throughput.runs import WARMUP_S, RunResult, interpolate, percentile
 from bridge_devkit.throughput.workload import Sent, Workload
+
+BYTE_SAMPLE = 100
 
 
 @dataclass
@@ -93,14 +105,16 @@ def check_snapshots(
     sent: dict[str, Sent],
     snapshots: list[OutputRecord],
     seen: Counter[str],
-) -> dict[str, dict[str, Any]]:
-    """One snapshot per applied command, in command order per order; the latency per command.
-    Returns the last snapshot of every order."""
+) -> dict[str, OutputRecord]:
+    """One snapshot per applied command, in command order per order; the latency per command
+    (paced runs: also apart for the first ``WARMUP_S`` and after). Returns the last snapshot
+    record of every order."""
     fail = result.failures.append
-    last: dict[str, dict[str, Any]] = {}
+    last: dict[str, OutputRecord] = {}
     last_index: dict[str, int] = {}
     snapped: set[str] = set()
     latencies: list[float] = []
+    sent_at: list[int] = []
     for rec in snapshots:
         order_id = rec.key
         if rec.value is None:
@@ -117,11 +131,12 @@ def check_snapshots(
         if planned.index <= last_index.get(order_id, -1):
             fail(f"{order_id}: snapshot of command #{planned.index} after a later one")
         last_index[order_id] = planned.index
-        last[order_id] = snap
+        last[order_id] = rec
         if cid in snapped:
             fail(f"{cid}: more than one snapshot")
         snapped.add(cid)
         latencies.append(rec.timestamp_ms - sent[cid].timestamp_ms)
+        sent_at.append(sent[cid].timestamp_ms)
     # Every applied command publishes a snapshot; an already_applied one may (a re-fetch).
     applied = {
         c.command_id for c in workload.commands if c.expect == "applied" and seen[c.command_id]
@@ -131,6 +146,14 @@ def check_snapshots(
     result.latency_samples = len(latencies)
     result.p50_ms = percentile(latencies, 50)
     result.p99_ms = percentile(latencies, 99)
+    if result.spec.rate is not None and sent_at:
+        start = min(s.timestamp_ms for s in sent.values())
+        cut = start + WARMUP_S * 1000
+        warm = [x for x, t in zip(latencies, sent_at, strict=True) if t < cut]
+        steady = [x for x, t in zip(latencies, sent_at, strict=True) if t >= cut]
+        result.warmup_samples = len(warm)
+        result.warmup_p99_ms = percentile(warm, 99)
+        result.steady_p99_ms = percentile(steady, 99)
     return last
 
 
@@ -139,11 +162,15 @@ async def check_simulator(
     sim: SimulatorAdmin,
     workload: Workload,
     done: dict[str, int],
-    last: dict[str, dict[str, Any]],
+    last: dict[str, OutputRecord],
+    codec: AvroCodec,
+    sample: set[str],
 ) -> None:
-    """Per order: the simulator's history, and its order against the last snapshot."""
+    """Per order: the simulator's history, and its order against the last snapshot (for the
+    orders of ``sample`` also byte for byte against the bridge's codec)."""
     gate = asyncio.Semaphore(16)
     problems: list[str] = []
+    byte_problems: list[str] = []
 
     async def check(order_id: str) -> None:
         async with gate:
@@ -157,12 +184,43 @@ async def check_simulator(
         elif order_id not in last:
             if done[order_id]:
                 problems.append(f"{order_id}: no snapshot")
-        elif snapshot_diff(last[order_id], response.json()):
+        elif snapshot_diff(last[order_id].value or {}, response.json()):
             problems.append(f"{order_id}: last snapshot differs from the simulator's order")
+        elif order_id in sample:
+            result.bytes_checked += 1
+            if last[order_id].raw != bridge_snapshot_bytes(codec, last[order_id], response.content):
+                byte_problems.append(order_id)
 
     await asyncio.gather(*(check(o) for o in workload.per_order))
     if problems:
         result.failures.append(f"{len(problems)} orders wrong, e.g. " + "; ".join(problems[:3]))
+    if byte_problems:
+        result.failures.append(
+            f"{len(byte_problems)} of {result.bytes_checked} sampled orders: last snapshot bytes "
+            f"differ from the bridge codec's, e.g. {byte_problems[:3]}"
+        )
+
+
+def bridge_snapshot_bytes(codec: AvroCodec, snapshot: OutputRecord, order_json: bytes) -> bytes:
+    """What the bridge publishes for ``order_json`` with the snapshot's own time and ids."""
+    value = snapshot.value or {}
+    fetched_at = parse_rfc3339(str(value.get("fetchedAt")))
+    if fetched_at is None:
+        return b""
+    record = snapshot_from_order(
+        orjson.loads(order_json),
+        fetched_at=fetched_at,
+        command_id=value.get("commandId"),
+        correlation_id=value.get("correlationId"),
+    )
+    return codec.encode("OrderSnapshot", record)
+
+
+def byte_sample(order_ids: list[str], seed: int, everything: bool) -> set[str]:
+    """The orders compared byte for byte: ``BYTE_SAMPLE`` of them (all when fewer, or asked)."""
+    if everything or len(order_ids) <= BYTE_SAMPLE:
+        return set(order_ids)
+    return set(random.Random(seed).sample(order_ids, BYTE_SAMPLE))
 
 
 def check_counters(result: RunResult, workload: Workload, seen: Counter[str]) -> None:
@@ -174,7 +232,7 @@ def check_counters(result: RunResult, workload: Workload, seen: Counter[str]) ->
             result.failures.append(
                 f"bridge counted {name}={counters.get(name)}, expected {want[name]}"
             )
-    for name in ("failed", "dead_lettered", "rejected", "expired"):
+    for name in ("failed", "dead_lettered", "rejected", "expired", "errors", "unsupported"):
         if counters.get(name):
             result.failures.append(f"bridge counted {name}={counters[name]}")
 
@@ -187,6 +245,8 @@ async def measure_and_verify(
     outputs: RunOutputs,
     samples: list[tuple[float, float]],
     spawned: float,
+    codec: AvroCodec,
+    all_bytes: bool = False,
 ) -> None:
     t_first = first_call(result, outputs.calls)
     if t_first is None:
@@ -207,5 +267,6 @@ async def measure_and_verify(
     done = done_per_order(result, workload, seen)
     last = check_snapshots(result, workload, sent, outputs.snapshots, seen)
     await sim.set_faults(latency_ms=0, jitter_ms=0)
-    await check_simulator(result, sim, workload, done, last)
+    sample = byte_sample(sorted(workload.per_order), len(outputs.results), all_bytes)
+    await check_simulator(result, sim, workload, done, last, codec, sample)
     check_counters(result, workload, seen)
