@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bridge-wrapper",
         default="",
-        help="command that runs the bridge instead of this python, e.g. "
+        help="command that runs the bridge (and the reference) instead of this python, e.g. "
         "'env PYTHONPATH=/extra python' (the bridge must keep the wrapper's pid)",
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the logs of passed runs")
@@ -146,6 +146,13 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
         results.append(r)
         plan.learn(r)
         buffered = f", peak buffered {r.peak_buffered:,}" if r.peak_buffered is not None else ""
+        if spec.rate is not None:
+            buffered += (
+                f", warm-up p99 {r.warmup_p99_ms:,.0f} ms ({r.warmup_samples} cmds), "
+                f"steady p99 {r.steady_p99_ms:,.0f} ms"
+            )
+        if r.bytes_checked:
+            buffered += f", snapshot bytes = bridge codec's for {r.bytes_checked} orders"
         say(
             f"{'PASS' if r.passed else 'FAIL'} {spec.label}: {r.throughput:,.0f} cmd/s, "
             f"{r.cpu_ms_per_command:.3f} CPU s/1k, p50 {r.p50_ms:,.0f} ms, "

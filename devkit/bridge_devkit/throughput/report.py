@@ -1,4 +1,4 @@
-"""The benchmark's table, the issue 4 targets and the PASS/FAIL lines."""
+"""The benchmark's table, bridge vs reference, the targets (issues 4 and 13), PASS/FAIL lines."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import os
 from typing import Any
 
 from bridge_devkit.throughput.bench import say
-from bridge_devkit.throughput.runs import PARTITIONS, RunResult
+from bridge_devkit.throughput.runs import PARTITIONS, WARMUP_S, RunResult
 
 MEMORY_TARGET_BUFFERED = 10_000
+CPU_RATIO_TARGET = 1.15  # issue 13: bridge CPU per command at L=0 <= 1.15x the reference's
+THROUGHPUT_RATIO_TARGET = 0.9  # issue 13: bridge cmd/s at L=0 and 20 >= 0.9x the reference's
+THROUGHPUT_RATIO_LATENCIES = (0.0, 20.0)
+WARMUP_FACTOR = 3.0  # issue 13: warm-up p99 <= 3x steady-state p99
 
 
 def _f(value: float | None, fmt: str, width: int) -> str:
@@ -39,17 +43,122 @@ def row(r: RunResult) -> str:
 
 
 def targets(results: list[RunResult], args: argparse.Namespace) -> list[str]:
-    """Issue 4's targets against this invocation's figures (informational, not pass/fail)."""
+    """Issue 4's targets (its CPU-per-command line replaced by issue 13's ratios to the
+    reference) and issue 13's, against this invocation's figures (informational: a MISSED
+    target does not fail the benchmark; a failed verification does)."""
+    return issue4_targets(results) + issue13_targets(results)
+
+
+def _mean(values: list[float]) -> float:
+    ok = [v for v in values if not math.isnan(v)]
+    return sum(ok) / len(ok) if ok else math.nan
+
+
+def passed_runs(
+    results: list[RunResult], kind: str, pipeline: str, latency: float
+) -> list[RunResult]:
+    """Passed key-mode runs of ``pipeline`` at ``latency`` (all repetitions)."""
+    return [
+        r
+        for r in results
+        if r.passed
+        and r.spec.kind == kind
+        and r.spec.mode == "key"
+        and r.spec.pipeline == pipeline
+        and r.spec.latency_ms == latency
+    ]
+
+
+def _verdict(ok: bool, text: str) -> str:
+    return f"  {'PASS  ' if ok else 'MISSED'}  {text}"
+
+
+def issue13_targets(results: list[RunResult]) -> list[str]:
+    """Bridge vs reference (means of the repetitions), and the paced p99s."""
+    lines: list[str] = []
+    latencies = sorted({r.spec.latency_ms for r in results if r.spec.pipeline == "reference"})
+    for latency in latencies:
+        b = passed_runs(results, "throughput", "bridge", latency)
+        ref = passed_runs(results, "throughput", "reference", latency)
+        if not b or not ref:
+            continue
+        if latency == 0:
+            cpu = _mean([r.cpu_ms_per_command for r in b]) / _mean(
+                [r.cpu_ms_per_command for r in ref]
+            )
+            lines.append(
+                _verdict(
+                    cpu <= CPU_RATIO_TARGET,
+                    f"L=0: bridge CPU per command = {cpu:.2f}x the reference's "
+                    f"(target <= {CPU_RATIO_TARGET:.2f}x)",
+                )
+            )
+        if latency in THROUGHPUT_RATIO_LATENCIES:
+            tput = _mean([r.throughput for r in b]) / _mean([r.throughput for r in ref])
+            lines.append(
+                _verdict(
+                    tput >= THROUGHPUT_RATIO_TARGET,
+                    f"L={latency:g}: bridge throughput = {tput:.2f}x the reference's "
+                    f"(target >= {THROUGHPUT_RATIO_TARGET:.2f}x)",
+                )
+            )
+    paced = sorted({r.spec.latency_ms for r in results if r.spec.kind == "paced"})
+    for latency in paced:
+        b = passed_runs(results, "paced", "bridge", latency)
+        ref = passed_runs(results, "paced", "reference", latency)
+        if not b:
+            continue
+        steady = _mean([r.steady_p99_ms for r in b])
+        warm = _mean([r.warmup_p99_ms for r in b])
+        limit = 2 * latency + 25
+        if math.isnan(steady):
+            lines.append(
+                f"  n/a     paced L={latency:g}: no command sent after the first {WARMUP_S:g} s "
+                f"(warm-up p99 {warm:,.0f} ms): no steady state to compare"
+            )
+            continue
+        lines.append(
+            _verdict(
+                steady <= limit,
+                f"paced L={latency:g}: bridge steady-state p99 {steady:,.0f} ms "
+                f"(target <= 2L + 25 = {limit:,.0f} ms)",
+            )
+        )
+        ref_steady = _mean([r.steady_p99_ms for r in ref])
+        if not math.isnan(ref_steady):
+            lines.append(
+                _verdict(
+                    steady <= ref_steady,
+                    f"paced L={latency:g}: bridge steady-state p99 {steady:,.0f} ms vs the "
+                    f"reference's {ref_steady:,.0f} ms (target <=)",
+                )
+            )
+        lines.append(
+            _verdict(
+                warm <= WARMUP_FACTOR * steady,
+                f"paced L={latency:g}: bridge warm-up p99 {warm:,.0f} ms (first "
+                f"{WARMUP_S:g} s) vs steady state {steady:,.0f} ms (target <= "
+                f"{WARMUP_FACTOR:g}x = {WARMUP_FACTOR * steady:,.0f} ms)",
+            )
+        )
+    return lines
+
+
+def issue4_targets(results: list[RunResult]) -> list[str]:
+    """Issue 4's targets (bridge runs only; the first run of each kind)."""
 
     def find(kind: str, mode: str, latency: float) -> RunResult | None:
         for r in results:
             s = r.spec
-            if (s.kind, s.mode, s.latency_ms) == (kind, mode, latency) and r.passed:
+            if (
+                (s.kind, s.mode, s.latency_ms) == (kind, mode, latency)
+                and r.passed
+                and s.pipeline == "bridge"
+            ):
                 return r
         return None
 
-    def verdict(ok: bool, text: str) -> str:
-        return f"  {'met   ' if ok else 'MISSED'}  {text}"
+    verdict = _verdict
 
     lines: list[str] = []
     key100, part100 = find("throughput", "key", 100), find("throughput", "partition", 100)
@@ -71,16 +180,6 @@ def targets(results: list[RunResult], args: argparse.Namespace) -> list[str]:
     if key20 is not None and part20 is not None:
         ratio = key20.throughput / part20.throughput
         lines.append(verdict(ratio >= 5, f"L=20: key/partition = {ratio:.1f}x (target >= 5x)"))
-    key0 = find("throughput", "key", 0)
-    if key0 is not None:
-        us = key0.cpu_ms_per_command * 1000
-        lines.append(
-            verdict(
-                us <= 500,
-                f"L=0: {us:,.0f} us bridge CPU per command = {1e6 / us:,.0f} cmd/CPU-s "
-                "(target <= 500 us, >= 2,000 cmd/CPU-s)",
-            )
-        )
     for r in results:
         if r.spec.scrape and r.passed:
             buffered = r.peak_buffered or 0
@@ -92,7 +191,7 @@ def targets(results: list[RunResult], args: argparse.Namespace) -> list[str]:
                 )
             )
     for r in results:
-        if r.spec.kind == "paced" and r.passed:
+        if r.spec.kind == "paced" and r.passed and r.spec.pipeline == "bridge":
             limit = 3 * 2 * r.spec.latency_ms + 50
             lines.append(
                 verdict(
@@ -102,6 +201,68 @@ def targets(results: list[RunResult], args: argparse.Namespace) -> list[str]:
                 )
             )
     return lines
+
+
+VS_HEADER = (
+    f"{'L':>6} {'pipeline':<16} {'runs':>4} {'cmd/s':>7} {'CPU ms/cmd':>10} {'p50 ms':>7} "
+    f"{'p99 ms':>7} {'warm p99':>8} {'steady p99':>10} {'RSS MB':>6}"
+)
+
+
+def _pipeline_row(latency: float, pipeline: str, runs: list[RunResult]) -> str:
+    return (
+        f"{latency:>4g}ms {pipeline:<16} {len(runs):>4} "
+        f"{_f(_mean([r.throughput for r in runs]), ',.0f', 7)} "
+        f"{_f(_mean([r.cpu_ms_per_command for r in runs]), '.3f', 10)} "
+        f"{_f(_mean([r.p50_ms for r in runs]), ',.0f', 7)} "
+        f"{_f(_mean([r.p99_ms for r in runs]), ',.0f', 7)} "
+        f"{_f(_mean([r.warmup_p99_ms for r in runs]), ',.0f', 8)} "
+        f"{_f(_mean([r.steady_p99_ms for r in runs]), ',.0f', 10)} "
+        f"{_f(_mean([r.peak_rss_mb for r in runs]), '.0f', 6)}"
+    )
+
+
+def _ratio(a: float, b: float) -> str:
+    return "-" if math.isnan(a) or math.isnan(b) or not b else f"{a / b:.2f}x"
+
+
+def versus_reference(results: list[RunResult]) -> None:
+    """Per L (key mode): the bridge's and the reference's means, and bridge/reference ratios."""
+    with_ref = sorted({r.spec.latency_ms for r in results if r.spec.pipeline == "reference"})
+    if not with_ref:
+        return
+    say()
+    say("bridge vs lean reference (key mode, same N/orders/partitions; means of the passed runs)")
+    say(VS_HEADER)
+    for kind in ("throughput", "paced"):
+        for latency in with_ref:
+            b = passed_runs(results, kind, "bridge", latency)
+            ref = passed_runs(results, kind, "reference", latency)
+            if not b or not ref:
+                continue
+            label = "" if kind == "throughput" else "paced "
+            say(_pipeline_row(latency, f"{label}bridge", b))
+            say(_pipeline_row(latency, f"{label}reference", ref))
+            cpu = _ratio(
+                _mean([r.cpu_ms_per_command for r in b]),
+                _mean([r.cpu_ms_per_command for r in ref]),
+            )
+            tput = _ratio(_mean([r.throughput for r in b]), _mean([r.throughput for r in ref]))
+            p99_of = "steady_p99_ms" if kind == "paced" else "p99_ms"
+            p99 = _ratio(
+                _mean([getattr(r, p99_of) for r in b]), _mean([getattr(r, p99_of) for r in ref])
+            )
+            say(
+                f"{latency:>4g}ms bridge/reference: CPU per command {cpu}, cmd/s {tput}, "
+                f"{'steady-state ' if kind == 'paced' else ''}p99 {p99}"
+            )
+    checked = [r for r in results if r.spec.pipeline == "reference" and r.passed]
+    if checked:
+        say(
+            "reference snapshot bytes equal to the bridge codec's for "
+            + ", ".join(f"{r.bytes_checked}" for r in checked)
+            + " sampled orders (one figure per reference run)"
+        )
 
 
 def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, Any]) -> None:
@@ -121,7 +282,11 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
                 say(row(r))
     ratios = []
     for latency in sorted({r.spec.latency_ms for r in results}):
-        k = [r for r in results if r.spec.kind == "throughput" and r.spec.mode == "key"]
+        k = [
+            r
+            for r in results
+            if r.spec.kind == "throughput" and r.spec.mode == "key" and r.spec.pipeline == "bridge"
+        ]
         p = [r for r in results if r.spec.kind == "throughput" and r.spec.mode == "partition"]
         kk = [r for r in k if r.spec.latency_ms == latency and r.passed]
         pp = [r for r in p if r.spec.latency_ms == latency and r.passed]
@@ -145,10 +310,16 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
     say("CPU s/1k: bridge utime+stime per 1,000 commands over the same window (/proc, 50 ms)")
     say("p50/p99: command CreateTime -> snapshot log-append time (back-log runs: mostly queueing)")
     say("RSS: bridge VmHWM. Figures are noisy: 2 shared cores (broker, simulator, bench, others).")
+    say(
+        f"paced runs: warm p99 = commands sent in the first {WARMUP_S:g} s, steady p99 = after; "
+        "reference = bridge_devkit.throughput.reference (bench/README.md)"
+    )
+    versus_reference(results)
     lines = targets(results, args)
-    if lines and not args.quick:
+    if lines:
         say()
-        say("issue 4 targets:")
+        note = "  (--quick: small N on a shared machine, not meaningful)" if args.quick else ""
+        say(f"targets (issues 4 and 13; informational, verification decides PASS/FAIL){note}:")
         for line in lines:
             say(line)
     say()
