@@ -30,8 +30,10 @@ from bridge_devkit.harness import (
     BridgeProcess,
     SimulatorProcess,
     command_producer,
+    committed_offsets,
     create_topics,
     deployment_env,
+    end_offsets,
     fresh_topics,
     read_topic,
     scrape_metric,
@@ -180,7 +182,8 @@ class Bench:
         log_path = self.workdir / f"{spec.pipeline}-{tag}.log"
         spawned = time.time()
         process = ReferenceProcess if spec.pipeline == "reference" else BridgeProcess
-        bridge = process(self.bridge_env(spec, topics), log_path, argv=self.wrapper)
+        env = self.bridge_env(spec, topics)
+        bridge = process(env, log_path, argv=self.wrapper)
         samples: list[tuple[float, float]] = []
         producer_task: asyncio.Task[dict[str, Sent]] | None = None
         try:
@@ -205,6 +208,8 @@ class Bench:
         if code != 0:
             result.failures.append(f"bridge exit code {code}:\n{bridge.log_tail()}")
         self._read_log(result, bridge)
+        if not result.failures and spec.stop_after_s is None:
+            await self._check_committed(result, env["BRIDGE_KAFKA__GROUP_ID"], topics.commands)
         if not result.failures:
             t = time.monotonic()
             outputs = await self._outputs(topics)
@@ -226,6 +231,16 @@ class Bench:
             with contextlib.suppress(OSError):
                 log_path.unlink()
         return result
+
+    async def _check_committed(self, result: RunResult, group: str, topic: str) -> None:
+        """After a complete run and SIGTERM, the group has committed every command record."""
+        committed = await committed_offsets(self.bootstrap, group, topic)
+        ends = await end_offsets(self.bootstrap, topic, PARTITIONS)
+        behind = {
+            p: (committed.get(p, 0), end) for p, end in ends.items() if committed.get(p, 0) != end
+        }
+        if behind:
+            result.failures.append(f"committed offsets behind the end (committed, end): {behind}")
 
     @staticmethod
     def _read_log(result: RunResult, bridge: BridgeProcess) -> None:

@@ -82,7 +82,13 @@ class Reference(ConsumerRebalanceListener):  # type: ignore[misc]
         self.running = 0  # commands being processed
         self.idle = asyncio.Event()  # set when ``running`` drops to 0
         self.room = asyncio.Event()
-        self.counters = {"applied": 0, "already_applied": 0, "unsupported": 0, "errors": 0}
+        self.counters = {
+            "applied": 0,
+            "already_applied": 0,
+            "unsupported": 0,
+            "errors": 0,
+            "commits": 0,
+        }
         self.schema_headers = {
             e: [("norce.schema", e.full_name.encode()), ("content-type", b"application/avro")]
             for e in (self.snapshot, self.event, self.result)
@@ -219,11 +225,16 @@ class Reference(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp, o in self.offsets.items()
             if o.committable > o.committed and tp in self.consumer.assignment()
         }
-        if due:
-            with contextlib.suppress(Exception):
-                await self.consumer.commit(due)
-                for tp, offset in due.items():
-                    self.offsets[tp].committed = offset
+        if not due:
+            return
+        try:
+            await self.consumer.commit(due)
+        except Exception as exc:  # retried at the next interval with the offsets of then
+            log("commit failed", "WARNING", error=repr(exc))
+            return
+        self.counters["commits"] += 1
+        for tp, offset in due.items():
+            self.offsets[tp].committed = offset
 
     # -- one command -----------------------------------------------------------------------------
 
