@@ -53,5 +53,9 @@ def test_quick_benchmark_verifies_every_run_in_both_modes(kafka_bootstrap: str) 
     checked = re.search(r"snapshot bytes = bridge codec's for (\d+) orders", reference[0])
     assert checked is not None, report
     assert int(checked.group(1)) == QUICK_ORDERS, report
-    # ... and the report compares the two.
+    # The paced run reports its warm-up (first 3 s) apart from the steady state after it.
+    paced = [line for line in lines if line.startswith("PASS paced key L=20ms")]
+    assert paced, report
+    assert re.search(r"warm-up p99 [\d,]+ ms .*steady p99 [\d,]+ ms", paced[0]), report
+    # ... and the report compares the bridge with the reference.
     assert any("bridge/reference: CPU per command" in line for line in lines), report
