@@ -145,6 +145,14 @@ class AvroCodec:
         """The fastavro-parsed schema, for callers that need fastavro directly."""
         return self._entry(schema_name).parsed
 
+    def tagged(self, schema_name: str, record: Mapping[str, Any]) -> Any:
+        """``record`` with its nullable complex unions in fastavro's tuple notation (a copy).
+
+        What :meth:`encode` hands to fastavro; for callers that write with fastavro directly.
+        """
+        entry = self._entry(schema_name)
+        return record if entry.tagger is None else entry.tagger(record)
+
     def encode(self, schema_name: str, record: Mapping[str, Any]) -> bytes:
         """Encode ``record`` as a single-object message of the schema ``schema_name``.
 
