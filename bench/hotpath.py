@@ -132,7 +132,9 @@ async def http_rows(rounds: int, requests: int, orders: int) -> list[str]:
 
             async def bridge_put(i: int) -> object:
                 return await client.set_state(
-                    put_ids[i % orders], STATUSES[(i // orders) % 2], merchant=MERCHANT,
+                    put_ids[i % orders],
+                    STATUSES[(i // orders) % 2],
+                    merchant=MERCHANT,
                     channel=CHANNEL,
                 )
 
@@ -168,11 +170,13 @@ async def http_rows(rounds: int, requests: int, orders: int) -> list[str]:
                     samples[name].append(await async_cpu_us_per_call(op, requests))
     finally:
         await sim.aclose()
+    a_get, b_get = samples["(a) bridge GET"], samples["(b) aiohttp GET"]
+    a_put, b_put = samples["(a) bridge PUT"], samples["(b) aiohttp PUT"]
     return [
-        line("(a) bridge GET (get_order_json)", samples["(a) bridge GET"], samples["(b) aiohttp GET"]),
-        line("(b) aiohttp GET (floor)", samples["(b) aiohttp GET"]),
-        line("(a) bridge PUT (set_state)", samples["(a) bridge PUT"], samples["(b) aiohttp PUT"]),
-        line("(b) aiohttp PUT (floor)", samples["(b) aiohttp PUT"]),
+        line("(a) bridge GET (get_order_json)", a_get, b_get),
+        line("(b) aiohttp GET (floor)", b_get),
+        line("(a) bridge PUT (set_state)", a_put, b_put),
+        line("(b) aiohttp PUT (floor)", b_put),
     ]
 
 
