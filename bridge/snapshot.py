@@ -37,12 +37,15 @@ from bridge.snapshot_spec import ORDER_REQUIRED, ORDER_SPEC, ArraySpec, Kind, Ob
 from bridge.timestamps import epoch_millis, format_rfc3339
 
 __all__ = [
+    "SNAPSHOT_NAMESPACE",
     "SNAPSHOT_SCHEMA_VERSION",
     "SnapshotMappingError",
+    "TaggedRecord",
     "order_from_snapshot",
     "order_record_checked",
     "order_record_fast",
     "snapshot_from_order",
+    "tagged_snapshot_from_order",
 ]
 
 SNAPSHOT_SCHEMA_VERSION: Final = 1
@@ -260,10 +263,38 @@ _FAST_SCALARS: Final[dict[str, _FastConv]] = {
 }
 
 
-def _compile_fast(kind: Kind, done: dict[int, _FastConv] | None = None) -> _FastConv:
+SNAPSHOT_NAMESPACE: Final = "com.norce.bridge.v1"
+"""Avro namespace of ``OrderSnapshot`` and its records (their names are the spec's names)."""
+
+
+class TaggedRecord(dict[str, Any]):
+    """A snapshot record whose ``["null", record]`` and ``["null", array]`` union values are
+    already in fastavro's tuple notation (``(full name or "array", value)``).
+
+    ``bridge.codec.AvroCodec.encode`` writes it as it is instead of tagging a copy first. Only
+    for encoding: read the untagged record of :func:`snapshot_from_order` instead.
+    """
+
+    __slots__ = ()
+
+
+def _union_tag(kind: Kind) -> str | None:
+    """The fastavro branch name of a non-null value of ``kind`` (None: scalar, not tagged)."""
+    if isinstance(kind, ObjectSpec):
+        return f"{SNAPSHOT_NAMESPACE}.{kind.name}"
+    if isinstance(kind, ArraySpec):
+        return "array"
+    return None
+
+
+def _compile_fast(
+    kind: Kind, done: dict[int, _FastConv] | None = None, *, tagged: bool = False
+) -> _FastConv:
+    """The converter of ``kind``; ``tagged`` builds the union tags of every optional record or
+    array field in the same pass (fields are ``["null", X]`` unions in the schema)."""
     done = {} if done is None else done
     if isinstance(kind, ArraySpec):
-        item = _compile_fast(kind.items, done)
+        item = _compile_fast(kind.items, done, tagged=tagged)
 
         def conv_array(v: Any) -> Any:
             if type(v) is not list:
@@ -275,7 +306,7 @@ def _compile_fast(kind: Kind, done: dict[int, _FastConv] | None = None) -> _Fast
         return _FAST_SCALARS[kind]
     if id(kind) in done:  # recursive (Item.items): resolve at call time
         return lambda v: done[id(kind)](v)
-    fields: list[tuple[str, _FastConv]] = []
+    fields: list[tuple[str, _FastConv, str | None]] = []
     known = frozenset(kind.fields)
 
     def conv_object(v: Any) -> Any:
@@ -284,7 +315,7 @@ def _compile_fast(kind: Kind, done: dict[int, _FastConv] | None = None) -> _Fast
         record: dict[str, Any] = {}
         extra: dict[str, Any] | None = None
         present = 0  # known keys present in v (with a value or an explicit null)
-        for key, conv in fields:
+        for key, conv, tag in fields:
             item = v.get(key)
             if item is None:
                 record[key] = None
@@ -295,7 +326,7 @@ def _compile_fast(kind: Kind, done: dict[int, _FastConv] | None = None) -> _Fast
                     extra[key] = None
             else:
                 present += 1
-                record[key] = conv(item)
+                record[key] = conv(item) if tag is None else (tag, conv(item))
         if len(v) > present:  # unknown keys
             for key in v:
                 if key not in known:
@@ -308,7 +339,10 @@ def _compile_fast(kind: Kind, done: dict[int, _FastConv] | None = None) -> _Fast
         return record
 
     done[id(kind)] = conv_object
-    fields.extend((key, _compile_fast(sub, done)) for key, sub in kind.fields.items())
+    fields.extend(
+        (key, _compile_fast(sub, done, tagged=tagged), _union_tag(sub) if tagged else None)
+        for key, sub in kind.fields.items()
+    )
     return conv_object
 
 
@@ -329,16 +363,48 @@ def snapshot_from_order(
     record = order_record_fast(order)
     if record is None:
         record = order_record_checked(order)
+    return _with_metadata(record, fetched_at, command_id, correlation_id, dict)
+
+
+def tagged_snapshot_from_order(
+    order: Mapping[str, Any],
+    *,
+    fetched_at: datetime,
+    command_id: str | None,
+    correlation_id: str | None,
+) -> dict[str, Any]:
+    """:func:`snapshot_from_order`, ready for the codec: a :class:`TaggedRecord` (union tags
+    built while mapping, no second pass before fastavro) for a well-formed order; an untagged
+    record (the codec tags it) where the compiled converters defer to the generic walk.
+
+    Same bytes once encoded, same errors. For encoding only (``bridge.outputs``)."""
+    try:
+        record: dict[str, Any] | None = _FAST_ORDER_TAGGED(order)
+    except (_Mismatch, SnapshotMappingError):
+        record = None
+    if record is None:
+        checked = order_record_checked(order)
+        return _with_metadata(checked, fetched_at, command_id, correlation_id, dict)
+    return _with_metadata(record, fetched_at, command_id, correlation_id, TaggedRecord)
+
+
+def _with_metadata(
+    record: dict[str, Any],
+    fetched_at: datetime,
+    command_id: str | None,
+    correlation_id: str | None,
+    factory: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """The snapshot record: metadata, the Order part, the derived ``lastModifiedMillis``."""
     for key in ORDER_REQUIRED:
         if record[key] is None:
             raise SnapshotMappingError(f"order.{key}: required string is missing or null")
     last_modified = record["lastModified"]
-    snapshot: dict[str, Any] = {
-        "schemaVersion": SNAPSHOT_SCHEMA_VERSION,
-        "fetchedAt": format_rfc3339(fetched_at),
-        "commandId": command_id,
-        "correlationId": correlation_id,
-    }
+    snapshot = factory()
+    snapshot["schemaVersion"] = SNAPSHOT_SCHEMA_VERSION
+    snapshot["fetchedAt"] = format_rfc3339(fetched_at)
+    snapshot["commandId"] = command_id
+    snapshot["correlationId"] = correlation_id
     snapshot.update(record)
     snapshot["lastModifiedMillis"] = None if last_modified is None else epoch_millis(last_modified)
     return snapshot
@@ -396,6 +462,7 @@ def order_from_snapshot(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _FAST_ORDER: Final = _compile_fast(ORDER_SPEC)
+_FAST_ORDER_TAGGED: Final = _compile_fast(ORDER_SPEC, tagged=True)
 
 
 def order_record_checked(order: Mapping[str, Any]) -> dict[str, Any]:
