@@ -287,14 +287,10 @@ def _union_tag(kind: Kind) -> str | None:
     return None
 
 
-def _compile_fast(
-    kind: Kind, done: dict[int, _FastConv] | None = None, *, tagged: bool = False
-) -> _FastConv:
-    """The converter of ``kind``; ``tagged`` builds the union tags of every optional record or
-    array field in the same pass (fields are ``["null", X]`` unions in the schema)."""
+def _compile_fast(kind: Kind, done: dict[int, _FastConv] | None = None) -> _FastConv:
     done = {} if done is None else done
     if isinstance(kind, ArraySpec):
-        item = _compile_fast(kind.items, done, tagged=tagged)
+        item = _compile_fast(kind.items, done)
 
         def conv_array(v: Any) -> Any:
             if type(v) is not list:
@@ -306,7 +302,7 @@ def _compile_fast(
         return _FAST_SCALARS[kind]
     if id(kind) in done:  # recursive (Item.items): resolve at call time
         return lambda v: done[id(kind)](v)
-    fields: list[tuple[str, _FastConv, str | None]] = []
+    fields: list[tuple[str, _FastConv]] = []
     known = frozenset(kind.fields)
 
     def conv_object(v: Any) -> Any:
@@ -315,7 +311,7 @@ def _compile_fast(
         record: dict[str, Any] = {}
         extra: dict[str, Any] | None = None
         present = 0  # known keys present in v (with a value or an explicit null)
-        for key, conv, tag in fields:
+        for key, conv in fields:
             item = v.get(key)
             if item is None:
                 record[key] = None
@@ -326,7 +322,7 @@ def _compile_fast(
                     extra[key] = None
             else:
                 present += 1
-                record[key] = conv(item) if tag is None else (tag, conv(item))
+                record[key] = conv(item)
         if len(v) > present:  # unknown keys
             for key in v:
                 if key not in known:
@@ -339,11 +335,115 @@ def _compile_fast(
         return record
 
     done[id(kind)] = conv_object
-    fields.extend(
-        (key, _compile_fast(sub, done, tagged=tagged), _union_tag(sub) if tagged else None)
-        for key, sub in kind.fields.items()
-    )
+    fields.extend((key, _compile_fast(sub, done)) for key, sub in kind.fields.items())
     return conv_object
+
+
+# Generated converters. The closures above pay a Python call per field; the functions below
+# are the same converters written out per record type as straight-line code (one local per
+# field, scalar checks inline), generated once at import from the spec. Same checks, same
+# result, same fallback (``_Mismatch``): ``test_compiled_fast_path_equals_the_generic_walk``
+# and the byte-equality tests in ``tests/unit/test_events.py`` hold them to the generic walk.
+
+_INLINE_CHECKS: Final[dict[str, str]] = {
+    "string": "if type(x) is not str: raise _MISMATCH",
+    "int": "if type(x) is not int or not (_INT32_MIN <= x <= _INT32_MAX): raise _MISMATCH",
+    "boolean": "if type(x) is not bool: raise _MISMATCH",
+}
+
+
+def _generate_fast(root: ObjectSpec, *, tagged: bool) -> _FastConv:
+    """Generate the converter functions of ``root`` and every record type under it."""
+    names: dict[int, str] = {}
+    specs: list[ObjectSpec] = []
+    namespace: dict[str, Any] = {
+        "_MISMATCH": _MISMATCH,
+        "_INT32_MIN": _INT32_MIN,
+        "_INT32_MAX": _INT32_MAX,
+        "_dumps": _dumps,
+        "_fast_double": _fast_double,
+    }
+
+    def name_of(spec: ObjectSpec) -> str:
+        if id(spec) not in names:
+            names[id(spec)] = f"conv_{len(names)}_{spec.name}"
+            specs.append(spec)
+        return names[id(spec)]
+
+    def value_expr(kind: Kind, x: str, depth: int) -> tuple[list[str], str]:
+        """Statements checking ``x`` and the expression of its converted value."""
+        if isinstance(kind, ObjectSpec):
+            return [], f"{name_of(kind)}({x})"
+        if isinstance(kind, ArraySpec):
+            y = f"y{depth}"
+            _, item = value_expr(kind.items, y, depth + 1)
+            if not isinstance(kind.items, ObjectSpec):
+                conv = f"_item_{len(namespace)}"
+                namespace[conv] = _compile_fast(kind.items)
+                item = f"{conv}({y})"
+            return [f"if type({x}) is not list: raise _MISMATCH"], f"[{item} for {y} in {x}]"
+        if kind in _INLINE_CHECKS and x == "x":  # a field's value (array items: below)
+            return [_INLINE_CHECKS[kind]], x
+        if kind == "double" and x == "x":  # _fast_double, inline
+            return [
+                "if type(x) is float:",
+                "    if x - x != 0.0: raise _MISMATCH",
+                "elif type(x) is int and -(2**53) <= x <= 2**53: x = float(x)",
+                "else: raise _MISMATCH",
+            ], x
+        conv = f"_scalar_{kind}"
+        namespace[conv] = _FAST_SCALARS[kind]
+        return [], f"{conv}({x})"
+
+    def generate(spec: ObjectSpec) -> str:
+        known = f"_known_{name_of(spec)}"
+        namespace[known] = frozenset(spec.fields)
+        lines = [
+            f"def {name_of(spec)}(v):",
+            "    if type(v) is not dict: raise _MISMATCH",
+            "    extra = None",
+            "    present = 0",
+        ]
+        fields = []
+        for i, (key, kind) in enumerate(spec.fields.items()):
+            k = repr(key)
+            checks, expr = value_expr(kind, "x", 0)
+            tag = _union_tag(kind) if tagged else None
+            if tag is not None:
+                expr = f"({tag!r}, {expr})"
+            lines += [
+                f"    x = v.get({k})",
+                "    if x is None:",
+                f"        r{i} = None",
+                f"        if {k} in v:",
+                "            present += 1",
+                "            if extra is None: extra = {}",
+                f"            extra[{k}] = None",
+                "    else:",
+                "        present += 1",
+                *(f"        {c}" for c in checks),
+                f"        r{i} = {expr}",
+            ]
+            fields.append(f"{k}: r{i}")
+        lines += [
+            "    if len(v) > present:",
+            "        for key in v:",
+            f"            if key not in {known}:",
+            "                if type(key) is not str: raise _MISMATCH",
+            "                if extra is None: extra = {}",
+            "                extra[key] = v[key]",
+            f"    return {{{', '.join(fields)}, 'extra': _dumps(extra, '') if extra else None}}",
+        ]
+        return "\n".join(lines)
+
+    root_name = name_of(root)
+    done = 0
+    while done < len(specs):  # generating a record type may name others
+        source = generate(specs[done])
+        exec(compile(source, f"<snapshot converter {specs[done].name}>", "exec"), namespace)  # noqa: S102
+        done += 1
+    conv: _FastConv = namespace[root_name]
+    return conv
 
 
 def snapshot_from_order(
@@ -461,8 +561,8 @@ def order_from_snapshot(record: Mapping[str, Any]) -> dict[str, Any]:
     return _record_to_object(ORDER_SPEC, record, "snapshot")
 
 
-_FAST_ORDER: Final = _compile_fast(ORDER_SPEC)
-_FAST_ORDER_TAGGED: Final = _compile_fast(ORDER_SPEC, tagged=True)
+_FAST_ORDER: Final = _generate_fast(ORDER_SPEC, tagged=False)
+_FAST_ORDER_TAGGED: Final = _generate_fast(ORDER_SPEC, tagged=True)
 
 
 def order_record_checked(order: Mapping[str, Any]) -> dict[str, Any]:
