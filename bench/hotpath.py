@@ -19,14 +19,15 @@ Figures are CPU time of this process (``time.process_time``) per request or per 
 HTTP rows include the in-process simulator's own CPU for each request, the same in (a) and (b),
 so the **difference** (a) - (b) is the bridge client's overhead per request. The snapshot rows
 run twice: with the collector as it is, and after ``gc.freeze()`` (the service freezes its
-start-up heap; objects alive then are no longer traversed by collections). Each row prints the
-median over the rounds and the range (min-max) as a measure of noise; compare rows of one run,
-not runs.
+start-up heap; objects alive then are no longer traversed by collections). Rows alternate
+within every round; each prints the median, min and max over the rounds (the spread is the
+noise; on a busy machine many short rounds and the minima compare best). Compare rows of one
+run, not runs.
 
 Usage::
 
-    python bench/hotpath.py                       # defaults: 5 rounds x 2000 requests
-    python bench/hotpath.py --rounds 3 --requests 1000 --snapshots 1000
+    python bench/hotpath.py                       # defaults: 10 rounds x 500 requests/snapshots
+    python bench/hotpath.py --part snapshots --rounds 40 --snapshots 100
 """
 
 from __future__ import annotations
@@ -85,12 +86,13 @@ async def async_cpu_us_per_call(op: Op, calls: int) -> float:
 
 
 def line(name: str, samples: list[float], floor: list[float] | None = None) -> str:
-    """One printed row: median and range, and the difference to the floor's median."""
-    med = statistics.median(samples)
-    text = f"  {name:38s} {med:8.1f} us   (range {min(samples):7.1f} - {max(samples):7.1f})"
+    """One printed row: median, min and max over the rounds; against the floor, the differences
+    of the medians and of the minima (the least disturbed rounds on a shared machine)."""
+    med, low = statistics.median(samples), min(samples)
+    text = f"  {name:38s} median {med:7.1f}  min {low:7.1f}  max {max(samples):7.1f} us"
     if floor is not None:
-        base = statistics.median(floor)
-        text += f"   +{med - base:6.1f} us over the floor ({med / base:4.2f}x)"
+        f_med, f_low = statistics.median(floor), min(floor)
+        text += f"   over the floor: {med - f_med:+6.1f} (min {low - f_low:+6.1f}) us"
     return text
 
 
@@ -263,23 +265,26 @@ def snapshot_rows(orders: list[dict[str, Any]], rounds: int, snapshots: int) -> 
 async def main(args: argparse.Namespace) -> None:
     """Measure and print."""
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(
-        f"HTTP: {args.rounds} rounds x {args.requests} sequential requests per row "
-        f"(CPU us per request, simulator in process)"
-    )
-    for row in await http_rows(args.rounds, args.requests, args.orders):
-        print(row)
-    orders = await fetch_orders(args.orders)
-    print(f"Snapshots: {args.rounds} rounds x {args.snapshots} per row (CPU us per snapshot)")
-    for row in snapshot_rows(orders, args.rounds, args.snapshots):
-        print(row)
+    if args.part in ("all", "http"):
+        print(
+            f"HTTP: {args.rounds} rounds x {args.requests} sequential requests per row "
+            f"(CPU us per request, simulator in process)"
+        )
+        for row in await http_rows(args.rounds, args.requests, args.orders):
+            print(row)
+    if args.part in ("all", "snapshots"):
+        orders = await fetch_orders(args.orders)
+        print(f"Snapshots: {args.rounds} rounds x {args.snapshots} per row (CPU us per snapshot)")
+        for row in snapshot_rows(orders, args.rounds, args.snapshots):
+            print(row)
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--snapshots", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--snapshots", type=int, default=500)
     parser.add_argument("--orders", type=int, default=20)
+    parser.add_argument("--part", choices=("all", "http", "snapshots"), default="all")
     asyncio.run(main(parser.parse_args()))
