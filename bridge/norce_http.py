@@ -306,7 +306,7 @@ class NorceHttpClient(httpx.AsyncClient):
             if remaining_s >= self._cap_below_s
             else _client_timeout(self.timeout, remaining_s)
         )
-        with map_aiohttp_exceptions():
+        try:
             async with transport.session().request(
                 method,
                 url,
@@ -318,6 +318,11 @@ class NorceHttpClient(httpx.AsyncClient):
                 timeout=timeout,
             ) as response:
                 body = await response.read()
+        except Exception as exc:
+            # httpx-aiohttp's own mapping, entered only on failure (a generator context manager
+            # around every request costs more than the rest of this method)
+            with map_aiohttp_exceptions():
+                raise exc  # leaves as the mapped httpx exception, caused by exc
         return DirectResponse(response.status, body, response.headers)
 
 
