@@ -21,6 +21,11 @@ derived from the pydantic ``Order``; this module only says how each kind is conv
 * Values of the wrong JSON type make :func:`snapshot_from_order` raise
   :class:`SnapshotMappingError` with the JSON path, e.g. ``order.cart.items[1].quantity``.
   They are never coerced or dropped silently.
+
+Speed: well-formed orders take converters generated once from the spec (straight-line code per
+record type); anything unexpected falls back to the generic walk, which names the JSON path.
+:func:`tagged_snapshot_from_order` (what the bridge encodes) builds fastavro's union tags in the
+same pass, so the codec writes it without a tagged copy (:class:`TaggedRecord`).
 """
 
 from __future__ import annotations
@@ -361,7 +366,6 @@ def _generate_fast(root: ObjectSpec, *, tagged: bool) -> _FastConv:
         "_INT32_MIN": _INT32_MIN,
         "_INT32_MAX": _INT32_MAX,
         "_dumps": _dumps,
-        "_fast_double": _fast_double,
     }
 
     def name_of(spec: ObjectSpec) -> str:
@@ -370,30 +374,30 @@ def _generate_fast(root: ObjectSpec, *, tagged: bool) -> _FastConv:
             specs.append(spec)
         return names[id(spec)]
 
-    def value_expr(kind: Kind, x: str, depth: int) -> tuple[list[str], str]:
-        """Statements checking ``x`` and the expression of its converted value."""
+    def value_expr(kind: Kind) -> tuple[list[str], str]:
+        """Statements checking a field's value ``x`` and the expression of its converted value."""
         if isinstance(kind, ObjectSpec):
-            return [], f"{name_of(kind)}({x})"
+            return [], f"{name_of(kind)}(x)"
         if isinstance(kind, ArraySpec):
-            y = f"y{depth}"
-            _, item = value_expr(kind.items, y, depth + 1)
-            if not isinstance(kind.items, ObjectSpec):
+            if isinstance(kind.items, ObjectSpec):
+                item = f"{name_of(kind.items)}(y)"
+            else:  # scalars (or arrays): the closures
                 conv = f"_item_{len(namespace)}"
                 namespace[conv] = _compile_fast(kind.items)
-                item = f"{conv}({y})"
-            return [f"if type({x}) is not list: raise _MISMATCH"], f"[{item} for {y} in {x}]"
-        if kind in _INLINE_CHECKS and x == "x":  # a field's value (array items: below)
-            return [_INLINE_CHECKS[kind]], x
-        if kind == "double" and x == "x":  # _fast_double, inline
+                item = f"{conv}(y)"
+            return ["if type(x) is not list: raise _MISMATCH"], f"[{item} for y in x]"
+        if kind in _INLINE_CHECKS:
+            return [_INLINE_CHECKS[kind]], "x"
+        if kind == "double":  # _fast_double, inline
             return [
                 "if type(x) is float:",
                 "    if x - x != 0.0: raise _MISMATCH",
                 "elif type(x) is int and -(2**53) <= x <= 2**53: x = float(x)",
                 "else: raise _MISMATCH",
-            ], x
+            ], "x"
         conv = f"_scalar_{kind}"
         namespace[conv] = _FAST_SCALARS[kind]
-        return [], f"{conv}({x})"
+        return [], f"{conv}(x)"
 
     def generate(spec: ObjectSpec) -> str:
         known = f"_known_{name_of(spec)}"
@@ -407,7 +411,7 @@ def _generate_fast(root: ObjectSpec, *, tagged: bool) -> _FastConv:
         fields = []
         for i, (key, kind) in enumerate(spec.fields.items()):
             k = repr(key)
-            checks, expr = value_expr(kind, "x", 0)
+            checks, expr = value_expr(kind)
             tag = _union_tag(kind) if tagged else None
             if tag is not None:
                 expr = f"({tag!r}, {expr})"
