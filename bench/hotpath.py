@@ -11,7 +11,9 @@ Four rows, measured in one process and interleaved round by round (``--rounds``)
 * **(c) bridge snapshot**: ``tagged_snapshot_from_order`` (union tags built while mapping, what
   ``bridge.outputs.snapshot_output`` uses) + ``AvroCodec.encode("OrderSnapshot", ...)`` of the
   simulator's orders, as the bridge publishes them; **(c2)** the same with the untagged
-  ``snapshot_from_order``, which the codec tags in a second pass (a copy) before fastavro;
+  ``snapshot_from_order``, which the codec tags in a second pass (a copy) before fastavro; and
+  the mapping alone both ways (``map only, one pass`` vs ``map + tagged copy``: fastavro's
+  cost and noise left out, the difference is what the one pass saves);
 * **(d) fastavro floor**: ``fastavro.schemaless_writer`` with the pre-parsed schema on an
   already tagged record (what is left when mapping and tagging cost nothing).
 
@@ -231,6 +233,17 @@ def snapshot_rows(orders: list[dict[str, Any]], rounds: int, snapshots: int) -> 
         for o in orders
     ]
 
+    def map_one_pass(i: int) -> object:
+        return tagged_snapshot_from_order(
+            orders[i % n], fetched_at=now, command_id="c-0", correlation_id=None
+        )
+
+    def map_two_pass(i: int) -> object:
+        snap = snapshot_from_order(
+            orders[i % n], fetched_at=now, command_id="c-0", correlation_id=None
+        )
+        return codec.tagged("OrderSnapshot", snap)
+
     def floor(i: int) -> bytes:
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, parsed, tagged[i % n])
@@ -247,17 +260,19 @@ def snapshot_rows(orders: list[dict[str, Any]], rounds: int, snapshots: int) -> 
         if frozen:
             gc.collect()
             gc.freeze()
-        cpu: dict[str, list[float]] = {"c": [], "c2": [], "d": []}
-        cpu_us_per_call(bridge, min(snapshots, 200))
-        cpu_us_per_call(two_pass, min(snapshots, 200))
+        fns = {"c": bridge, "c2": two_pass, "d": floor, "m": map_one_pass, "m2": map_two_pass}
+        cpu: dict[str, list[float]] = {name: [] for name in fns}
+        for fn in fns.values():
+            cpu_us_per_call(fn, min(snapshots, 200))
         for _ in range(rounds):
-            cpu["c"].append(cpu_us_per_call(bridge, snapshots))
-            cpu["c2"].append(cpu_us_per_call(two_pass, snapshots))
-            cpu["d"].append(cpu_us_per_call(floor, snapshots))
+            for name, fn in fns.items():
+                cpu[name].append(cpu_us_per_call(fn, snapshots))
         label = "gc.freeze()" if frozen else "gc as is"
         rows.append(line(f"(c) one pass map+encode [{label}]", cpu["c"], cpu["d"]))
         rows.append(line(f"(c2) two pass map+encode [{label}]", cpu["c2"], cpu["d"]))
         rows.append(line(f"(d) fastavro pre-tagged [{label}]", cpu["d"]))
+        rows.append(line(f"    map only, one pass [{label}]", cpu["m"]))
+        rows.append(line(f"    map + tagged copy [{label}]", cpu["m2"], cpu["m"]))
     gc.unfreeze()
     return rows
 
