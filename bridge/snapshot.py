@@ -292,10 +292,12 @@ def _union_tag(kind: Kind) -> str | None:
     return None
 
 
-def _compile_fast(kind: Kind, done: dict[int, _FastConv] | None = None) -> _FastConv:
-    done = {} if done is None else done
+def _compile_fast(kind: Kind, record: Callable[[ObjectSpec], _FastConv]) -> _FastConv:
+    """The converter of a scalar or array ``kind``; ``record`` gives that of a record type."""
+    if isinstance(kind, ObjectSpec):
+        return record(kind)
     if isinstance(kind, ArraySpec):
-        item = _compile_fast(kind.items, done)
+        item = _compile_fast(kind.items, record)
 
         def conv_array(v: Any) -> Any:
             if type(v) is not list:
@@ -303,52 +305,13 @@ def _compile_fast(kind: Kind, done: dict[int, _FastConv] | None = None) -> _Fast
             return [item(x) for x in v]
 
         return conv_array
-    if not isinstance(kind, ObjectSpec):
-        return _FAST_SCALARS[kind]
-    if id(kind) in done:  # recursive (Item.items): resolve at call time
-        return lambda v: done[id(kind)](v)
-    fields: list[tuple[str, _FastConv]] = []
-    known = frozenset(kind.fields)
-
-    def conv_object(v: Any) -> Any:
-        if type(v) is not dict:
-            raise _MISMATCH
-        record: dict[str, Any] = {}
-        extra: dict[str, Any] | None = None
-        present = 0  # known keys present in v (with a value or an explicit null)
-        for key, conv in fields:
-            item = v.get(key)
-            if item is None:
-                record[key] = None
-                if key in v:
-                    present += 1
-                    if extra is None:
-                        extra = {}
-                    extra[key] = None
-            else:
-                present += 1
-                record[key] = conv(item)
-        if len(v) > present:  # unknown keys
-            for key in v:
-                if key not in known:
-                    if type(key) is not str:
-                        raise _MISMATCH
-                    if extra is None:
-                        extra = {}
-                    extra[key] = v[key]
-        record["extra"] = _dumps(extra, "") if extra else None
-        return record
-
-    done[id(kind)] = conv_object
-    fields.extend((key, _compile_fast(sub, done)) for key, sub in kind.fields.items())
-    return conv_object
+    return _FAST_SCALARS[kind]
 
 
-# Generated converters. The closures above pay a Python call per field; the functions below
-# are the same converters written out per record type as straight-line code (one local per
-# field, scalar checks inline), generated once at import from the spec. Same checks, same
-# result, same fallback (``_Mismatch``): ``test_compiled_fast_path_equals_the_generic_walk``
-# and the byte-equality tests in ``tests/unit/test_events.py`` hold them to the generic walk.
+# Generated converters: one function per record type, written out as straight-line code (one
+# local per field, scalar checks inline; a loop over the fields with a call per field cost half
+# again as much), generated once at import from the spec. The fast-path equality test and the
+# byte-equality tests in tests/unit/test_events.py hold them to the generic walk.
 
 _INLINE_CHECKS: Final[dict[str, str]] = {
     "string": "if type(x) is not str: raise _MISMATCH",
@@ -374,6 +337,10 @@ def _generate_fast(root: ObjectSpec, *, tagged: bool) -> _FastConv:
             specs.append(spec)
         return names[id(spec)]
 
+    def late(spec: ObjectSpec) -> _FastConv:
+        name = name_of(spec)
+        return lambda v: namespace[name](v)
+
     def value_expr(kind: Kind) -> tuple[list[str], str]:
         """Statements checking a field's value ``x`` and the expression of its converted value."""
         if isinstance(kind, ObjectSpec):
@@ -381,9 +348,9 @@ def _generate_fast(root: ObjectSpec, *, tagged: bool) -> _FastConv:
         if isinstance(kind, ArraySpec):
             if isinstance(kind.items, ObjectSpec):
                 item = f"{name_of(kind.items)}(y)"
-            else:  # scalars (or arrays): the closures
+            else:  # scalars (or nested arrays): the functions above
                 conv = f"_item_{len(namespace)}"
-                namespace[conv] = _compile_fast(kind.items)
+                namespace[conv] = _compile_fast(kind.items, late)
                 item = f"{conv}(y)"
             return ["if type(x) is not list: raise _MISMATCH"], f"[{item} for y in x]"
         if kind in _INLINE_CHECKS:
