@@ -12,7 +12,8 @@ precomputed 10-byte header and calls ``fastavro.schemaless_writer``. For speed, 
 ``["null", <record or array>]`` unions are first tagged with fastavro's tuple notation
 (``(branch name, value)``): untagged, fastavro picks a union branch by validating the whole
 nested value against it, at every nesting level, which more than doubles the cost of a deep
-record such as ``OrderSnapshot``.
+record such as ``OrderSnapshot``. A :class:`bridge.snapshot.TaggedRecord` (tagged while mapping,
+``bridge.snapshot.tagged_snapshot_from_order``) is written as it is.
 
 Errors: ``SchemaLoadError`` and ``AvroDecodeError`` come from :mod:`bridge.errors` (both
 ``AvroError``); ``AvroEncodeError`` and ``UnknownSchemaError`` are the codec's own ``AvroError``
@@ -34,6 +35,7 @@ import fastavro
 import fastavro.schema
 
 from bridge.errors import AvroDecodeError, AvroError, SchemaLoadError
+from bridge.snapshot import TaggedRecord
 
 __all__ = [
     "HEADER_SIZE",
@@ -145,6 +147,14 @@ class AvroCodec:
         """The fastavro-parsed schema, for callers that need fastavro directly."""
         return self._entry(schema_name).parsed
 
+    def tagged(self, schema_name: str, record: Mapping[str, Any]) -> Any:
+        """``record`` with its nullable complex unions in fastavro's tuple notation (a copy).
+
+        What :meth:`encode` hands to fastavro; for callers that write with fastavro directly.
+        """
+        entry = self._entry(schema_name)
+        return record if entry.tagger is None else entry.tagger(record)
+
     def encode(self, schema_name: str, record: Mapping[str, Any]) -> bytes:
         """Encode ``record`` as a single-object message of the schema ``schema_name``.
 
@@ -155,7 +165,10 @@ class AvroCodec:
         buf = BytesIO()
         buf.write(entry.header)
         try:
-            datum = record if entry.tagger is None else entry.tagger(record)
+            if entry.tagger is None or type(record) is TaggedRecord:
+                datum = record
+            else:
+                datum = entry.tagger(record)
             fastavro.schemaless_writer(buf, entry.parsed, datum, strict_allow_default=True)
         except Exception as exc:  # fastavro raises ValueError, TypeError, struct.error, ...
             raise AvroEncodeError(f"cannot encode {schema_name}: {exc}") from exc

@@ -9,10 +9,10 @@ removed) and is truncated; nothing here logs.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import httpx
@@ -30,6 +30,7 @@ from bridge.errors import (
 from bridge.order_ids import short
 
 __all__ = [
+    "ApiResponse",
     "Redact",
     "error_for_exception",
     "error_for_response",
@@ -38,6 +39,24 @@ __all__ = [
 ]
 
 Redact = Callable[[str | None], str | None]
+
+
+class ApiResponse(Protocol):
+    """What the mapping reads of a complete response: ``httpx.Response`` or the aiohttp hot
+    path's ``bridge.norce_http.DirectResponse``."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
 
 _MAX_API_MESSAGE = 500
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -49,9 +68,7 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def bad_body_error(
-    endpoint: str, response: httpx.Response, attempts: int, what: str
-) -> NorceApiError:
+def bad_body_error(endpoint: str, response: ApiResponse, attempts: int, what: str) -> NorceApiError:
     """A 2xx response whose body is not what the endpoint returns (``what`` says how)."""
     return NorceApiError(
         f"{endpoint}: HTTP {response.status_code} response body is {what}",
@@ -112,7 +129,7 @@ def _as_text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _parse_error_body(response: httpx.Response) -> tuple[str | None, str | None]:
+def _parse_error_body(response: ApiResponse) -> tuple[str | None, str | None]:
     """``(code, message)`` from a BaseError or RFC 7807 body; tolerates empty or non-JSON."""
     raw = response.content
     if not raw.strip():
@@ -141,7 +158,7 @@ def _parse_error_body(response: httpx.Response) -> tuple[str | None, str | None]
 
 
 def error_for_response(
-    response: httpx.Response, *, endpoint: str, attempts: int, redact: Redact
+    response: ApiResponse, *, endpoint: str, attempts: int, redact: Redact
 ) -> NorceApiError | None:
     """None for a 2xx response; otherwise the matching ``NorceApiError`` (not raised)."""
     status = response.status_code

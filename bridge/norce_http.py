@@ -4,15 +4,32 @@
 the write gate rechecked right before bytes leave) and passes it to ``httpx.AsyncClient``;
 :class:`NorceHttpClient` keeps it public so that the API client sends prepared requests
 straight to it. Its defaults are the settings' defaults (``bridge.config.NorceSettings``).
+
+**Hot path on the aiohttp transport.** With the ``aiohttp`` backend (the default),
+:meth:`NorceHttpClient.send_direct` does not build ``httpx.Request``/``httpx.Response`` objects:
+it sends on the transport's own ``aiohttp.ClientSession`` (same connector, limits and gated
+request class, which rechecks the write gate right before bytes leave), with header dicts
+prepared once per merchant and channel (:meth:`NorceHttpClient.prepare_headers`), cached URLs
+and a prebuilt ``ClientTimeout`` while the call's deadline is further away than every timeout.
+aiohttp's exceptions pass through httpx-aiohttp's own mapping (``map_aiohttp_exceptions``), so
+callers see the same httpx exceptions as through the transport, and the answer is a
+:class:`DirectResponse` with the attributes the error mapping reads (``status_code``,
+``content``, ``text``, ``headers``). The httpx objects cost about as much CPU per request as
+aiohttp itself (``bench/hotpath.py``).
+Other transports (httpx's own, ``httpx.MockTransport`` in tests) go through ``httpx.Request``.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import email.message
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import httpx
 import yarl
-from aiohttp import ClientRequest, ClientSession, ClientTimeout, TCPConnector, TraceConfig
+from aiohttp import ClientRequest, ClientSession, ClientTimeout, TCPConnector
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
@@ -22,6 +39,7 @@ from bridge.errors import ConfigError
 from bridge.lease import recheck_before_send
 
 __all__ = [
+    "DirectResponse",
     "GatedAiohttpTransport",
     "NorceHttpClient",
     "build_http_client",
@@ -33,23 +51,24 @@ HttpBackend = Literal["httpx", "aiohttp"]
 _DEFAULTS = NorceSettings()
 
 
-async def _recheck(*_: object) -> None:
-    await recheck_before_send()
-
-
-def _lease_trace() -> TraceConfig:
-    trace = TraceConfig()
-    # Connection in hand, request not yet written: the last point to stop a stale write. Also
-    # covers aiohttp's own re-send of an idempotent request on a dropped keep-alive connection.
-    trace.on_connection_reuseconn.append(_recheck)
-    trace.on_connection_create_end.append(_recheck)
-    return trace
-
-
 class _GatedClientRequest(ClientRequest):
+    """aiohttp's request with the write gate rechecked right before its bytes are written.
+
+    :meth:`send` runs with the connection in hand (from the pool or freshly connected) and the
+    request not yet written: the last point to stop a stale write. aiohttp builds a new request
+    and sends it again when it re-sends an idempotent request on a dropped keep-alive
+    connection, so that is covered too. (These checks used to be trace hooks on connection
+    reuse/creation; with any trace hook configured aiohttp builds and sends every trace signal
+    of every request, ~25 us of CPU each, for checks that only ever act on writes.)
+    """
+
+    async def send(self, conn: Any) -> Any:
+        await recheck_before_send()  # LeaseLost: aiohttp closes the connection, nothing written
+        return await super().send(conn)
+
     # On Python < 3.12 aiohttp writes a request body (and the headers it buffers with it) in a
-    # task of its own, one loop iteration after the connection hooks above: check the gate
-    # again in that task, right before the first byte.
+    # task of its own, one loop iteration after send(): check the gate again in that task,
+    # right before the first byte.
     async def write_bytes(self, writer: Any, conn: Any, *args: Any, **kwargs: Any) -> None:
         try:
             await recheck_before_send()
@@ -70,38 +89,42 @@ class GatedAiohttpTransport(AiohttpTransport):
     rest of :meth:`handle_async_request` is httpx-aiohttp 0.2's own (pinned below 0.3).
     """
 
+    def session(self) -> ClientSession:
+        """The transport's ``ClientSession`` (created on first use, closed by ``aclose``)."""
+        if not isinstance(self.client, ClientSession):
+            self.client = self.get_client()
+        return self.client
+
     def get_client(self) -> ClientSession:
         connector = TCPConnector(
             keepalive_timeout=self.limits.keepalive_expiry,
             ssl=self.ssl_context,
             limit=self.limits.max_connections or 0,
         )
-        return ClientSession(
-            connector=connector,
-            trace_configs=[_lease_trace()],
-            request_class=_GatedClientRequest,
-        )
+        return ClientSession(connector=connector, request_class=_GatedClientRequest)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if not isinstance(self.client, ClientSession):
-            self.client = self.get_client()
         timeout = request.extensions.get("timeout", {})
         data: bytes | None = request.content or None
         with map_aiohttp_exceptions():
-            response = await self.client.request(
-                method=request.method,
-                url=yarl.URL(str(request.url), encoded=True),
-                headers=request.headers,
-                data=data,
-                allow_redirects=False,
-                auto_decompress=False,
-                compress=False,
-                timeout=ClientTimeout(
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                    connect=timeout.get("pool"),
-                ),
-            ).__aenter__()
+            response = (
+                await self.session()
+                .request(
+                    method=request.method,
+                    url=yarl.URL(str(request.url), encoded=True),
+                    headers=request.headers,
+                    data=data,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                    compress=False,
+                    timeout=ClientTimeout(
+                        sock_connect=timeout.get("connect"),
+                        sock_read=timeout.get("read"),
+                        connect=timeout.get("pool"),
+                    ),
+                )
+                .__aenter__()
+            )
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode()
@@ -129,6 +152,49 @@ def build_transport(backend: HttpBackend, limits: httpx.Limits) -> httpx.AsyncBa
 _URL_CACHE_SIZE = 8192
 
 
+class DirectResponse:
+    """A complete answer of the aiohttp hot path: status, body (decoded as httpx would decode
+    it: ``Content-Encoding`` undone) and headers (case-insensitive)."""
+
+    __slots__ = ("content", "headers", "status_code")
+
+    def __init__(self, status_code: int, content: bytes, headers: Mapping[str, str]) -> None:
+        self.status_code = status_code
+        self.content = content
+        self.headers = headers
+
+    @property
+    def text(self) -> str:
+        """The body as text, as ``httpx.Response.text``: the ``Content-Type`` charset if it
+        names a known codec, else UTF-8, undecodable bytes replaced."""
+        encoding = "utf-8"
+        content_type = self.headers.get("Content-Type")
+        if content_type:
+            message = email.message.Message()
+            message["content-type"] = content_type
+            charset = message.get_content_charset()
+            if charset:
+                with contextlib.suppress(LookupError):
+                    encoding = codecs.lookup(charset).name
+        return self.content.decode(encoding, errors="replace")
+
+
+def _client_timeout(timeout: httpx.Timeout, cap: float | None = None) -> ClientTimeout:
+    """The aiohttp timeouts the transport derives from httpx's (``write`` has no equivalent),
+    each capped at ``cap`` seconds if given."""
+
+    def capped(value: float | None) -> float | None:
+        if cap is None:
+            return value
+        return cap if value is None else min(value, cap)
+
+    return ClientTimeout(
+        sock_connect=capped(timeout.connect),
+        sock_read=capped(timeout.read),
+        connect=capped(timeout.pool),
+    )
+
+
 class NorceHttpClient(httpx.AsyncClient):
     """An ``httpx.AsyncClient`` that names the one transport it was built with, and sends
     prepared requests straight to it (:meth:`send_direct`)."""
@@ -140,6 +206,22 @@ class NorceHttpClient(httpx.AsyncClient):
         self._base_raw_path = base_path if base_path.endswith(b"/") else base_path + b"/"
         self._default_headers = {k.lower(): v for k, v in self.headers.items()}
         self._urls: dict[str, httpx.URL] = {}  # parsed URLs of recent paths (GET and PUT reuse)
+        self._aiohttp = transport if isinstance(transport, GatedAiohttpTransport) else None
+        self._yarl_urls: dict[str, yarl.URL] = {}
+        # Below this many seconds before a call's deadline the timeouts are capped; above it
+        # the prebuilt ones apply as they are (None, unlimited, always needs the cap).
+        limits = (self.timeout.connect, self.timeout.read, self.timeout.write, self.timeout.pool)
+        self._cap_below_s = (
+            float("inf") if any(t is None for t in limits) else max(t for t in limits if t)
+        )
+        self._timeout_dict = self.timeout.as_dict()
+        self._client_timeout = _client_timeout(self.timeout)
+
+    def prepare_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """The headers of a request: the client's defaults overridden by ``headers``, names in
+        lower case. Prepare once and pass the result to :meth:`send_direct` for every request
+        with the same headers."""
+        return {**self._default_headers, **{k.lower(): v for k, v in headers.items()}}
 
     def capped_timeout(self, remaining_s: float) -> httpx.Timeout:
         """The client's timeouts, each capped at the time left before a call's deadline."""
@@ -155,6 +237,15 @@ class NorceHttpClient(httpx.AsyncClient):
             pool=cap(base.pool),
         )
 
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            url = self.base_url.copy_with(raw_path=self._base_raw_path + path.encode("ascii"))
+            self._urls[path] = url
+        return url
+
     async def send_direct(
         self,
         method: str,
@@ -163,27 +254,28 @@ class NorceHttpClient(httpx.AsyncClient):
         content: bytes | None,
         *,
         remaining_s: float,
-    ) -> httpx.Response:
+    ) -> httpx.Response | DirectResponse:
         """Send one request (``path`` relative to the base URL) straight to the transport.
 
-        ``AsyncClient.request`` re-merges the base URL, default headers, cookies and auth on
-        every call, which measured about 150 us of CPU per request (a third of the total with
-        the aiohttp transport). The bridge needs none of it, so this builds the ``httpx.Request``
-        itself and hands it to the transport the client was built with (same pool, same limits,
-        the client's timeouts capped at ``remaining_s`` via the request's ``timeout`` extension).
+        ``headers`` come from :meth:`prepare_headers`. ``AsyncClient.request`` re-merges the base
+        URL, default headers, cookies and auth on every call, which measured about 150 us of CPU
+        per request; the bridge needs none of it. With the aiohttp transport the request goes
+        to its session directly (module docstring); otherwise this builds the ``httpx.Request``
+        itself and hands it to the transport the client was built with. Either way: same pool,
+        same limits, the client's timeouts capped at ``remaining_s``, the whole body read.
         """
-        url = self._urls.get(path)
-        if url is None:
-            if len(self._urls) >= _URL_CACHE_SIZE:
-                self._urls.clear()
-            url = self.base_url.copy_with(raw_path=self._base_raw_path + path.encode("ascii"))
-            self._urls[path] = url
+        if self._aiohttp is not None:
+            return await self._send_aiohttp(
+                self._aiohttp, method, path, headers, content, remaining_s
+            )
+        url = self._url(path)
+        timeout = (
+            self._timeout_dict
+            if remaining_s >= self._cap_below_s
+            else self.capped_timeout(remaining_s).as_dict()
+        )
         request = httpx.Request(
-            method,
-            url,
-            headers={**self._default_headers, **{k.lower(): v for k, v in headers.items()}},
-            content=content,
-            extensions={"timeout": self.capped_timeout(remaining_s).as_dict()},
+            method, url, headers=headers, content=content, extensions={"timeout": timeout}
         )
         response = await self.transport.handle_async_request(request)
         try:
@@ -192,6 +284,46 @@ class NorceHttpClient(httpx.AsyncClient):
             await response.aclose()
         response.request = request
         return response
+
+    async def _send_aiohttp(
+        self,
+        transport: GatedAiohttpTransport,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        remaining_s: float,
+    ) -> DirectResponse:
+        url = self._yarl_urls.get(path)
+        if url is None:
+            if len(self._yarl_urls) >= _URL_CACHE_SIZE:
+                self._yarl_urls.clear()
+            # As the transport does: the path exactly as encoded (yarl must not re-quote it).
+            url = yarl.URL(str(self._url(path)), encoded=True)
+            self._yarl_urls[path] = url
+        timeout = (
+            self._client_timeout
+            if remaining_s >= self._cap_below_s
+            else _client_timeout(self.timeout, remaining_s)
+        )
+        try:
+            async with transport.session().request(
+                method,
+                url,
+                headers=headers,
+                data=content,
+                allow_redirects=False,
+                compress=False,
+                auto_decompress=True,
+                timeout=timeout,
+            ) as response:
+                body = await response.read()
+        except Exception as exc:
+            # httpx-aiohttp's own mapping, entered only on failure (a generator context manager
+            # around every request costs more than the rest of this method)
+            with map_aiohttp_exceptions():
+                raise exc  # leaves as the mapped httpx exception, caused by exc
+        return DirectResponse(response.status, body, response.headers)
 
 
 def build_http_client(

@@ -19,9 +19,9 @@ from bridge.events import (
     SnapshotMappingError,
     command_result,
     order_deleted_event,
-    snapshot_from_order,
     state_changed_event,
 )
+from bridge.snapshot import tagged_snapshot_from_order
 from bridge.vocabulary import DeadLetterReason, Outcome, OutputKind
 
 __all__ = [
@@ -157,9 +157,11 @@ def result_output(
 def snapshot_output(cmd: Command, order: dict[str, Any], now: datetime) -> Output:
     """The compacted snapshot of ``order`` as Norce returned it.
 
-    Raises :class:`UnmappableOrderError` (a dead letter) when the order cannot be mapped."""
+    Its value is ready for the codec (union tags built while mapping: read values through
+    ``bridge.snapshot.snapshot_from_order`` instead). Raises :class:`UnmappableOrderError` (a
+    dead letter) when the order cannot be mapped."""
     try:
-        snap = snapshot_from_order(
+        snap = tagged_snapshot_from_order(
             order, fetched_at=now, command_id=cmd.command_id, correlation_id=cmd.correlation_id
         )
     except SnapshotMappingError as exc:

@@ -21,6 +21,11 @@ derived from the pydantic ``Order``; this module only says how each kind is conv
 * Values of the wrong JSON type make :func:`snapshot_from_order` raise
   :class:`SnapshotMappingError` with the JSON path, e.g. ``order.cart.items[1].quantity``.
   They are never coerced or dropped silently.
+
+Speed: well-formed orders take converters generated once from the spec (straight-line code per
+record type); anything unexpected falls back to the generic walk, which names the JSON path.
+:func:`tagged_snapshot_from_order` (what the bridge encodes) builds fastavro's union tags in the
+same pass, so the codec writes it without a tagged copy (:class:`TaggedRecord`).
 """
 
 from __future__ import annotations
@@ -37,12 +42,15 @@ from bridge.snapshot_spec import ORDER_REQUIRED, ORDER_SPEC, ArraySpec, Kind, Ob
 from bridge.timestamps import epoch_millis, format_rfc3339
 
 __all__ = [
+    "SNAPSHOT_NAMESPACE",
     "SNAPSHOT_SCHEMA_VERSION",
     "SnapshotMappingError",
+    "TaggedRecord",
     "order_from_snapshot",
     "order_record_checked",
     "order_record_fast",
     "snapshot_from_order",
+    "tagged_snapshot_from_order",
 ]
 
 SNAPSHOT_SCHEMA_VERSION: Final = 1
@@ -260,10 +268,36 @@ _FAST_SCALARS: Final[dict[str, _FastConv]] = {
 }
 
 
-def _compile_fast(kind: Kind, done: dict[int, _FastConv] | None = None) -> _FastConv:
-    done = {} if done is None else done
+SNAPSHOT_NAMESPACE: Final = "com.norce.bridge.v1"
+"""Avro namespace of ``OrderSnapshot`` and its records (their names are the spec's names)."""
+
+
+class TaggedRecord(dict[str, Any]):
+    """A snapshot record whose ``["null", record]`` and ``["null", array]`` union values are
+    already in fastavro's tuple notation (``(full name or "array", value)``).
+
+    ``bridge.codec.AvroCodec.encode`` writes it as it is instead of tagging a copy first. Only
+    for encoding: read the untagged record of :func:`snapshot_from_order` instead.
+    """
+
+    __slots__ = ()
+
+
+def _union_tag(kind: Kind) -> str | None:
+    """The fastavro branch name of a non-null value of ``kind`` (None: scalar, not tagged)."""
+    if isinstance(kind, ObjectSpec):
+        return f"{SNAPSHOT_NAMESPACE}.{kind.name}"
     if isinstance(kind, ArraySpec):
-        item = _compile_fast(kind.items, done)
+        return "array"
+    return None
+
+
+def _compile_fast(kind: Kind, record: Callable[[ObjectSpec], _FastConv]) -> _FastConv:
+    """The converter of a scalar or array ``kind``; ``record`` gives that of a record type."""
+    if isinstance(kind, ObjectSpec):
+        return record(kind)
+    if isinstance(kind, ArraySpec):
+        item = _compile_fast(kind.items, record)
 
         def conv_array(v: Any) -> Any:
             if type(v) is not list:
@@ -271,45 +305,116 @@ def _compile_fast(kind: Kind, done: dict[int, _FastConv] | None = None) -> _Fast
             return [item(x) for x in v]
 
         return conv_array
-    if not isinstance(kind, ObjectSpec):
-        return _FAST_SCALARS[kind]
-    if id(kind) in done:  # recursive (Item.items): resolve at call time
-        return lambda v: done[id(kind)](v)
-    fields: list[tuple[str, _FastConv]] = []
-    known = frozenset(kind.fields)
+    return _FAST_SCALARS[kind]
 
-    def conv_object(v: Any) -> Any:
-        if type(v) is not dict:
-            raise _MISMATCH
-        record: dict[str, Any] = {}
-        extra: dict[str, Any] | None = None
-        present = 0  # known keys present in v (with a value or an explicit null)
-        for key, conv in fields:
-            item = v.get(key)
-            if item is None:
-                record[key] = None
-                if key in v:
-                    present += 1
-                    if extra is None:
-                        extra = {}
-                    extra[key] = None
-            else:
-                present += 1
-                record[key] = conv(item)
-        if len(v) > present:  # unknown keys
-            for key in v:
-                if key not in known:
-                    if type(key) is not str:
-                        raise _MISMATCH
-                    if extra is None:
-                        extra = {}
-                    extra[key] = v[key]
-        record["extra"] = _dumps(extra, "") if extra else None
-        return record
 
-    done[id(kind)] = conv_object
-    fields.extend((key, _compile_fast(sub, done)) for key, sub in kind.fields.items())
-    return conv_object
+# Generated converters: one function per record type, written out as straight-line code (one
+# local per field, scalar checks inline; a loop over the fields with a call per field cost half
+# again as much), generated once at import from the spec. The fast-path equality test and the
+# byte-equality tests in tests/unit/test_events.py hold them to the generic walk.
+
+_INLINE_CHECKS: Final[dict[str, str]] = {
+    "string": "if type(x) is not str: raise _MISMATCH",
+    "int": "if type(x) is not int or not (_INT32_MIN <= x <= _INT32_MAX): raise _MISMATCH",
+    "boolean": "if type(x) is not bool: raise _MISMATCH",
+}
+
+
+def _generate_fast(root: ObjectSpec, *, tagged: bool) -> _FastConv:
+    """Generate the converter functions of ``root`` and every record type under it."""
+    names: dict[int, str] = {}
+    specs: list[ObjectSpec] = []
+    namespace: dict[str, Any] = {
+        "_MISMATCH": _MISMATCH,
+        "_INT32_MIN": _INT32_MIN,
+        "_INT32_MAX": _INT32_MAX,
+        "_dumps": _dumps,
+    }
+
+    def name_of(spec: ObjectSpec) -> str:
+        if id(spec) not in names:
+            names[id(spec)] = f"conv_{len(names)}_{spec.name}"
+            specs.append(spec)
+        return names[id(spec)]
+
+    def late(spec: ObjectSpec) -> _FastConv:
+        name = name_of(spec)
+        return lambda v: namespace[name](v)
+
+    def value_expr(kind: Kind) -> tuple[list[str], str]:
+        """Statements checking a field's value ``x`` and the expression of its converted value."""
+        if isinstance(kind, ObjectSpec):
+            return [], f"{name_of(kind)}(x)"
+        if isinstance(kind, ArraySpec):
+            if isinstance(kind.items, ObjectSpec):
+                item = f"{name_of(kind.items)}(y)"
+            else:  # scalars (or nested arrays): the functions above
+                conv = f"_item_{len(namespace)}"
+                namespace[conv] = _compile_fast(kind.items, late)
+                item = f"{conv}(y)"
+            return ["if type(x) is not list: raise _MISMATCH"], f"[{item} for y in x]"
+        if kind in _INLINE_CHECKS:
+            return [_INLINE_CHECKS[kind]], "x"
+        if kind == "double":  # _fast_double, inline
+            return [
+                "if type(x) is float:",
+                "    if x - x != 0.0: raise _MISMATCH",
+                "elif type(x) is int and -(2**53) <= x <= 2**53: x = float(x)",
+                "else: raise _MISMATCH",
+            ], "x"
+        conv = f"_scalar_{kind}"
+        namespace[conv] = _FAST_SCALARS[kind]
+        return [], f"{conv}(x)"
+
+    def generate(spec: ObjectSpec) -> str:
+        known = f"_known_{name_of(spec)}"
+        namespace[known] = frozenset(spec.fields)
+        lines = [
+            f"def {name_of(spec)}(v):",
+            "    if type(v) is not dict: raise _MISMATCH",
+            "    extra = None",
+            "    present = 0",
+        ]
+        fields = []
+        for i, (key, kind) in enumerate(spec.fields.items()):
+            k = repr(key)
+            checks, expr = value_expr(kind)
+            tag = _union_tag(kind) if tagged else None
+            if tag is not None:
+                expr = f"({tag!r}, {expr})"
+            lines += [
+                f"    x = v.get({k})",
+                "    if x is None:",
+                f"        r{i} = None",
+                f"        if {k} in v:",
+                "            present += 1",
+                "            if extra is None: extra = {}",
+                f"            extra[{k}] = None",
+                "    else:",
+                "        present += 1",
+                *(f"        {c}" for c in checks),
+                f"        r{i} = {expr}",
+            ]
+            fields.append(f"{k}: r{i}")
+        lines += [
+            "    if len(v) > present:",
+            "        for key in v:",
+            f"            if key not in {known}:",
+            "                if type(key) is not str: raise _MISMATCH",
+            "                if extra is None: extra = {}",
+            "                extra[key] = v[key]",
+            f"    return {{{', '.join(fields)}, 'extra': _dumps(extra, '') if extra else None}}",
+        ]
+        return "\n".join(lines)
+
+    root_name = name_of(root)
+    done = 0
+    while done < len(specs):  # generating a record type may name others
+        source = generate(specs[done])
+        exec(compile(source, f"<snapshot converter {specs[done].name}>", "exec"), namespace)  # noqa: S102
+        done += 1
+    conv: _FastConv = namespace[root_name]
+    return conv
 
 
 def snapshot_from_order(
@@ -329,16 +434,48 @@ def snapshot_from_order(
     record = order_record_fast(order)
     if record is None:
         record = order_record_checked(order)
+    return _with_metadata(record, fetched_at, command_id, correlation_id, dict)
+
+
+def tagged_snapshot_from_order(
+    order: Mapping[str, Any],
+    *,
+    fetched_at: datetime,
+    command_id: str | None,
+    correlation_id: str | None,
+) -> dict[str, Any]:
+    """:func:`snapshot_from_order`, ready for the codec: a :class:`TaggedRecord` (union tags
+    built while mapping, no second pass before fastavro) for a well-formed order; an untagged
+    record (the codec tags it) where the compiled converters defer to the generic walk.
+
+    Same bytes once encoded, same errors. For encoding only (``bridge.outputs``)."""
+    try:
+        record: dict[str, Any] | None = _FAST_ORDER_TAGGED(order)
+    except (_Mismatch, SnapshotMappingError):
+        record = None
+    if record is None:
+        checked = order_record_checked(order)
+        return _with_metadata(checked, fetched_at, command_id, correlation_id, dict)
+    return _with_metadata(record, fetched_at, command_id, correlation_id, TaggedRecord)
+
+
+def _with_metadata(
+    record: dict[str, Any],
+    fetched_at: datetime,
+    command_id: str | None,
+    correlation_id: str | None,
+    factory: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """The snapshot record: metadata, the Order part, the derived ``lastModifiedMillis``."""
     for key in ORDER_REQUIRED:
         if record[key] is None:
             raise SnapshotMappingError(f"order.{key}: required string is missing or null")
     last_modified = record["lastModified"]
-    snapshot: dict[str, Any] = {
-        "schemaVersion": SNAPSHOT_SCHEMA_VERSION,
-        "fetchedAt": format_rfc3339(fetched_at),
-        "commandId": command_id,
-        "correlationId": correlation_id,
-    }
+    snapshot = factory()
+    snapshot["schemaVersion"] = SNAPSHOT_SCHEMA_VERSION
+    snapshot["fetchedAt"] = format_rfc3339(fetched_at)
+    snapshot["commandId"] = command_id
+    snapshot["correlationId"] = correlation_id
     snapshot.update(record)
     snapshot["lastModifiedMillis"] = None if last_modified is None else epoch_millis(last_modified)
     return snapshot
@@ -395,7 +532,8 @@ def order_from_snapshot(record: Mapping[str, Any]) -> dict[str, Any]:
     return _record_to_object(ORDER_SPEC, record, "snapshot")
 
 
-_FAST_ORDER: Final = _compile_fast(ORDER_SPEC)
+_FAST_ORDER: Final = _generate_fast(ORDER_SPEC, tagged=False)
+_FAST_ORDER_TAGGED: Final = _generate_fast(ORDER_SPEC, tagged=True)
 
 
 def order_record_checked(order: Mapping[str, Any]) -> dict[str, Any]:

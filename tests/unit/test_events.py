@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.codec import AvroCodec
+from bridge.codec import HEADER_SIZE, AvroCodec
 from bridge.events import (
     OUTCOMES,
     SNAPSHOT_SCHEMA_VERSION,
@@ -30,6 +30,7 @@ from bridge.events import (
     snapshot_from_order,
     state_changed_event,
 )
+from bridge.snapshot import TaggedRecord, order_record_checked, tagged_snapshot_from_order
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
@@ -55,6 +56,13 @@ def order() -> dict[str, Any]:
 def snap(order: Any) -> dict[str, Any]:
     """snapshot_from_order with fixed metadata."""
     return snapshot_from_order(order, fetched_at=NOW, command_id="cmd-1", correlation_id="corr-1")
+
+
+def tagged_snap(order: Any) -> dict[str, Any]:
+    """tagged_snapshot_from_order (what the bridge encodes) with fixed metadata."""
+    return tagged_snapshot_from_order(
+        order, fetched_at=NOW, command_id="cmd-1", correlation_id="corr-1"
+    )
 
 
 def through_avro(codec: AvroCodec, order: Any) -> dict[str, Any]:
@@ -752,8 +760,12 @@ def test_any_value_anywhere_maps_losslessly_or_raises_mapping_error(
     try:
         record = snap(order)
     except SnapshotMappingError:
+        with pytest.raises(SnapshotMappingError):
+            tagged_snap(order)
         return
-    _, decoded = codec.decode(codec.encode("OrderSnapshot", record))
+    data = codec.encode("OrderSnapshot", record)
+    assert codec.encode("OrderSnapshot", tagged_snap(order)) == data
+    _, decoded = codec.decode(data)
     assert_json_identical(order_from_snapshot(decoded), order)
 
 
@@ -773,3 +785,63 @@ def test_compiled_fast_path_equals_the_generic_walk() -> None:
         fast = order_record_fast(order)
         assert fast is not None
         assert fast == order_record_checked(order)
+
+
+def _simulator_orders() -> list[dict[str, Any]]:
+    """The fixture and the simulator's orders as served (JSON), some with unknown keys and
+    explicit nulls at several levels."""
+    from norce_simulator import SimulatorApp, SimulatorConfig
+
+    app = SimulatorApp(SimulatorConfig(orders=0, seed=9))
+    served: list[dict[str, Any]] = [json.loads(FIXTURE.read_text(encoding="utf-8"))]
+    for order_id in app.seed(60):
+        order = app.get_order(order_id)
+        assert order is not None
+        served.append(json.loads(json.dumps(order)))
+    for order in served[::3]:
+        order["futureField"] = {"nested": [1, None]}
+        if isinstance(order.get("cart"), dict):
+            order["cart"]["total"] = None
+            for item in order["cart"].get("items") or []:
+                item["newKey"] = "x"
+    return served
+
+
+def test_one_pass_tagged_snapshot_writes_the_checked_paths_bytes(codec: AvroCodec) -> None:
+    """For the simulator's orders, the snapshot tagged while mapping (what the bridge encodes)
+    gives exactly the bytes of the generic, checked walk written by plain fastavro (which
+    resolves every union itself), and of the untagged fast path tagged by the codec."""
+    import io
+
+    import fastavro
+
+    parsed = codec.parsed_schema("OrderSnapshot")
+    for order in _simulator_orders():
+        tagged = tagged_snap(order)
+        assert type(tagged) is TaggedRecord
+        untagged = snap(order)
+        checked = {**untagged, **order_record_checked(order)}  # the generic walk's Order part
+        plain = io.BytesIO()
+        fastavro.schemaless_writer(plain, parsed, checked)
+        data = codec.encode("OrderSnapshot", tagged)
+        assert data[HEADER_SIZE:] == plain.getvalue()
+        assert data == codec.encode("OrderSnapshot", untagged)
+        assert codec.decode(data) == ("OrderSnapshot", untagged)
+
+
+def test_tagged_snapshot_defers_to_the_checked_walk_and_its_errors(codec: AvroCodec) -> None:
+    """Where the compiled converters give up (a mapping that is not a dict, a wrong type), the
+    tagged builder returns the generic walk's untagged record (the codec tags it) or raises
+    the same SnapshotMappingError with the JSON path."""
+    from types import MappingProxyType
+
+    order = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    proxied = dict(order, cart=MappingProxyType(order["cart"]))
+    record = tagged_snap(proxied)
+    assert type(record) is dict
+    assert codec.encode("OrderSnapshot", record) == codec.encode("OrderSnapshot", snap(order))
+    order["cart"]["items"][1]["quantity"] = "2"
+    with pytest.raises(SnapshotMappingError, match=r"order\.cart\.items\[1\]\.quantity"):
+        tagged_snap(order)
+    with pytest.raises(SnapshotMappingError, match=r"order\.id"):
+        tagged_snap({"merchant": "norce", "channel": "1"})

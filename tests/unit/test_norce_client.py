@@ -50,7 +50,7 @@ from bridge.norce import (
     order_path,
     validate_order_id,
 )
-from bridge.norce_http import NorceHttpClient, http_client_from_settings
+from bridge.norce_http import DirectResponse, NorceHttpClient, http_client_from_settings
 from bridge.norce_retry import full_jitter
 from bridge.order_model import Order, OrderStatus
 
@@ -319,6 +319,26 @@ async def test_build_http_client_with_aiohttp_backend() -> None:
     http = build_http_client(BASE, http_backend="aiohttp")
     async with http:
         assert isinstance(http.transport, AiohttpTransport)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (None, "caf\u00e9 \U0001f600".encode()),
+        ("text/plain; charset=latin-1", "caf\u00e9".encode("latin-1")),
+        ("application/json; charset=UTF-8", b'{"message": "ok"}'),
+        ("text/plain; charset=no-such-codec", "caf\u00e9".encode()),
+        ("text/plain", b"\xff\xfe broken utf-8"),
+    ],
+)
+def test_direct_response_text_decodes_as_httpx_does(content_type: str | None, body: bytes) -> None:
+    """The aiohttp hot path's response reads its text (error messages) as httpx.Response."""
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    expected = httpx.Response(500, headers=headers, content=body)
+    direct = DirectResponse(500, body, httpx.Headers(headers))
+    assert direct.text == expected.text
+    assert direct.content == expected.content
+    assert direct.status_code == expected.status_code
 
 
 async def test_build_http_client_defaults_are_the_settings_defaults() -> None:
