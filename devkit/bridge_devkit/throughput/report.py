@@ -9,6 +9,7 @@ from typing import Any
 
 from bridge_devkit.throughput.bench import say
 from bridge_devkit.throughput.runs import PARTITIONS, RunResult
+from bridge_devkit.throughput.scalereport import print_section
 
 MEMORY_TARGET_BUFFERED = 10_000
 
@@ -145,6 +146,7 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
     say("CPU s/1k: bridge utime+stime per 1,000 commands over the same window (/proc, 50 ms)")
     say("p50/p99: command CreateTime -> snapshot log-append time (back-log runs: mostly queueing)")
     say("RSS: bridge VmHWM. Figures are noisy: 2 shared cores (broker, simulator, bench, others).")
+    print_section(results)  # scale-out runs (issue 13)
     lines = targets(results, args)
     if lines and not args.quick:
         say()

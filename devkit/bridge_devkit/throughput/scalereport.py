@@ -1,0 +1,137 @@
+"""What a scale-out run measured (``ScaleResult``), the scaling efficiency and its report section.
+
+Scaling efficiency of n instances = throughput(n) / (n x throughput(1)); the issue-13 target is
+>= 0.9 up to 4 instances in the API-bound configuration. Informational, like the other targets:
+the exit code only reflects verification.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from bridge_devkit.throughput.bench import say
+from bridge_devkit.throughput.runs import PARTITIONS, RunResult
+
+EFFICIENCY_TARGET = 0.9
+TARGET_UP_TO = 4
+
+
+@dataclass
+class ScaleResult(RunResult):
+    """A run of several bridge instances in one group (``kind`` scaleout or join)."""
+
+    instances: int = 1  # at the end of the run
+    shares: list[list[int]] = field(default_factory=list)  # partitions per instance, stable group
+    settle_s: float = math.nan  # first spawn -> group stable (before producing)
+    cpu_s_per_instance: list[float] = field(default_factory=list)  # over the measured window
+    cpu_pct_per_instance: list[float] = field(default_factory=list)  # % of one core
+    requests_per_instance: list[int] = field(default_factory=list)  # API requests (adapter id)
+    load: str = ""  # load average at the start of the run
+    efficiency: float = math.nan  # throughput / (instances x throughput of 1 instance)
+    # the join run: one instance, a second one started when join_at of the results are in
+    join_results_at_spawn: int | None = None
+    join_results_at_settled: int | None = None
+    join_settle_s: float = math.nan  # joiner spawned -> both instances own partitions
+    rate_before_join: float = math.nan  # results/s, first API request -> joiner spawned
+    rate_after_join: float = math.nan  # results/s, group settled -> last result
+    duplicates: int = 0  # results beyond the first of a command
+    replayed: int = 0  # results with replayed=true
+    skipped_replayed: int = 0  # the bridges' skipped_replayed counters
+    stale_snapshots: int = 0  # snapshots a version-aware reader skips
+
+
+def scale_rows(results: list[RunResult]) -> list[ScaleResult]:
+    return [r for r in results if isinstance(r, ScaleResult) and r.spec.kind == "scaleout"]
+
+
+def join_rows(results: list[RunResult]) -> list[ScaleResult]:
+    return [r for r in results if isinstance(r, ScaleResult) and r.spec.kind == "join"]
+
+
+def set_efficiency(results: list[RunResult]) -> None:
+    """Efficiency of every passed scale-out run against the passed run with one instance."""
+    rows = [r for r in scale_rows(results) if r.passed]
+    base = next((r for r in rows if r.instances == 1), None)
+    if base is None:
+        return
+    for r in rows:
+        r.efficiency = r.throughput / (r.instances * base.throughput)
+
+
+def target_lines(results: list[RunResult]) -> list[str]:
+    """The scale-out target as PASS/MISSED lines (indented: not a run's PASS line)."""
+    set_efficiency(results)
+    rows = [r for r in scale_rows(results) if not math.isnan(r.efficiency) and r.instances > 1]
+    lines = []
+    for r in rows:
+        if r.instances > TARGET_UP_TO:
+            continue
+        ok = r.efficiency >= EFFICIENCY_TARGET
+        lines.append(
+            f"  {'PASS  ' if ok else 'MISSED'}  {r.instances} instances: {r.throughput:,.0f} cmd/s "
+            f"= {r.efficiency:.2f} x linear (target >= {EFFICIENCY_TARGET}x up to {TARGET_UP_TO})"
+        )
+    return lines
+
+
+def _f(value: float | None, fmt: str, width: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-".rjust(width)
+    return format(value, fmt).rjust(width)
+
+
+HEADER = (
+    f"{'run':<24} {'N':>6} {'cmd/s':>7} {'bound':>7} {'%bound':>6} {'effic.':>6} "
+    f"{'CPU s/1k':>8}  {'CPU % of a core per instance':<30} {'settle s':>8}  load     verify"
+)
+
+
+def _row(r: ScaleResult) -> str:
+    bound = r.spec.bound * r.instances if r.spec.bound is not None else math.nan
+    pct = 100 * r.throughput / bound if bound else math.nan
+    cpu_total = sum(r.cpu_s_per_instance) if r.cpu_s_per_instance else math.nan
+    cpu_1k = cpu_total / r.processed * 1000 if r.processed else math.nan
+    per = " ".join(f"{c:.0f}" for c in r.cpu_pct_per_instance) or "-"
+    return (
+        f"{r.spec.label:<24} {r.processed or r.spec.commands:>6} {_f(r.throughput, ',.0f', 7)} "
+        f"{_f(bound, ',.0f', 7)} {_f(pct, '.0f', 6)} {_f(r.efficiency, '.2f', 6)} "
+        f"{_f(cpu_1k, '.3f', 8)}  {per:<30} {_f(r.settle_s, '.1f', 8)}  {r.load:<8} "
+        f"{'PASS' if r.passed else 'FAIL'}"
+    )
+
+
+def print_section(results: list[RunResult]) -> None:
+    """The scale-out table, the join run's figures and the target lines (nothing if none ran)."""
+    rows, joins = scale_rows(results), join_rows(results)
+    if not rows and not joins:
+        return
+    set_efficiency(results)
+    spec = (rows or joins)[0].spec
+    say()
+    say(
+        f"scale-out: bridge instances in one group on {PARTITIONS} partitions, "
+        f"L={spec.latency_ms:g} ms, max_in_flight={spec.max_in_flight} per instance"
+    )
+    say(HEADER)
+    for r in rows + joins:
+        say(_row(r))
+        if r.shares:
+            say(f"    partitions per instance: {r.shares}; API requests: {r.requests_per_instance}")
+    for r in joins:
+        say(
+            f"  join: second instance started at {r.join_results_at_spawn:,} results, group "
+            f"settled {r.join_settle_s:.1f}s later at {r.join_results_at_settled or 0:,}/"
+            f"{r.spec.commands:,}; {r.rate_before_join:,.0f}/s before, "
+            f"{r.rate_after_join:,.0f}/s after"
+        )
+        say(
+            f"  join (at_least_once): {r.duplicates} duplicate results, {r.replayed} replayed "
+            f"(already_applied, replayed=true), {r.skipped_replayed} records skipped as done, "
+            f"{r.stale_snapshots} stale snapshots skipped by a version-aware reader; "
+            f"{'nothing lost' if r.passed else 'see FAIL below'}"
+        )
+    say("bound: instances x max_in_flight / (2 x L); effic.: cmd/s / (instances x cmd/s of 1)")
+    say("CPU %: each instance's utime+stime over the measured window / window length")
+    for line in target_lines(results):
+        say(line)
