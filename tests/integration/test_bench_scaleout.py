@@ -53,7 +53,8 @@ def test_scaleout_runs_verify_and_a_joining_instance_loses_nothing(
         assert r["processed"] == r["spec"]["commands"], report  # a result for every command
 
     two = by_label["scale-out x2 L=100ms"]
-    assert len(two["shares"]) == 2 and all(two["shares"]), report  # both owned partitions
+    assert len(two["shares"]) == 2, report
+    assert all(two["shares"]), report  # both owned partitions
     assert sorted(p for share in two["shares"] for p in share) == list(range(12)), report
     assert all(n > 0 for n in two["requests_per_instance"]), report  # both called the API
 
