@@ -79,6 +79,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="commands per instance (0: bound x 0.9 x --scale-seconds)",
     )
     g.add_argument(
+        "--scale-rounds",
+        type=int,
+        default=1,
+        help="repeat the --instances sequence, interleaved (each run is compared with the "
+        "1-instance run of its own round; the target uses the median)",
+    )
+    g.add_argument(
         "--join-at", type=float, default=0.5, help="join run: fraction of results at the join"
     )
     g.add_argument("--skip-join", action="store_true", help="no join run")
@@ -236,9 +243,12 @@ class ScaleOut:
 
     # -- n instances, stable group -------------------------------------------------------------
 
-    async def run_stable(self, n: int) -> ScaleResult:
-        spec = self.sized("scaleout", f"scale-out x{n} L={self.latency_ms:g}ms", n)
-        result = ScaleResult(spec, instances=n, load=load_average())
+    async def run_stable(self, n: int, round_no: int = 1) -> ScaleResult:
+        label = f"scale-out x{n} L={self.latency_ms:g}ms"
+        if self.args.scale_rounds > 1:
+            label += f" #{round_no}"
+        spec = self.sized("scaleout", label, n)
+        result = ScaleResult(spec, instances=n, load=load_average(), round=round_no)
         started = time.monotonic()
         say(
             f"--- {spec.label}: {spec.commands:,} commands over {spec.orders:,} orders, {n} "
@@ -402,11 +412,13 @@ class ScaleOut:
 
 
 async def run_scaleout(bench: Bench, args: argparse.Namespace) -> list[RunResult]:
-    """Every ``--instances`` count (stable group), then the join run unless ``--skip-join``."""
+    """Every ``--instances`` count (stable group), ``--scale-rounds`` times interleaved, then
+    the join run unless ``--skip-join``."""
     scale = ScaleOut(bench, args)
     results: list[RunResult] = []
-    for n in instance_counts(args.instances):
-        results.append(await scale.run_stable(n))
+    for round_no in range(1, max(1, args.scale_rounds) + 1):
+        for n in instance_counts(args.instances):
+            results.append(await scale.run_stable(n, round_no))
     if not args.skip_join:
         results.append(await scale.run_join())
     return results
