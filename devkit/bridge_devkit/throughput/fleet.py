@@ -55,17 +55,66 @@ class Instance:
         return owned, assignments
 
 
+def machine_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs of the machine so far (``/proc/stat``)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return total - fields[3] - fields[4], total
+
+
+@dataclass
+class Observer:
+    """What else shares the machine during a run: the whole machine's CPU and the simulator's."""
+
+    sim_pid: int | None
+    machine: list[tuple[float, float, float]] = field(default_factory=list)  # t, busy, total
+    sim: list[tuple[float, float]] = field(default_factory=list)
+
+    def sample(self, now: float) -> None:
+        jiffies = machine_jiffies()
+        if jiffies is not None:
+            self.machine.append((now, float(jiffies[0]), float(jiffies[1])))
+        cpu = proc_cpu_s(self.sim_pid) if self.sim_pid is not None else None
+        if cpu is not None:
+            self.sim.append((now, cpu))
+
+    def machine_busy_pct(self, t0: float, t1: float) -> float:
+        """Percent of all the machine's CPUs busy between two wall times (any process)."""
+        if len(self.machine) < 2:
+            return math.nan
+        busy = [(t, b) for t, b, _ in self.machine]
+        total = [(t, tot) for t, _, tot in self.machine]
+        d_total = interpolate(total, t1) - interpolate(total, t0)
+        return 100 * (interpolate(busy, t1) - interpolate(busy, t0)) / d_total if d_total else 0
+
+    def sim_cpu_pct(self, t0: float, t1: float) -> float:
+        """The simulator's CPU in percent of one core between two wall times."""
+        if not self.sim or t1 <= t0:
+            return math.nan
+        return 100 * (interpolate(self.sim, t1) - interpolate(self.sim, t0)) / (t1 - t0)
+
+
 class Fleet:
     """Bridge instances of one run, all in the group of ``env``."""
 
     def __init__(
-        self, env: Mapping[str, str], workdir: Path, *, prefix: str, wrapper: Sequence[str]
+        self,
+        env: Mapping[str, str],
+        workdir: Path,
+        *,
+        prefix: str,
+        wrapper: Sequence[str],
+        sim_pid: int | None = None,
     ) -> None:
         self.env = dict(env)
         self.workdir = workdir
         self.prefix = prefix
         self.wrapper = list(wrapper)
         self.instances: list[Instance] = []
+        self.observer = Observer(sim_pid)
 
     def spawn(self) -> Instance:
         name = f"{self.prefix}-{len(self.instances) + 1}"
@@ -77,8 +126,10 @@ class Fleet:
         return inst
 
     def sample(self) -> None:
-        """One CPU sample of every running instance; raises if one exited by itself."""
+        """One CPU sample of every running instance (and of the machine and the simulator);
+        raises if an instance exited by itself."""
         now = time.time()
+        self.observer.sample(now)
         for inst in self.instances:
             cpu = proc_cpu_s(inst.process.pid)
             if cpu is not None:

@@ -36,6 +36,7 @@ from aiokafka.partitioner import murmur2
 from bridge.config import TopicSettings
 from bridge_devkit.harness import (
     OutputCollector,
+    SimulatorProcess,
     create_topics,
     fresh_topics,
     poll_until,
@@ -215,7 +216,9 @@ class ScaleOut:
             await asyncio.sleep(SAMPLE_EVERY_S)
 
     def fleet(self, env: dict[str, str], prefix: str) -> Fleet:
-        return Fleet(env, self.bench.workdir, prefix=prefix, wrapper=self.bench.wrapper)
+        b = self.bench
+        sim_pid = b.sim.proc.pid if isinstance(b.sim, SimulatorProcess) else None
+        return Fleet(env, b.workdir, prefix=prefix, wrapper=b.wrapper, sim_pid=sim_pid)
 
     async def finish(self, result: ScaleResult, fleet: Fleet) -> list[dict[str, int]]:
         """Stop every instance (SIGTERM at once); exit codes and ERROR lines fail the run."""
@@ -230,9 +233,22 @@ class ScaleOut:
 
     @staticmethod
     def per_instance_figures(
-        result: ScaleResult, fleet: Fleet, calls: list[dict[str, Any]], t0: float, t1: float
+        result: ScaleResult,
+        fleet: Fleet,
+        calls: list[dict[str, Any]],
+        t0: float,
+        t1: float,
+        result_times: list[float],
     ) -> None:
+        """CPU per instance, of the simulator and the machine; requests per instance; the
+        steady-state rate (20th to 80th percentile of the result times)."""
         window = t1 - t0
+        result.sim_cpu_pct = fleet.observer.sim_cpu_pct(t0, t1)
+        result.machine_busy_pct = fleet.observer.machine_busy_pct(t0, t1)
+        times = sorted(result_times)
+        lo, hi = round(0.2 * (len(times) - 1)), round(0.8 * (len(times) - 1))
+        if hi > lo and times[hi] > times[lo]:
+            result.steady_throughput = (hi - lo) / (times[hi] - times[lo])
         cpu = [inst.cpu_between(t0, t1) for inst in fleet.instances]
         result.cpu_s_per_instance = cpu
         result.cpu_pct_per_instance = [100 * c / window for c in cpu]
@@ -281,7 +297,8 @@ class ScaleOut:
             if outputs.results and outputs.calls:
                 t0 = min(datetime.fromisoformat(c["ts"]).timestamp() for c in outputs.calls)
                 t1 = max(r.timestamp_ms for r in outputs.results) / 1000
-                self.per_instance_figures(result, fleet, outputs.calls, t0, t1)
+                stamps = [r.timestamp_ms / 1000 for r in outputs.results]
+                self.per_instance_figures(result, fleet, outputs.calls, t0, t1, stamps)
             result.verify_s = time.monotonic() - t
         return self.done(result, fleet, started)
 
@@ -403,7 +420,7 @@ class ScaleOut:
         result.join_settle_s = t_settled - t_join
         result.rate_before_join = sum(s < t_join for s in stamps) / (t_join - t0)
         result.rate_after_join = sum(s >= t_settled for s in stamps) / max(1e-3, t1 - t_settled)
-        self.per_instance_figures(result, fleet, calls, t0, t1)
+        self.per_instance_figures(result, fleet, calls, t0, t1, stamps)
         result.bridge_counters = summed(counters)
         check_results_at_least_once(result, workload, sent, collector.outputs)
         check_counters_at_least_once(result, counters, joiner=1)

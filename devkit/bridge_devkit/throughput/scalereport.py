@@ -31,6 +31,12 @@ class ScaleResult(RunResult):
     requests_per_instance: list[int] = field(default_factory=list)  # API requests (adapter id)
     load: str = ""  # load average at the start of the run
     efficiency: float = math.nan  # throughput / (instances x throughput of 1 instance)
+    # results/s between the 20th and the 80th percentile of the result times (no warm-up, no
+    # tail), and its efficiency against the one-instance run's
+    steady_throughput: float = math.nan
+    steady_efficiency: float = math.nan
+    sim_cpu_pct: float = math.nan  # the simulator's CPU, % of one core, over the window
+    machine_busy_pct: float = math.nan  # all CPUs of the machine, any process, over the window
     # the join run: one instance, a second one started when join_at of the results are in
     join_results_at_spawn: int | None = None
     join_results_at_settled: int | None = None
@@ -59,6 +65,7 @@ def set_efficiency(results: list[RunResult]) -> None:
         base = next((b for b in rows if b.instances == 1 and b.round == r.round), None)
         if base is not None:
             r.efficiency = r.throughput / (r.instances * base.throughput)
+            r.steady_efficiency = r.steady_throughput / (r.instances * base.steady_throughput)
 
 
 def target_lines(results: list[RunResult]) -> list[str]:
@@ -74,10 +81,11 @@ def target_lines(results: list[RunResult]) -> list[str]:
         effs = sorted(r.efficiency for r in runs)
         eff = statistics.median(effs)
         rate = statistics.median(r.throughput for r in runs)
+        steady = statistics.median(r.steady_efficiency for r in runs)
         spread = f" (rounds: {', '.join(f'{e:.2f}' for e in effs)})" if len(effs) > 1 else ""
         lines.append(
             f"  {'PASS  ' if eff >= EFFICIENCY_TARGET else 'MISSED'}  {n} instances: "
-            f"{rate:,.0f} cmd/s = {eff:.2f} x linear{spread} "
+            f"{rate:,.0f} cmd/s = {eff:.2f} x linear{spread}, steady state {steady:.2f} x "
             f"(target >= {EFFICIENCY_TARGET}x up to {TARGET_UP_TO})"
         )
     return lines
@@ -91,7 +99,8 @@ def _f(value: float | None, fmt: str, width: int) -> str:
 
 HEADER = (
     f"{'run':<24} {'N':>6} {'cmd/s':>7} {'bound':>7} {'%bound':>6} {'effic.':>6} "
-    f"{'CPU s/1k':>8}  {'CPU % of a core per instance':<30} {'settle s':>8}  load     verify"
+    f"{'steady':>6} {'effic.':>6} {'CPU s/1k':>8}  {'CPU % of a core per instance':<22} "
+    f"{'sim %':>5} {'host %':>6} {'settle s':>8}  {'load':<14} verify"
 )
 
 
@@ -104,7 +113,9 @@ def _row(r: ScaleResult) -> str:
     return (
         f"{r.spec.label:<24} {r.processed or r.spec.commands:>6} {_f(r.throughput, ',.0f', 7)} "
         f"{_f(bound, ',.0f', 7)} {_f(pct, '.0f', 6)} {_f(r.efficiency, '.2f', 6)} "
-        f"{_f(cpu_1k, '.3f', 8)}  {per:<30} {_f(r.settle_s, '.1f', 8)}  {r.load:<8} "
+        f"{_f(r.steady_throughput, ',.0f', 6)} {_f(r.steady_efficiency, '.2f', 6)} "
+        f"{_f(cpu_1k, '.3f', 8)}  {per:<22} {_f(r.sim_cpu_pct, '.0f', 5)} "
+        f"{_f(r.machine_busy_pct, '.0f', 6)} {_f(r.settle_s, '.1f', 8)}  {r.load:<14} "
         f"{'PASS' if r.passed else 'FAIL'}"
     )
 
@@ -140,6 +151,8 @@ def print_section(results: list[RunResult]) -> None:
             f"{'nothing lost' if r.passed else 'see FAIL below'}"
         )
     say("bound: instances x max_in_flight / (2 x L); effic.: cmd/s / (instances x cmd/s of 1)")
-    say("CPU %: each instance's utime+stime over the measured window / window length")
+    say("steady: results/s between the 20th and 80th percentile of result times (no warm-up)")
+    say("CPU %: each instance's utime+stime over the measured window / window length; sim %:")
+    say("the simulator's; host %: all CPUs of the machine busy (any process, other users too)")
     for line in target_lines(results):
         say(line)
