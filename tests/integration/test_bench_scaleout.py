@@ -21,7 +21,7 @@ import pytest
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--scale-seconds", "4", "--join-at", "0.3", "--stall-s", "40"]
+TINY = ["--scale-seconds", "4", "--join-at", "0.2", "--stall-s", "40"]  # joins early: margin
 
 
 def test_scaleout_runs_verify_and_a_joining_instance_loses_nothing(
