@@ -30,6 +30,7 @@ from bridge_devkit.throughput.bench import API_KEY, Bench, say
 from bridge_devkit.throughput.planner import Planner, bridge_default_backend, floats, words
 from bridge_devkit.throughput.report import report, targets
 from bridge_devkit.throughput.runs import RunResult, RunSpec
+from bridge_devkit.throughput.scaleout import add_arguments, apply_only, run_scaleout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'env PYTHONPATH=/extra python' (the bridge must keep the wrapper's pid)",
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the logs of passed runs")
+    add_arguments(p)  # --instances, --scale-*, --join-at, --skip-join, --only scaleout
     return p
 
 
@@ -225,6 +227,8 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
             for backend in backends:
                 n = plan.commands("key", args.http_latency, backend)
                 await run(plan.spec("http", "key", args.http_latency, n, backend=backend))
+        if args.instances:
+            results.extend(await run_scaleout(bench, args))
     finally:
         await bench.aclose()
         await sim.aclose()
@@ -303,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     if args.quick:
         apply_quick(args, parser)
+    apply_only(args)
     try:
         return asyncio.run(amain_cancellable(args))
     except asyncio.CancelledError:

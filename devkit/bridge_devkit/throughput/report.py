@@ -9,6 +9,7 @@ from typing import Any
 
 from bridge_devkit.throughput.bench import say
 from bridge_devkit.throughput.runs import PARTITIONS, WARMUP_S, RunResult
+from bridge_devkit.throughput.scalereport import print_section
 
 MEMORY_TARGET_BUFFERED = 10_000
 CPU_RATIO_TARGET = 1.15  # issue 13: bridge CPU per command at L=0 <= 1.15x the reference's
@@ -315,6 +316,7 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
         "reference = bridge_devkit.throughput.reference (bench/README.md)"
     )
     versus_reference(results)
+    print_section(results)  # scale-out runs (issue 13)
     lines = targets(results, args)
     if lines:
         say()
