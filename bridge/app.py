@@ -444,6 +444,7 @@ async def run_service(settings: BridgeSettings) -> int:
                 "metrics_url": service.health.url if service.health else None,
                 "ordering": settings.processing.ordering.value,
                 "processing_guarantee": settings.processing.processing_guarantee.value,
+                "event_loop": f"{type(loop).__module__}.{type(loop).__name__}",
             },
         )
         # Concurrently with joining the group: /readyz waits for both.
@@ -461,7 +462,11 @@ async def run_service(settings: BridgeSettings) -> int:
         service.metrics.gc_pauses.uninstall()
         log.info(
             "bridge stopped",
-            extra={"uptime_s": round(time.monotonic() - started, 1), **service.runtime.counters},
+            extra={
+                "uptime_s": round(time.monotonic() - started, 1),
+                **service.runtime.counters,
+                **service.metrics.gc_pauses.summary(),
+            },
         )
         await service.aclose()
     return code

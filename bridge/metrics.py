@@ -149,6 +149,13 @@ class GcPauses:
         """The longest pause of ``generation`` seen so far, in seconds (0 before the first)."""
         return self._max[generation]
 
+    def summary(self) -> dict[str, list[float] | list[int]]:
+        """Collections and longest pause (ms) per generation, for the shutdown log line."""
+        return {
+            "gc_collections": [sum(c) for c in self._counts],
+            "gc_pause_max_ms": [round(m * 1000, 3) for m in self._max],
+        }
+
     def describe(self) -> list[Metric]:
         return [
             HistogramMetricFamily(
