@@ -48,7 +48,7 @@ def test_tuning_is_on_by_default() -> None:
     s = BridgeSettings()
     assert s.event_loop == "asyncio"
     assert s.runtime.gc_freeze is True
-    assert s.runtime.gc_gen0_threshold == 50_000
+    assert s.runtime.gc_gen0_threshold == 10_000
     assert s.runtime.warm_connections == 4
 
 
