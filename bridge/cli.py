@@ -47,14 +47,16 @@ def _guarded(run: Callable[[], int]) -> int:
 
 
 def _cmd_run(_: argparse.Namespace) -> int:
-    from bridge.app import run_service
+    from bridge.app import event_loop_factory, run_service
     from bridge.config import load_settings
     from bridge.logs import configure_logging
 
     def run() -> int:
         settings = load_settings()
+        loop_factory = event_loop_factory(settings)  # uvloop asked for but missing: exit 2
         configure_logging(settings.log_level)
-        return asyncio.run(run_service(settings))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(run_service(settings))
 
     return _guarded(run)
 

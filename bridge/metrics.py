@@ -13,10 +13,13 @@ The dashboard (``dashboards/norce-order-bridge.json``) and the alert rules
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import gc
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,6 +30,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from bridge.metric_labels import (
     CIRCUIT_STATES,
@@ -60,6 +64,7 @@ __all__ = [
     "DEAD_LETTER_REASONS",
     "E2E_LATENCY_BUCKETS",
     "EVENT_LOOP_LAG_BUCKETS",
+    "GC_PAUSE_BUCKETS",
     "MAX_DISTINCT_ENDPOINTS",
     "MAX_DISTINCT_REASONS",
     "OTHER",
@@ -67,6 +72,7 @@ __all__ = [
     "RETRY_REASONS",
     "BridgeMetrics",
     "CircuitState",
+    "GcPauses",
     "status_class",
 ]
 
@@ -85,6 +91,118 @@ E2E_LATENCY_BUCKETS: Final = (
 EVENT_LOOP_LAG_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+# 50 us .. 1 s: a young collection takes microseconds, a full one of a large heap tens of ms.
+GC_PAUSE_BUCKETS: Final = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+)  # fmt: skip
+_GENERATIONS: Final = 3
+# Raw (method, endpoint, status) keys whose label children are kept (the labels are bounded by
+# bridge.metric_labels; this bounds the cache of the raw values that map to them).
+_MAX_CACHED_KEYS: Final = 1024
+
+
+class GcPauses:
+    """Times every garbage collection per generation (``gc.callbacks``) and exports the pauses.
+
+    ``norce_bridge_gc_pause_seconds{generation}`` (histogram) and
+    ``norce_bridge_gc_pause_max_seconds{generation}`` (the longest pause since start), series
+    appearing with a generation's first timed collection. The callback only does arithmetic on
+    plain lists (no lock: it runs inside the collector, which may interrupt any code, including
+    a metric update holding its lock); the families are built when ``/metrics`` is scraped.
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = GC_PAUSE_BUCKETS) -> None:
+        self._bounds = buckets
+        self._started = 0.0
+        self._started_cpu = 0.0
+        self._max_cpu = [0.0] * _GENERATIONS
+        self._sum_cpu = [0.0] * _GENERATIONS
+        self._counts = [[0] * (len(buckets) + 1) for _ in range(_GENERATIONS)]
+        self._sums = [0.0] * _GENERATIONS
+        self._max = [0.0] * _GENERATIONS
+        self._installed = False
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            self._started_cpu = time.thread_time()
+            return
+        pause = time.perf_counter() - self._started
+        cpu = time.thread_time() - self._started_cpu
+        generation = info.get("generation", 0)
+        if not 0 <= generation < _GENERATIONS:
+            return
+        self._sum_cpu[generation] += cpu
+        if cpu > self._max_cpu[generation]:
+            self._max_cpu[generation] = cpu
+        self._counts[generation][bisect.bisect_left(self._bounds, pause)] += 1
+        self._sums[generation] += pause
+        if pause > self._max[generation]:
+            self._max[generation] = pause
+
+    def install(self) -> None:
+        """Start timing collections (idempotent)."""
+        if not self._installed:
+            gc.callbacks.append(self)
+            self._installed = True
+
+    def uninstall(self) -> None:
+        if self._installed:
+            with contextlib.suppress(ValueError):
+                gc.callbacks.remove(self)
+            self._installed = False
+
+    def longest(self, generation: int) -> float:
+        """The longest pause of ``generation`` seen so far, in seconds (0 before the first)."""
+        return self._max[generation]
+
+    def summary(self) -> dict[str, list[float] | list[int]]:
+        """Collections and longest pause (ms) per generation, for the shutdown log line.
+
+        ``gc_cpu_max_ms`` / ``gc_cpu_total_ms``: the longest and the total collection time in CPU
+        time of the collecting thread (on a busy machine the wall-time pause also counts the time
+        the process was not scheduled).
+        """
+        return {
+            "gc_collections": [sum(c) for c in self._counts],
+            "gc_pause_max_ms": [round(m * 1000, 3) for m in self._max],
+            "gc_cpu_max_ms": [round(m * 1000, 3) for m in self._max_cpu],
+            "gc_cpu_total_ms": [round(m * 1000, 1) for m in self._sum_cpu],
+        }
+
+    def describe(self) -> list[Metric]:
+        return [
+            HistogramMetricFamily(
+                "norce_bridge_gc_pause_seconds",
+                "Garbage-collector pauses of this process, by generation (2 = full collection).",
+                labels=["generation"],
+            ),
+            GaugeMetricFamily(
+                "norce_bridge_gc_pause_max_seconds",
+                "Longest garbage-collector pause since the process started, by generation.",
+                labels=["generation"],
+            ),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        hist, longest = self.describe()
+        assert isinstance(hist, HistogramMetricFamily)
+        assert isinstance(longest, GaugeMetricFamily)
+        for generation in range(_GENERATIONS):
+            counts = list(self._counts[generation])
+            if not any(counts):
+                continue
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip((*self._bounds, float("inf")), counts, strict=True):
+                cumulative += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            label = [str(generation)]
+            hist.add_metric(label, buckets, self._sums[generation])
+            longest.add_metric(label, self._max[generation])
+        yield hist
+        yield longest
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,26 +437,50 @@ class BridgeMetrics:
         )
         self._topic = BoundedLabel(TOPIC_RE, MAX_DISTINCT_TOPICS, initial=PUBLISHED_TOPICS)
 
+        self.gc_pauses = GcPauses()
+        registry.register(self.gc_pauses)
+
         # Pre-initialise exactly the label values that can occur, at zero, so rate() and the
         # alerts have a series from the start (tests/unit/test_vocabulary.py checks the sets).
+        # The children are kept: a command's metrics are dict look-ups, not ``.labels(...)``
+        # calls (each of which builds a tuple, validates it and takes the family's lock).
+        c = self._c
+        self._commands: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        durations = {t: c.command_duration.labels(type=t) for t in (*COMMAND_TYPES, UNKNOWN_TYPE)}
         for command_type, outcome in COMMAND_LABELS:
-            self._c.commands.labels(type=command_type, outcome=outcome)
-        for command_type in (*COMMAND_TYPES, UNKNOWN_TYPE):
-            self._c.command_duration.labels(type=command_type)
-        for reason in DEAD_LETTER_REASONS:
-            self._c.dead_letters.labels(reason=reason)
-        for topic in PUBLISHED_TOPICS:
-            self._c.records_published.labels(topic=topic)
+            self._commands[command_type, str(outcome)] = (
+                c.commands.labels(type=command_type, outcome=outcome),
+                durations[command_type],
+            )
+        self._dead_letters: dict[str, Counter] = {
+            reason: c.dead_letters.labels(reason=reason) for reason in DEAD_LETTER_REASONS
+        }
+        self._published: dict[str, Counter] = {
+            topic: c.records_published.labels(topic=topic) for topic in PUBLISHED_TOPICS
+        }
+        # Created on first use (never pre-created: tests/unit/test_vocabulary.py), then kept.
+        self._api: dict[tuple[str, str, int | None], tuple[Counter, Histogram]] = {}
+        self._retries: dict[tuple[str, str], Counter] = {}
+        self._partition_gauges: dict[tuple[str, int], tuple[Gauge, Gauge]] = {}
+        self._circuit_children = {
+            state: c.circuit_state.labels(state=state) for state in CIRCUIT_STATES
+        }
         self.set_circuit(CircuitState.CLOSED)
 
     # -- commands -------------------------------------------------------------------------------
 
     def command_finished(self, command_type: str, outcome: str, seconds: float) -> None:
         """Count one finished command and observe how long it took."""
-        type_label = command_type if command_type in COMMAND_TYPES else UNKNOWN_TYPE
-        outcome_label = outcome if outcome in COMMAND_OUTCOMES else OTHER
-        self._c.commands.labels(type=type_label, outcome=outcome_label).inc()
-        self._c.command_duration.labels(type=type_label).observe(max(seconds, 0.0))
+        children = self._commands.get((command_type, outcome))
+        if children is None:  # not a pair the code emits: bounded the slow way
+            type_label = command_type if command_type in COMMAND_TYPES else UNKNOWN_TYPE
+            outcome_label = outcome if outcome in COMMAND_OUTCOMES else OTHER
+            children = (
+                self._c.commands.labels(type=type_label, outcome=outcome_label),
+                self._c.command_duration.labels(type=type_label),
+            )
+        children[0].inc()
+        children[1].observe(seconds if seconds > 0.0 else 0.0)
 
     def e2e_latency(self, seconds: float) -> None:
         """Observe the time from a record's timestamp to its outputs being acknowledged."""
@@ -350,25 +492,39 @@ class BridgeMetrics:
 
     def dead_lettered(self, reason: str) -> None:
         """Count one record sent to the dead-letter topic."""
-        self._c.dead_letters.labels(reason=self._dead_letter_reason(reason)).inc()
+        child = self._dead_letters.get(reason)
+        if child is None:
+            child = self._c.dead_letters.labels(reason=self._dead_letter_reason(reason))
+        child.inc()
 
     def published(self, topic: str, n: int = 1) -> None:
         """Count ``n`` records acknowledged by Kafka on ``topic``."""
         if n > 0:
-            self._c.records_published.labels(topic=self._topic(topic)).inc(n)
+            child = self._published.get(topic)
+            if child is None:
+                child = self._c.records_published.labels(topic=self._topic(topic))
+            child.inc(n)
 
     # -- Norce API (also the client's ApiObserver) ----------------------------------------------
 
     def api_request(self, method: str, endpoint: str, status: int | None, seconds: float) -> None:
         """Count one Norce API request (``status`` None when no response arrived) and time it."""
-        method_label = method.upper() if method.upper() in HTTP_METHODS else OTHER
-        endpoint_label = self._endpoint(endpoint)
-        self._c.api_requests.labels(
-            method=method_label, endpoint=endpoint_label, status_class=status_class(status)
-        ).inc()
-        self._c.api_request_duration.labels(method=method_label, endpoint=endpoint_label).observe(
-            max(seconds, 0.0)
-        )
+        key = (method, endpoint, status)
+        children = self._api.get(key)
+        if children is None:
+            method_label = method.upper() if method.upper() in HTTP_METHODS else OTHER
+            endpoint_label = self._endpoint(endpoint)
+            children = (
+                self._c.api_requests.labels(
+                    method=method_label, endpoint=endpoint_label, status_class=status_class(status)
+                ),
+                self._c.api_request_duration.labels(method=method_label, endpoint=endpoint_label),
+            )
+            # Bounded: the labels are; the raw keys (a raw path, any status) are capped here.
+            if len(self._api) < _MAX_CACHED_KEYS:
+                self._api[key] = children
+        children[0].inc()
+        children[1].observe(seconds if seconds > 0.0 else 0.0)
 
     def on_request(self, method: str, endpoint: str, status: int | None, seconds: float) -> None:
         """ApiObserver hook: same as :meth:`api_request`."""
@@ -376,14 +532,21 @@ class BridgeMetrics:
 
     def on_retry(self, endpoint: str, reason: str) -> None:
         """Count one retry of a Norce API request; reason is 429|5xx|timeout|connection."""
-        reason_label = reason if reason in RETRY_REASONS else OTHER
-        self._c.api_retries.labels(endpoint=self._endpoint(endpoint), reason=reason_label).inc()
+        child = self._retries.get((endpoint, reason))
+        if child is None:
+            reason_label = reason if reason in RETRY_REASONS else OTHER
+            child = self._c.api_retries.labels(
+                endpoint=self._endpoint(endpoint), reason=reason_label
+            )
+            if len(self._retries) < _MAX_CACHED_KEYS:
+                self._retries[endpoint, reason] = child
+        child.inc()
 
     def set_circuit(self, state: CircuitState | str) -> None:
         """Publish the circuit breaker state (a :class:`CircuitState` or its value)."""
         current = CircuitState(state)
-        for candidate in CIRCUIT_STATES:
-            self._c.circuit_state.labels(state=candidate).set(1 if candidate == current else 0)
+        for candidate, child in self._circuit_children.items():
+            child.set(1 if candidate == current else 0)
         self._c.circuit_open.set(1 if current == CircuitState.OPEN else 0)
 
     # -- runtime --------------------------------------------------------------------------------
@@ -400,20 +563,29 @@ class BridgeMetrics:
         """Publish the number of paused partitions."""
         self._c.paused_partitions.set(n)
 
+    def _partition(self, topic: str, partition: int) -> tuple[Gauge, Gauge]:
+        """The (lag, committed offset) children of one assigned partition, kept until revoked."""
+        children = self._partition_gauges.get((topic, partition))
+        if children is None:
+            labels = {"topic": self._topic(topic), "partition": str(partition)}
+            children = (
+                self._c.consumer_lag.labels(**labels),
+                self._c.committed_offset.labels(**labels),
+            )
+            self._partition_gauges[topic, partition] = children
+        return children
+
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         """Publish the consumer lag of one assigned partition."""
-        self._c.consumer_lag.labels(topic=self._topic(topic), partition=str(partition)).set(
-            max(lag, 0)
-        )
+        self._partition(topic, partition)[0].set(max(lag, 0))
 
     def set_committed(self, topic: str, partition: int, offset: int) -> None:
         """Publish the last committed offset of one assigned partition."""
-        self._c.committed_offset.labels(topic=self._topic(topic), partition=str(partition)).set(
-            offset
-        )
+        self._partition(topic, partition)[1].set(offset)
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the per-partition series of a revoked partition."""
+        self._partition_gauges.pop((topic, partition), None)
         labels = (self._topic(topic), str(partition))
         for gauge in (self._c.consumer_lag, self._c.committed_offset):
             with contextlib.suppress(KeyError):

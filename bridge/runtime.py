@@ -279,19 +279,16 @@ class _Session:
         task = tg.create_task(self.worker.run(item, part))
         state.running.add(task)
         part.tasks[item.offset] = task
-        task.add_done_callback(self._task_done)
-        # Also when the task is cancelled before it ever ran (its finally never runs): a key
-        # left busy would stall every later command of that order.
-        task.add_done_callback(functools.partial(self._release_key, item.key))
+        # One done callback (one loop callback per command, not two). It runs also when the
+        # task is cancelled before it ever ran (its finally never runs): a key left busy would
+        # stall every later command of that order.
+        task.add_done_callback(functools.partial(self._task_done, item.key))
 
-    def _release_key(self, key: Hashable, _task: asyncio.Task[None]) -> None:
-        self._state.sched.done(key)
-        self._state.wake.set()
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, key: Hashable, task: asyncio.Task[None]) -> None:
         # Wake the dispatcher only once the task has left ``running``: waking it from the
         # worker's ``finally`` would let it see a full ``running`` and go back to sleep.
         state = self._state
+        state.sched.done(key)
         state.running.discard(task)
         self._metrics.set_in_flight(len(state.running))
         state.wake.set()

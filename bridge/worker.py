@@ -140,7 +140,8 @@ class Worker:
         while True:
             if not state.live(item, part):
                 return None
-            await self._circuit.acquire()
+            if self._circuit.is_open:  # closed: acquire() would return at once
+                await self._circuit.acquire()
             if not state.live(item, part):
                 self._circuit.abandon()
                 return None

@@ -14,6 +14,10 @@ import pytest
 from bridge_devkit.harness import (
     API_KEY,
     Bridge,
+    clean_env,
+    free_port,
+    log_lines,
+    metrics_text,
     poll_until,
     process_env,
     running_bridge,
@@ -203,3 +207,74 @@ async def test_send_publishes_one_json_command_that_the_bridge_applies(
         assert result["outcome"] == "applied"
         assert result["correlationId"] == "ops-1"
         assert sim.app.history(order_id) == ["checkout", "processing"]
+
+
+async def test_the_service_runs_a_command_end_to_end_on_uvloop_with_a_warm_pool(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """BRIDGE_EVENT_LOOP=uvloop: a command end to end; ready only after the pool is warm; the
+    warm-up sends no request (the simulator sees only the command's); GC pauses exported."""
+    async with simulator() as sim, running_bridge(kafka_bootstrap, sim, start=False) as bridge:
+        (order_id,) = sim.app.seed(1, "norce", "1")
+        port = free_port()
+        env = {**_env(bridge, 5), "BRIDGE_EVENT_LOOP": "uvloop", "BRIDGE_HTTP__PORT": str(port)}
+        log_path = tmp_path / "bridge.log"
+        proc = spawn_bridge(env, log_path)
+        try:
+            await bridge.send(set_state(order_id, "processing"))
+            out = await bridge.all_handled(timeout_s=60)
+            assert [r["outcome"] for r in out.results] == ["applied"]
+            ready = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz")
+            metrics = await metrics_text(port)
+            proc.send_signal(signal.SIGTERM)
+            assert await wait_exit(proc, 30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert ready == 200
+    assert metrics is not None
+    assert 'norce_bridge_gc_pause_max_seconds{generation="2"}' in metrics
+    assert 'norce_bridge_gc_pause_seconds_count{generation="2"}' in metrics
+    records = log_lines(log_path)
+    by_msg = {r["msg"]: r for r in records}
+    assert by_msg["bridge started"]["event_loop"].startswith("uvloop")
+    assert by_msg["HTTP connection pool warmed"]["connections"] == 4
+    assert by_msg["garbage collector tuned"]["gc_frozen"] > 0
+    assert by_msg["bridge stopped"]["applied"] == 1
+    assert len(by_msg["bridge stopped"]["gc_pause_max_ms"]) == 3
+    # Only the command's own requests reached the API: GET, PUT, GET.
+    assert [c["method"] for c in sim.app.calls()] == ["GET", "PUT", "GET"]
+    # The bridge's own lines (aiokafka may log coordinator moves of a busy test broker).
+    assert not [
+        r
+        for r in records
+        if r["level"] in ("WARNING", "ERROR") and r["logger"].startswith("bridge")
+    ]
+
+
+def _get(url: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - a loopback URL
+        return int(response.status)
+
+
+def test_uvloop_asked_for_but_not_installed_exits_2_with_one_line(tmp_path: Path) -> None:
+    """Start-up refuses (exit 2, one line) instead of silently running on asyncio."""
+    fake = tmp_path / "uvloop"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('uvloop is not installed here')\n")
+    env = clean_env(BRIDGE_EVENT_LOOP="uvloop", PYTHONPATH=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-P", "-m", "bridge", "run"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert "BRIDGE_EVENT_LOOP=uvloop" in lines[0]
+    assert "norce-order-bridge[uvloop]" in lines[0]
