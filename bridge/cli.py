@@ -47,9 +47,10 @@ def _guarded(run: Callable[[], int]) -> int:
 
 
 def _cmd_run(_: argparse.Namespace) -> int:
-    from bridge.app import event_loop_factory, run_service
+    from bridge.app import run_service
     from bridge.config import load_settings
     from bridge.logs import configure_logging
+    from bridge.tuning import event_loop_factory
 
     def run() -> int:
         settings = load_settings()

@@ -13,13 +13,9 @@ The dashboard (``dashboards/norce-order-bridge.json``) and the alert rules
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import gc
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,8 +26,15 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from bridge.gc_metrics import GC_PAUSE_BUCKETS, GcPauses
+from bridge.metric_collectors import (
+    API_DURATION_BUCKETS,
+    COMMAND_DURATION_BUCKETS,
+    E2E_LATENCY_BUCKETS,
+    EVENT_LOOP_LAG_BUCKETS,
+    register_collectors,
+)
 from bridge.metric_labels import (
     CIRCUIT_STATES,
     CODE_RE,
@@ -76,334 +79,9 @@ __all__ = [
     "status_class",
 ]
 
-# 5 ms .. 60 s: a Norce call takes tens of milliseconds, a command with retries up to a minute.
-COMMAND_DURATION_BUCKETS: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
-)  # fmt: skip
-API_DURATION_BUCKETS: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
-# Record timestamp -> outputs acknowledged: includes time spent waiting in Kafka (lag).
-E2E_LATENCY_BUCKETS: Final = (
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-    1800.0, 3600.0,
-)  # fmt: skip
-EVENT_LOOP_LAG_BUCKETS: Final = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
-# 50 us .. 1 s: a young collection takes microseconds, a full one of a large heap tens of ms.
-GC_PAUSE_BUCKETS: Final = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0,
-)  # fmt: skip
-_GENERATIONS: Final = 3
 # Raw (method, endpoint, status) keys whose label children are kept (the labels are bounded by
 # bridge.metric_labels; this bounds the cache of the raw values that map to them).
 _MAX_CACHED_KEYS: Final = 1024
-
-
-class GcPauses:
-    """Times every garbage collection per generation (``gc.callbacks``) and exports the pauses.
-
-    ``norce_bridge_gc_pause_seconds{generation}`` (histogram) and
-    ``norce_bridge_gc_pause_max_seconds{generation}`` (the longest pause since start), series
-    appearing with a generation's first timed collection. The callback only does arithmetic on
-    plain lists (no lock: it runs inside the collector, which may interrupt any code, including
-    a metric update holding its lock); the families are built when ``/metrics`` is scraped.
-    """
-
-    def __init__(self, buckets: tuple[float, ...] = GC_PAUSE_BUCKETS) -> None:
-        self._bounds = buckets
-        self._started = 0.0
-        self._started_cpu = 0.0
-        self._max_cpu = [0.0] * _GENERATIONS
-        self._sum_cpu = [0.0] * _GENERATIONS
-        self._counts = [[0] * (len(buckets) + 1) for _ in range(_GENERATIONS)]
-        self._sums = [0.0] * _GENERATIONS
-        self._max = [0.0] * _GENERATIONS
-        self._installed = False
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-            self._started_cpu = time.thread_time()
-            return
-        pause = time.perf_counter() - self._started
-        cpu = time.thread_time() - self._started_cpu
-        generation = info.get("generation", 0)
-        if not 0 <= generation < _GENERATIONS:
-            return
-        self._sum_cpu[generation] += cpu
-        if cpu > self._max_cpu[generation]:
-            self._max_cpu[generation] = cpu
-        self._counts[generation][bisect.bisect_left(self._bounds, pause)] += 1
-        self._sums[generation] += pause
-        if pause > self._max[generation]:
-            self._max[generation] = pause
-
-    def install(self) -> None:
-        """Start timing collections (idempotent)."""
-        if not self._installed:
-            gc.callbacks.append(self)
-            self._installed = True
-
-    def uninstall(self) -> None:
-        if self._installed:
-            with contextlib.suppress(ValueError):
-                gc.callbacks.remove(self)
-            self._installed = False
-
-    def longest(self, generation: int) -> float:
-        """The longest pause of ``generation`` seen so far, in seconds (0 before the first)."""
-        return self._max[generation]
-
-    def summary(self) -> dict[str, list[float] | list[int]]:
-        """Collections and longest pause (ms) per generation, for the shutdown log line.
-
-        ``gc_cpu_max_ms`` / ``gc_cpu_total_ms``: the longest and the total collection time in CPU
-        time of the collecting thread (on a busy machine the wall-time pause also counts the time
-        the process was not scheduled).
-        """
-        return {
-            "gc_collections": [sum(c) for c in self._counts],
-            "gc_pause_max_ms": [round(m * 1000, 3) for m in self._max],
-            "gc_cpu_max_ms": [round(m * 1000, 3) for m in self._max_cpu],
-            "gc_cpu_total_ms": [round(m * 1000, 1) for m in self._sum_cpu],
-        }
-
-    def describe(self) -> list[Metric]:
-        return [
-            HistogramMetricFamily(
-                "norce_bridge_gc_pause_seconds",
-                "Garbage-collector pauses of this process, by generation (2 = full collection).",
-                labels=["generation"],
-            ),
-            GaugeMetricFamily(
-                "norce_bridge_gc_pause_max_seconds",
-                "Longest garbage-collector pause since the process started, by generation.",
-                labels=["generation"],
-            ),
-        ]
-
-    def collect(self) -> Iterator[Metric]:
-        hist, longest = self.describe()
-        assert isinstance(hist, HistogramMetricFamily)
-        assert isinstance(longest, GaugeMetricFamily)
-        for generation in range(_GENERATIONS):
-            counts = list(self._counts[generation])
-            if not any(counts):
-                continue
-            cumulative = 0
-            buckets: list[tuple[str, float]] = []
-            for bound, n in zip((*self._bounds, float("inf")), counts, strict=True):
-                cumulative += n
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            label = [str(generation)]
-            hist.add_metric(label, buckets, self._sums[generation])
-            longest.add_metric(label, self._max[generation])
-        yield hist
-        yield longest
-
-
-@dataclass(frozen=True, slots=True)
-class _Collectors:
-    """The bridge's own collectors, registered once on one registry."""
-
-    build_info: Gauge
-    commands: Counter
-    command_duration: Histogram
-    e2e_latency_seconds: Histogram
-    api_requests: Counter
-    api_request_duration: Histogram
-    api_retries: Counter
-    dead_letters: Counter
-    records_published: Counter
-    in_flight: Gauge
-    buffered: Gauge
-    paused_partitions: Gauge
-    consumer_lag: Gauge
-    committed_offset: Gauge
-    circuit_open: Gauge
-    circuit_state: Gauge
-    last_success: Gauge
-    event_loop_lag_latest: Gauge
-    event_loop_lag_hist: Histogram
-    rebalances: Counter
-    ready: Gauge
-    lease_age: Gauge
-    lease_lost: Counter
-    commands_abandoned: Counter
-
-
-def _register(registry: CollectorRegistry) -> _Collectors:
-    """Create and register every collector of the bridge on ``registry``."""
-    ns = "norce_bridge"
-
-    build_info = Gauge(
-        f"{ns}_build_info",
-        "Always 1; labels carry the bridge version and its processing mode.",
-        ["version", "processing_guarantee", "ordering"],
-        registry=registry,
-    )
-
-    commands = Counter(
-        f"{ns}_commands",
-        "Commands finished, by command type and outcome.",
-        ["type", "outcome"],
-        registry=registry,
-    )
-    command_duration = Histogram(
-        f"{ns}_command_duration_seconds",
-        "Time from starting a command to its outputs being acknowledged, by command type.",
-        ["type"],
-        buckets=COMMAND_DURATION_BUCKETS,
-        registry=registry,
-    )
-    e2e_latency_seconds = Histogram(
-        f"{ns}_command_e2e_latency_seconds",
-        "Time from the command record's Kafka timestamp to its outputs being acknowledged.",
-        buckets=E2E_LATENCY_BUCKETS,
-        registry=registry,
-    )
-    api_requests = Counter(
-        f"{ns}_api_requests",
-        "Norce Order API requests, by method, endpoint template and status class.",
-        ["method", "endpoint", "status_class"],
-        registry=registry,
-    )
-    api_request_duration = Histogram(
-        f"{ns}_api_request_duration_seconds",
-        "Norce Order API request duration, by method and endpoint template.",
-        ["method", "endpoint"],
-        buckets=API_DURATION_BUCKETS,
-        registry=registry,
-    )
-    api_retries = Counter(
-        f"{ns}_api_retries",
-        "Norce Order API request retries, by endpoint template and reason.",
-        ["endpoint", "reason"],
-        registry=registry,
-    )
-    dead_letters = Counter(
-        f"{ns}_dead_letters",
-        "Records sent to the dead-letter topic, by reason code.",
-        ["reason"],
-        registry=registry,
-    )
-    records_published = Counter(
-        f"{ns}_records_published",
-        "Records acknowledged by Kafka, by output topic.",
-        ["topic"],
-        registry=registry,
-    )
-    in_flight = Gauge(
-        f"{ns}_in_flight_commands",
-        "Commands currently being executed.",
-        registry=registry,
-    )
-    buffered = Gauge(
-        f"{ns}_buffered_records",
-        "Records fetched from Kafka and waiting for execution.",
-        registry=registry,
-    )
-    paused_partitions = Gauge(
-        f"{ns}_paused_partitions",
-        "Assigned partitions whose fetching is paused because their buffer is full.",
-        registry=registry,
-    )
-    consumer_lag = Gauge(
-        f"{ns}_consumer_lag",
-        "Records between the committed offset and the high watermark, per assigned partition.",
-        ["topic", "partition"],
-        registry=registry,
-    )
-    committed_offset = Gauge(
-        f"{ns}_committed_offset",
-        "Last offset committed by the consumer group, per assigned partition.",
-        ["topic", "partition"],
-        registry=registry,
-    )
-    circuit_open = Gauge(
-        f"{ns}_circuit_open",
-        "1 while the Norce API circuit breaker is open (calls are not attempted), else 0.",
-        registry=registry,
-    )
-    circuit_state = Gauge(
-        f"{ns}_circuit_state",
-        "Norce API circuit breaker state: exactly one of closed/open/half_open is 1.",
-        ["state"],
-        registry=registry,
-    )
-    last_success = Gauge(
-        f"{ns}_last_success_timestamp_seconds",
-        "Unix time of the last command whose outputs were acknowledged.",
-        registry=registry,
-    )
-    event_loop_lag_latest = Gauge(
-        f"{ns}_event_loop_lag_seconds",
-        "Latest measured asyncio event-loop lag (scheduling delay of a periodic probe).",
-        registry=registry,
-    )
-    event_loop_lag_hist = Histogram(
-        f"{ns}_event_loop_lag_histogram_seconds",
-        "Distribution of measured asyncio event-loop lag.",
-        buckets=EVENT_LOOP_LAG_BUCKETS,
-        registry=registry,
-    )
-    rebalances = Counter(
-        f"{ns}_rebalances",
-        "Consumer group rebalances seen by this process (partition assignments).",
-        registry=registry,
-    )
-    ready = Gauge(
-        f"{ns}_ready",
-        "1 while the bridge reports ready (group member, broker reachable, not draining), else 0.",
-        registry=registry,
-    )
-
-    lease_age = Gauge(
-        f"{ns}_lease_age_seconds",
-        "Age of the group-membership lease: seconds since the last successful heartbeat was"
-        " sent (writes to Norce stop when it nears the session timeout).",
-        registry=registry,
-    )
-    lease_lost = Counter(
-        f"{ns}_lease_lost",
-        "Times the membership lease expired or was lost (a pause, an expulsion, an outage).",
-        registry=registry,
-    )
-    commands_abandoned = Counter(
-        f"{ns}_commands_abandoned",
-        "Commands given up without a result because their partition was no longer ours"
-        " (the partition's new owner runs them).",
-        registry=registry,
-    )
-    return _Collectors(
-        build_info=build_info,
-        commands=commands,
-        command_duration=command_duration,
-        e2e_latency_seconds=e2e_latency_seconds,
-        api_requests=api_requests,
-        api_request_duration=api_request_duration,
-        api_retries=api_retries,
-        dead_letters=dead_letters,
-        records_published=records_published,
-        in_flight=in_flight,
-        buffered=buffered,
-        paused_partitions=paused_partitions,
-        consumer_lag=consumer_lag,
-        committed_offset=committed_offset,
-        circuit_open=circuit_open,
-        circuit_state=circuit_state,
-        last_success=last_success,
-        event_loop_lag_latest=event_loop_lag_latest,
-        event_loop_lag_hist=event_loop_lag_hist,
-        rebalances=rebalances,
-        ready=ready,
-        lease_age=lease_age,
-        lease_lost=lease_lost,
-        commands_abandoned=commands_abandoned,
-    )
 
 
 class BridgeMetrics:
@@ -418,7 +96,7 @@ class BridgeMetrics:
         ordering: str,
     ) -> None:
         self.registry = registry
-        self._c = _register(registry)
+        self._c = register_collectors(registry)
         self._c.build_info.labels(
             version=version, processing_guarantee=processing_guarantee, ordering=ordering
         ).set(1)

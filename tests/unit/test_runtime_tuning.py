@@ -13,11 +13,11 @@ import pytest
 from bridge_devkit.harness import simulator
 from prometheus_client import CollectorRegistry
 
-from bridge.app import event_loop_factory, tune_gc, warm_http_pool
 from bridge.config import BridgeSettings, RuntimeSettings, load_settings
 from bridge.errors import ConfigError
 from bridge.metrics import BridgeMetrics
 from bridge.norce_http import build_http_client
+from bridge.tuning import event_loop_factory, tune_gc, warm_http_pool
 
 
 def _metrics() -> tuple[CollectorRegistry, BridgeMetrics]:
