@@ -59,6 +59,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+COMMIT_TIMEOUT_S = 30.0
+"""Longest wait for one offset commit (at-least-once) before it counts as failed."""
+
+
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
@@ -150,8 +154,11 @@ class AtLeastOnce(_Commits):
             if request is None or not part.ledger.is_new(request):
                 return True
             try:
-                await self._consumer.commit({part.tp: (request.offset, request.metadata)})
-            except Exception as exc:  # KafkaError, IllegalStateError (unassigned meanwhile), ...
+                # aiokafka retries a commit without end while the coordinator is unknown; the
+                # commit loop must not stall on one partition (the next round retries).
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    await self._consumer.commit({part.tp: (request.offset, request.metadata)})
+            except Exception as exc:  # KafkaError, IllegalStateError, TimeoutError, ...
                 log.warning(
                     "offset commit failed",
                     extra={"partition": part.tp.partition, "error": type(exc).__name__},

@@ -48,6 +48,9 @@ __all__ = ["COMMANDS_ROLE", "TOPIC_ROLES", "FatalRuntimeError", "Runtime"]
 
 log = logging.getLogger("bridge.runtime")
 
+# The final commits get at least this long, even when the drain used up its deadline.
+_MIN_FINAL_COMMIT_S = 5.0
+
 
 class Runtime:
     """Runs until ``stop()``; then drains within the deadline, commits and returns."""
@@ -341,8 +344,20 @@ class _Session:
         if state.running:
             await asyncio.gather(*state.running, return_exceptions=True)
         if state.fatal is None:
-            await self.committer.commit_all([*state.parts.values()])
-            for part in list(state.parts.values()):
-                with contextlib.suppress(FatalRuntimeError):
-                    await self.committer.commit(part, final=True)
+            # Bounded like the rest of the drain: a commit to a coordinator that does not answer
+            # (aiokafka retries it without end) must not keep the process from exiting. What is
+            # not committed is replayed by the next owner, which the ledger makes safe.
+            budget = max(_MIN_FINAL_COMMIT_S, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(budget):
+                    await self.committer.commit_all([*state.parts.values()])
+                    for part in list(state.parts.values()):
+                        with contextlib.suppress(FatalRuntimeError):
+                            await self.committer.commit(part, final=True)
+            except TimeoutError:
+                log.warning(
+                    "final commits did not finish within the drain deadline; the next owner "
+                    "replays what was not committed",
+                    extra={"seconds": round(budget, 1)},
+                )
         state.counters["cancelled_at_drain"] = cancelled

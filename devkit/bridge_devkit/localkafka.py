@@ -464,6 +464,16 @@ class LocalKafka:
             self._proc.wait(10)
         self._proc = None
 
+    def pause(self) -> None:
+        """SIGSTOP the broker: it stops answering, connections stay open (a hung broker)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def restart(self) -> None:
         """Stop and start again on the same ports and data directory."""
         self.stop()

@@ -278,3 +278,41 @@ def test_uvloop_asked_for_but_not_installed_exits_2_with_one_line(tmp_path: Path
     assert len(lines) == 1, lines
     assert "BRIDGE_EVENT_LOOP=uvloop" in lines[0]
     assert "norce-order-bridge[uvloop]" in lines[0]
+
+
+async def test_sigterm_exits_in_bounded_time_when_the_broker_hangs(tmp_path: Path) -> None:
+    """A broker that stops answering (SIGSTOP) during the drain does not keep the bridge alive:
+    the final commits are bounded by the drain deadline, the client closes by their timeouts,
+    and the process exits by itself (a Kubernetes grace period can be sized from the settings).
+    Own broker: pausing the session's would stall every other test."""
+    from bridge_devkit.localkafka import LocalKafka
+
+    drain_s = 3.0
+    broker = LocalKafka()
+    await asyncio.to_thread(broker.start)
+    try:
+        async with (
+            simulator() as sim,
+            running_bridge(broker.bootstrap_servers, sim, start=False) as bridge,
+        ):
+            orders = sim.app.seed(10, "norce", "1")
+            await bridge.send(*(set_state(o, "processing") for o in orders))
+            log_path = tmp_path / "bridge.log"
+            proc = spawn_bridge(_env(bridge, drain_s), log_path)
+            try:
+                await bridge.collect(lambda o: len(o.results) >= 10, timeout_s=60)
+                broker.pause()
+                proc.send_signal(signal.SIGTERM)
+                # drain (bounded by the deadline, final commits at least 5 s) + consumer and
+                # producer close (15 s each) + slack for a busy machine; never a kill.
+                code = await wait_exit(proc, drain_s + 5 + 30 + 25)
+            finally:
+                broker.resume()
+                if proc.poll() is None:
+                    proc.kill()
+            assert code == 0, log_path.read_text()[-3000:]
+            messages = [rec["msg"] for rec in log_lines(log_path)]
+            assert "draining" in messages
+            assert "bridge stopped" in messages
+    finally:
+        await asyncio.to_thread(broker.cleanup)
