@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 import yarl
-from aiohttp import ClientRequest, ClientSession, ClientTimeout
+from aiohttp import ClientRequest, ClientTimeout
 
 from bridge.config import BridgeSettings, RuntimeSettings
 from bridge.errors import ConfigError
@@ -80,9 +80,7 @@ async def warm_http_pool(http: NorceHttpClient, n: int, deadline_s: float) -> in
     if not isinstance(transport, GatedAiohttpTransport):
         log.info("HTTP pool warm-up skipped: only the aiohttp transport is warmed")
         return 0
-    if not isinstance(transport.client, ClientSession):
-        transport.client = transport.get_client()
-    session = transport.client
+    session = transport.session()
     url = yarl.URL(str(http.base_url), encoded=True)
     loop = asyncio.get_running_loop()
     timeout = ClientTimeout(total=deadline_s, sock_connect=deadline_s)
