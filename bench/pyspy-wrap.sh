@@ -2,7 +2,7 @@
 # Runs python "$@" under py-spy without changing the pid (bench/throughput.py --bridge-wrapper):
 # a background py-spy attaches to this shell's pid once `exec` has turned it into python, and
 # writes collapsed stacks (with native frames, so garbage collection shows) when it exits.
-# BRIDGE_CODE: a checkout whose bridge/ the bridge runs (not the reference) (before/after profiles; the benchmark's
+# PYSPY_CODE (not BRIDGE_*: the bridge refuses unknown BRIDGE_ variables): a checkout whose bridge/ the bridge runs (not the reference) (before/after profiles; the benchmark's
 # harness sets PYTHONPATH itself). PYSPY_OUT: output directory (default /tmp/pyspy); PYSPY_RATE: samples per second (default 100).
 set -euo pipefail
 out="${PYSPY_OUT:-/tmp/pyspy}"
@@ -20,9 +20,9 @@ py_spy="${PY_SPY:-py-spy}"
   exec "$py_spy" record --pid "$pid" --rate "${PYSPY_RATE:-100}" --native \
     --format raw --output "$out/$kind-$(date +%s%N)-$pid.txt" >"$out/$kind-$pid.log" 2>&1
 ) &
-if [[ -n "${BRIDGE_CODE:-}" && $kind == bridge ]]; then
+if [[ -n "${PYSPY_CODE:-}" && $kind == bridge ]]; then
   # -P: no working directory first on sys.path, or `-m bridge` would import ./bridge
-  export PYTHONPATH="$BRIDGE_CODE${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$PYSPY_CODE${PYTHONPATH:+:$PYTHONPATH}"
   exec "${PYTHON:-python}" -P "$@"
 fi
 exec "${PYTHON:-python}" "$@"

@@ -32,6 +32,7 @@ __all__ = [
     "ReplayState",
     "Transition",
     "status_of",
+    "transition_statuses",
     "transitions",
 ]
 
@@ -54,12 +55,26 @@ class Transition:
     text: str | None  # the timeStamp exactly as the API wrote it
 
 
-def transitions(order: dict[str, Any]) -> list[Transition]:
-    """The order's transitions, oldest first (entries without a string status are skipped)."""
+def _raw_transitions(order: dict[str, Any]) -> list[Any]:
     state = order.get("state")
     raw = state.get("transitions") if isinstance(state, dict) else None
+    return raw if isinstance(raw, list) else []
+
+
+def transition_statuses(order: dict[str, Any]) -> list[str]:
+    """The statuses of the order's transitions, oldest first, as :func:`transitions` counts them,
+    without parsing their timestamps (the per-command path needs only these)."""
+    return [
+        t["status"]
+        for t in _raw_transitions(order)
+        if isinstance(t, dict) and isinstance(t.get("status"), str)
+    ]
+
+
+def transitions(order: dict[str, Any]) -> list[Transition]:
+    """The order's transitions, oldest first (entries without a string status are skipped)."""
     out: list[Transition] = []
-    for t in raw if isinstance(raw, list) else []:
+    for t in _raw_transitions(order):
         if isinstance(t, dict) and isinstance(t.get("status"), str):
             ts = t.get("timeStamp")
             text = ts if isinstance(ts, str) else None

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, TypeAlias
 
 from bridge.deadletter import MAX_DEAD_LETTER_BYTES
-from bridge.decision.history import status_of, transitions
+from bridge.decision.history import status_of, transition_statuses
 from bridge.errors import InvalidCommandError, NorceInvalidRequestError, NorceNotFoundError
 from bridge.outputs import Disposition
 
@@ -43,7 +43,7 @@ class OrderView:
 
     @classmethod
     def of(cls, order: dict[str, Any]) -> OrderView:
-        return cls(status_of(order), len(transitions(order)))
+        return cls(status_of(order), len(transition_statuses(order)))
 
 
 @dataclass(frozen=True, slots=True)

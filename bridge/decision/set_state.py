@@ -11,7 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.commands import SetOrderState, is_expired
-from bridge.decision.history import EXECUTED, Claim, Recovery, ReplayBook, ReplayKey, transitions
+from bridge.decision.history import (
+    EXECUTED,
+    Claim,
+    Recovery,
+    ReplayBook,
+    ReplayKey,
+    transition_statuses,
+)
 from bridge.decision.protocol import Get, Known, OrderView, Policy, Put, Refused, Steps
 from bridge.decision.report import Report
 from bridge.errors import NorceInvalidRequestError, NorceNotFoundError
@@ -180,11 +187,11 @@ def _after_put(cmd: SetOrderState, before: OrderView, report: Report) -> Steps:
             reason=f"order is already {target}",
             outputs=outputs,
         )
-    history = transitions(order)
+    history = transition_statuses(order)
     previous = before.status
     grew = view.transitions > before.transitions and len(history) >= 2
-    if grew and history[-1].status == view.status:
-        previous = history[-2].status  # the order's own history, not the bridge's memory
+    if grew and history[-1] == view.status:
+        previous = history[-2]  # the order's own history, not the bridge's memory
     new = view.status or target
     stamp = latest_transition_at(order, new)
     at = parse_rfc3339(stamp) if stamp else None
