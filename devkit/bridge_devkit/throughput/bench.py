@@ -150,6 +150,7 @@ class Bench:
             processing__ordering=spec.mode,
             processing__max_in_flight=spec.max_in_flight,
             processing__write_guard=spec.write_guard,
+            event_loop=spec.event_loop,
             log_level="INFO",  # a handful of lines per run: port, assignment, stop
         )
 

@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="BRIDGE_PROCESSING__WRITE_GUARD of every run (measures the read guard's cost)",
     )
     p.add_argument("--http-backends", default="httpx,aiohttp", help="backends compared in key mode")
+    p.add_argument(
+        "--event-loops",
+        default="",
+        help="BRIDGE_EVENT_LOOP values compared in key mode at --loop-latency, run alternately "
+        "--repeat times each (e.g. asyncio,uvloop; '' skips)",
+    )
+    p.add_argument("--loop-latency", type=float, default=0.0, help="L of the event-loop comparison")
     p.add_argument("--http-latency", type=float, default=20.0, help="L of the comparison")
     p.add_argument("--paced-latencies", default="20,100", help="L of the paced runs")
     p.add_argument("--paced-seconds", type=float, default=10.0)
@@ -227,6 +234,15 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
             for backend in backends:
                 n = plan.commands("key", args.http_latency, backend)
                 await run(plan.spec("http", "key", args.http_latency, n, backend=backend))
+        loops = words(args.event_loops)
+        if len(loops) > 1:
+            n = plan.commands("key", args.loop_latency, args.http_backend)
+            for rep in range(max(1, args.repeat)):
+                for loop in loops:
+                    spec = plan.spec(
+                        "loop", "key", args.loop_latency, n, repetition=rep, event_loop=loop
+                    )
+                    await run(spec)
         if args.instances:
             results.extend(await run_scaleout(bench, args))
     finally:

@@ -80,6 +80,7 @@ class Planner:
         stop_after_s: float | None = None,
         pipeline: str = "bridge",
         repetition: int = 0,
+        event_loop: str = "asyncio",
     ) -> RunSpec:
         """The run's spec; reference runs are labelled ``reference`` instead of the mode (they
         are always per key), repetitions after the first ``#2``, ``#3``..."""
@@ -91,6 +92,8 @@ class Planner:
             label = f"{backend} {label}"
         elif kind == "memory":
             label = f"memory {label}"
+        elif kind == "loop":
+            label = f"{event_loop} {label}"
         if self.args.write_guard != "lease" and pipeline == "bridge":
             label = f"{label} guard={self.args.write_guard}"
         if repetition:
@@ -109,4 +112,5 @@ class Planner:
             stop_after_s=stop_after_s,
             write_guard=self.args.write_guard,
             pipeline=pipeline,
+            event_loop=event_loop,
         )

@@ -275,7 +275,7 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
     )
     say("=" * len(HEADER))
     say(HEADER)
-    for kind in ("throughput", "paced", "memory", "http"):
+    for kind in ("throughput", "paced", "memory", "http", "loop"):
         rows = [r for r in results if r.spec.kind == kind]
         if rows:
             say(f"-- {kind}")
@@ -304,6 +304,15 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
                 f"{r.cpu_ms_per_command:.3f} CPU s/1k"
                 for r in http
             )
+        )
+    loops = [r for r in results if r.spec.kind == "loop" and r.passed]
+    for name in dict.fromkeys(r.spec.event_loop for r in loops):
+        mine = [r for r in loops if r.spec.event_loop == name]
+        rate = sum(r.throughput for r in mine) / len(mine)
+        cpu = sum(r.cpu_ms_per_command for r in mine) / len(mine)
+        say(
+            f"event loop {name} (key mode, mean of {len(mine)}): {rate:,.0f} cmd/s, "
+            f"{cpu:.3f} CPU s/1k"
         )
     say()
     say("cmd/s: N / (first Norce API request of the run -> log-append time of the last result)")

@@ -20,7 +20,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 @dataclass(frozen=True)
 class RunSpec:
     label: str
-    kind: str  # throughput | paced | memory | http
+    kind: str  # throughput | paced | memory | http | loop
     mode: str  # key | partition
     latency_ms: float
     commands: int
@@ -32,6 +32,7 @@ class RunSpec:
     stop_after_s: float | None = None  # SIGTERM the bridge this long after the first result
     write_guard: str = "lease"  # BRIDGE_PROCESSING__WRITE_GUARD
     pipeline: str = "bridge"  # bridge | reference (bridge_devkit.throughput.reference)
+    event_loop: str = "asyncio"  # BRIDGE_EVENT_LOOP of the bridge (asyncio | uvloop)
 
     @property
     def width(self) -> int:
