@@ -282,22 +282,25 @@ class ExactlyOnce(_Commits):
             ):
                 return True
             try:
-                if txn.pending:
-                    await asyncio.gather(*(f for futs in txn.pending.values() for f in futs))
-                for offset in txn.pending:
-                    part.complete(offset)
-                txn.pending.clear()
-                request = self.request(part, new_limit)
-                if request is None:
-                    return True
-                if not txn.open:
-                    await txn.producer.begin_transaction()
-                    txn.open = True
-                await txn.producer.send_offsets_to_transaction(
-                    {part.tp: (request.offset, request.metadata)}, self._settings.kafka.group_id
-                )
-                await txn.producer.commit_transaction()
-                txn.open = False
+                # Bounded like the at-least-once commit: a coordinator that never answers must
+                # not stall the commit loop; a timeout is a failed transaction (abort, replay).
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    if txn.pending:
+                        await asyncio.gather(*(f for futs in txn.pending.values() for f in futs))
+                    for offset in txn.pending:
+                        part.complete(offset)
+                    txn.pending.clear()
+                    request = self.request(part, new_limit)
+                    if request is None:
+                        return True
+                    if not txn.open:
+                        await txn.producer.begin_transaction()
+                        txn.open = True
+                    await txn.producer.send_offsets_to_transaction(
+                        {part.tp: (request.offset, request.metadata)}, self._settings.kafka.group_id
+                    )
+                    await txn.producer.commit_transaction()
+                    txn.open = False
             except Exception as exc:
                 self._failed(part, txn, exc, "transaction commit")
                 return True
