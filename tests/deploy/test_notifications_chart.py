@@ -1,4 +1,4 @@
-"""The chart's Norce notification ingress: port, own Service, Ingress, secrets, NetworkPolicy, guards.
+"""The chart's notification ingress: port, own Service, Ingress, secrets, NetworkPolicy, guards.
 
 The rendered objects are also validated against the Kubernetes schemas with every ci values file
 (test_helm_chart.py): ci/all-features-values.yaml has the ingress behind an Ingress with TLS and
@@ -259,7 +259,7 @@ def test_network_policy_admits_the_ingress_port_from_its_peers_only() -> None:
 
 
 def test_secret_checksum_rolls_pods_on_webhook_secret_rotation() -> None:
-    """A new chart-managed webhook secret changes the pod template (the bridge reads it at start)."""
+    """A new chart-managed webhook secret rolls the pods (the bridge reads it at startup)."""
 
     def checksum(*sets: str) -> str:
         deployment = one(render((ALL_FEATURES,), sets), "Deployment")
