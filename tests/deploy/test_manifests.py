@@ -69,6 +69,8 @@ CONTRACT_SETTINGS: dict[str, frozenset[str]] = {
             "BRIDGE_INGRESS__BODY_TIMEOUT_S",
             "BRIDGE_INGRESS__ACK_TIMEOUT_S",
             "BRIDGE_INGRESS__RELAY",
+            "BRIDGE_INGRESS__RETRY_AFTER_S",
+            "BRIDGE_INGRESS__MAX_CONNECTIONS",
             "BRIDGE_TOPICS__NOTIFICATIONS",
         }
     ),

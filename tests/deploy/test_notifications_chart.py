@@ -94,15 +94,16 @@ def test_enabled_ingress_gets_its_port_settings_and_secret_files() -> None:
             "BRIDGE_INGRESS__MAX_BODY_BYTES": "262144",
             "BRIDGE_INGRESS__BODY_TIMEOUT_S": "5",
             "BRIDGE_INGRESS__ACK_TIMEOUT_S": "8",
+            "BRIDGE_INGRESS__RETRY_AFTER_S": "10",
+            "BRIDGE_INGRESS__MAX_CONNECTIONS": "512",
+            "BRIDGE_INGRESS__SECRET_HEADER": "X-Acme-Webhook-Secret",
+            "BRIDGE_INGRESS__RELAY": "true",
             "BRIDGE_INGRESS__SECRET_FILE": f"{SECRET_DIR}/secret",
             "BRIDGE_INGRESS__PATH_TOKEN_FILE": f"{SECRET_DIR}/path-token",
             "BRIDGE_TOPICS__NOTIFICATIONS": "norce.order.notifications",
         },
         env,
     )
-    # Left to the bridge's defaults unless set.
-    assert "BRIDGE_INGRESS__SECRET_HEADER" not in env
-    assert "BRIDGE_INGRESS__RELAY" not in env
     secret = next(d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == FULLNAME)
     assert {"notification-secret", "notification-path-token"} <= set(secret["data"])
     assert volume_items(docs, "notification-auth") == {
@@ -113,19 +114,16 @@ def test_enabled_ingress_gets_its_port_settings_and_secret_files() -> None:
     assert volumes["notification-auth"]["secret"]["secretName"] == FULLNAME
 
 
-def test_optional_settings_reach_the_bridge() -> None:
-    """The header name and the relay switch are rendered when set."""
-    env = settings(
-        render(
-            (),
-            (
-                *ENABLED,
-                "ingress.notifications.auth.header=X-Webhook-Auth",
-                "ingress.notifications.relay=false",
-            ),
-        )
-    )
-    assert env["BRIDGE_INGRESS__SECRET_HEADER"] == "X-Webhook-Auth"
+def test_unset_options_are_left_to_the_bridge() -> None:
+    """Only ENABLED, PORT and the secret file are rendered by default: the bridge's defaults
+    apply to the rest; relay=false is passed (not dropped as empty)."""
+    env = settings(render((), ENABLED))
+    assert {k for k in env if k.startswith("BRIDGE_INGRESS__")} == {
+        "BRIDGE_INGRESS__ENABLED",
+        "BRIDGE_INGRESS__PORT",
+        "BRIDGE_INGRESS__SECRET_FILE",
+    }
+    env = settings(render((), (*ENABLED, "ingress.notifications.relay=false")))
     assert env["BRIDGE_INGRESS__RELAY"] == "false"
 
 
@@ -360,7 +358,12 @@ def test_template_accepts_consistent_ingress_values(sets: list[str]) -> None:
         (["ingress.notifications.service.loadBalancerSourceRanges={10.0.0.1}"], "loadBalancer"),
         (["ingress.notifications.auth.header=X Secret"], "header"),
         (["ingress.notifications.bodyTimeoutSeconds=0"], "bodyTimeoutSeconds"),
-        (["ingress.notifications.maxBodyBytes=0"], "maxBodyBytes"),
+        (["ingress.notifications.maxBodyBytes=1023"], "maxBodyBytes"),
+        (["ingress.notifications.maxBodyBytes=16777217"], "maxBodyBytes"),
+        (["ingress.notifications.ackTimeoutSeconds=301"], "ackTimeoutSeconds"),
+        (["ingress.notifications.retryAfterSeconds=0"], "retryAfterSeconds"),
+        (["ingress.notifications.maxConnections=0"], "maxConnections"),
+        (["ingress.notifications.relay=sometimes"], "relay"),
         (["ingress.notifications.kubernetesIngress.hosts={https://hooks.example.com}"], "hosts"),
         (["ingress.notifications.kubernetesIngress.path=/"], "path"),
         (["ingress.notifications.unknown=1"], "unknown"),

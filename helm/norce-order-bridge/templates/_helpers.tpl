@@ -196,6 +196,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $_ := set $env "BRIDGE_INGRESS__MAX_BODY_BYTES" $n.maxBodyBytes }}
 {{- $_ := set $env "BRIDGE_INGRESS__BODY_TIMEOUT_S" $n.bodyTimeoutSeconds }}
 {{- $_ := set $env "BRIDGE_INGRESS__ACK_TIMEOUT_S" $n.ackTimeoutSeconds }}
+{{- $_ := set $env "BRIDGE_INGRESS__RETRY_AFTER_S" (dig "retryAfterSeconds" nil $n) }}
+{{- $_ := set $env "BRIDGE_INGRESS__MAX_CONNECTIONS" (dig "maxConnections" nil $n) }}
 {{- $_ := set $env "BRIDGE_INGRESS__RELAY" $n.relay }}
 {{- end }}
 {{- if include "norce-order-bridge.kafkaSasl" . }}
