@@ -148,6 +148,7 @@ def test_ci_values_exercise_every_optional_part() -> None:
         "NetworkPolicy",
         "Secret",
         "PodDisruptionBudget",
+        "Ingress",
     }
     assert expected <= kinds
     assert dashboards >= 1
@@ -444,3 +445,11 @@ def test_notes_render(values: Path, tmp_path: Path) -> None:
     assert "/readyz" in notes
     assert "helm test bridge -n orders" in notes
     assert "WARNING" not in notes
+    if (
+        yaml.safe_load(values.read_text())
+        .get("ingress", {})
+        .get("notifications", {})
+        .get("enabled")
+    ):
+        assert "bridge-norce-order-bridge-notifications" in notes
+        assert "/notifications" in notes

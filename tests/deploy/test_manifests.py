@@ -23,7 +23,12 @@ from promql import TOPIC_ROLES, exported_labels, known_metric_names
 
 VALUES_CASES = CI_VALUES
 FULLNAME = f"{RELEASE}-norce-order-bridge"
-FAKE_SECRETS = ("ci-fake-norce-api-key", "ci-fake-sasl-password")
+FAKE_SECRETS = (
+    "ci-fake-norce-api-key",
+    "ci-fake-sasl-password",
+    "ci-fake-notification-secret",
+    "ci-fake-notification-path-token",
+)
 
 
 # The bridge's settings (bridge/config.py); a typo in the chart would make the bridge fail to
@@ -48,7 +53,41 @@ def _setting_names() -> set[str]:
     return names
 
 
-KNOWN_SETTINGS = _setting_names()
+# Issue 14 (contract 2): the notification ingress's settings and the order-state topic land in
+# bridge/config.py from the ingress and refresh branches, merged together with this chart. While the
+# settings model lacks a feature entirely (its marker setting), the contract's names stand in for
+# it; once the model has the feature, every name the chart renders is checked against the model.
+CONTRACT_SETTINGS: dict[str, frozenset[str]] = {
+    "BRIDGE_INGRESS__ENABLED": frozenset(
+        {
+            "BRIDGE_INGRESS__ENABLED",
+            "BRIDGE_INGRESS__PORT",
+            "BRIDGE_INGRESS__SECRET_FILE",
+            "BRIDGE_INGRESS__SECRET_HEADER",
+            "BRIDGE_INGRESS__PATH_TOKEN_FILE",
+            "BRIDGE_INGRESS__MAX_BODY_BYTES",
+            "BRIDGE_INGRESS__BODY_TIMEOUT_S",
+            "BRIDGE_INGRESS__ACK_TIMEOUT_S",
+            "BRIDGE_INGRESS__RELAY",
+            "BRIDGE_INGRESS__RETRY_AFTER_S",
+            "BRIDGE_INGRESS__MAX_CONNECTIONS",
+            "BRIDGE_TOPICS__NOTIFICATIONS",
+        }
+    ),
+    "BRIDGE_TOPICS__ORDER_STATE": frozenset({"BRIDGE_TOPICS__ORDER_STATE"}),
+}
+
+
+def _accepted_settings() -> set[str]:
+    """The model's settings plus the contract's names of features the model does not have yet."""
+    names = _setting_names()
+    for marker, contract in CONTRACT_SETTINGS.items():
+        if marker not in names:
+            names |= contract
+    return names
+
+
+KNOWN_SETTINGS = _accepted_settings()
 
 
 def docs_for(values: Path) -> tuple[dict[str, Any], ...]:
@@ -95,6 +134,12 @@ def settings(docs: tuple[dict[str, Any], ...]) -> dict[str, str]:
     return env
 
 
+def metrics_service(docs: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """The metrics/health Service (the notifications Service is another one)."""
+    (service,) = [d for d in by_kind(docs, "Service") if d["metadata"]["name"] == FULLNAME]
+    return service
+
+
 def subset(small: dict[str, str], big: dict[str, str]) -> bool:
     """Whether every key/value of small is in big."""
     return all(big.get(k) == v for k, v in small.items())
@@ -105,7 +150,8 @@ def test_probes_use_the_health_endpoints_on_the_named_port(values: Path) -> None
     """Liveness probes /healthz, readiness probes /readyz, both on the port named http (8000)."""
     docs = docs_for(values)
     c = container(docs)
-    assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert c["ports"][0] == {"name": "http", "containerPort": 8000, "protocol": "TCP"}
+    assert [p["name"] for p in c["ports"][1:]] in ([], ["notifications"])
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     if "startupProbe" in c:
@@ -168,7 +214,7 @@ def test_selectors_match_pod_labels(values: Path) -> None:
         "app.kubernetes.io/instance": RELEASE,
     }
     assert subset(selector, labels)
-    service = one(docs, "Service")
+    service = metrics_service(docs)
     assert subset(service["spec"]["selector"], labels)
     for pdb in by_kind(docs, "PodDisruptionBudget"):
         assert subset(pdb["spec"]["selector"]["matchLabels"], labels)
@@ -183,7 +229,7 @@ def test_selectors_match_pod_labels(values: Path) -> None:
 def test_service_targets_the_named_port(values: Path) -> None:
     """The metrics Service targets the container port named http; the ServiceMonitor scrapes it."""
     docs = docs_for(values)
-    service = one(docs, "Service")
+    service = metrics_service(docs)
     port_names = {p["name"] for p in container(docs)["ports"]}
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
     assert "http" in port_names
@@ -461,8 +507,9 @@ def test_network_policy_allows_metrics_in_and_kafka_norce_dns_out() -> None:
     """The NetworkPolicy admits the metrics port and egress to DNS, Kafka and Norce only."""
     np = one(render((CHART_DIR / "ci" / "all-features-values.yaml",)), "NetworkPolicy")
     assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    (ingress,) = np["spec"]["ingress"]
+    ingress, notifications = np["spec"]["ingress"]
     assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert notifications["ports"] == [{"port": "notifications", "protocol": "TCP"}]
     egress_ports = [sorted(p["port"] for p in rule["ports"]) for rule in np["spec"]["egress"]]
     assert egress_ports == [[53, 53], [9093], [443], [3128]]
 
@@ -533,7 +580,7 @@ def test_helm_test_pod_checks_readyz_through_the_service() -> None:
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["resources"]["limits"]["memory"]
     env = {e["name"]: e["value"] for e in c["env"]}
-    service = one(docs, "Service")
+    service = metrics_service(docs)
     port = service["spec"]["ports"][0]["port"]
     assert env["READYZ_URL"] == f"http://{FULLNAME}.{NAMESPACE}.svc:{port}/readyz"
     assert env["TIMEOUT_S"] == "120"

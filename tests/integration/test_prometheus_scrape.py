@@ -16,7 +16,12 @@ from bridge_devkit.harness import delete, running_bridge, set_state, simulator
 from bridge_devkit.localkafka import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-from promql import alert_input_selectors, all_promql_expressions, dashboard_expressions
+from promql import (
+    alert_input_selectors,
+    all_promql_expressions,
+    awaits_contract,
+    dashboard_expressions,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -85,17 +90,24 @@ async def test_real_prometheus_evaluates_every_dashboard_and_alert_expression(
                 errors: list[str] = []
                 empty: list[str] = []
                 dashboard = set(dashboard_expressions())
+                # Issue 14's series not yet in BridgeMetrics (promql.CONTRACT_METRICS, RefreshOrder)
+                # do not exist yet: their queries must evaluate, but cannot return data before
+                # the merge.
                 for source, expr in all_promql_expressions():
                     body = await _query(http, expr)
                     if body.get("status") != "success":
                         errors.append(f"{source}: {expr} -> {body.get('error')}")
-                    elif (source, expr) in dashboard and not body["data"]["result"]:
+                    elif (
+                        (source, expr) in dashboard
+                        and not body["data"]["result"]
+                        and not awaits_contract(expr)
+                    ):
                         empty.append(f"{source}: {expr}")
                 for source, expr in alert_input_selectors():
                     body = await _query(http, expr)
                     if body.get("status") != "success":
                         errors.append(f"{source}: {expr} -> {body.get('error')}")
-                    elif not body["data"]["result"]:
+                    elif not body["data"]["result"] and not awaits_contract(expr):
                         empty.append(f"{source} input: {expr}")
                 assert not errors, "\n".join(errors)
                 assert not empty, "queries without data:\n" + "\n".join(empty)

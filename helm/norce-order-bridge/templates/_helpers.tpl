@@ -68,14 +68,36 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "norce-order-bridge.secretName" -}}
 {{- if .Values.secrets.existingSecret }}
 {{- .Values.secrets.existingSecret }}
-{{- else if or .Values.secrets.norceApiKey .Values.secrets.kafkaSaslPassword }}
+{{- else if include "norce-order-bridge.chartSecretValues" . }}
 {{- include "norce-order-bridge.fullname" . }}
 {{- end }}
 {{- end }}
 
+{{/* Whether any credential is given as a value (for a chart-managed Secret). */}}
+{{- define "norce-order-bridge.chartSecretValues" -}}
+{{- $s := .Values.secrets }}
+{{- if or $s.norceApiKey $s.kafkaSaslPassword $s.notificationSecret $s.notificationPathToken }}true{{ end }}
+{{- end }}
+
 {{/* Whether the chart creates the Secret itself. */}}
 {{- define "norce-order-bridge.createSecret" -}}
-{{- if and (not .Values.secrets.existingSecret) (or .Values.secrets.norceApiKey .Values.secrets.kafkaSaslPassword) }}true{{ end }}
+{{- if and (not .Values.secrets.existingSecret) (include "norce-order-bridge.chartSecretValues" .) }}true{{ end }}
+{{- end }}
+
+{{/* Whether the notification ingress runs (and which of its secret files are mounted). */}}
+{{- define "norce-order-bridge.notifications" -}}
+{{- if .Values.ingress.notifications.enabled }}true{{ end }}
+{{- end }}
+{{- define "norce-order-bridge.notificationSecretFile" -}}
+{{- if and .Values.ingress.notifications.enabled .Values.ingress.notifications.auth.sharedSecret }}true{{ end }}
+{{- end }}
+{{- define "norce-order-bridge.notificationPathTokenFile" -}}
+{{- if and .Values.ingress.notifications.enabled .Values.ingress.notifications.auth.pathToken }}true{{ end }}
+{{- end }}
+
+{{/* Name of the notifications Service. */}}
+{{- define "norce-order-bridge.notificationsService" -}}
+{{- printf "%s-notifications" (include "norce-order-bridge.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* Whether a Norce API key file is mounted. */}}
@@ -138,6 +160,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     "BRIDGE_TOPICS__EVENTS" $c.topics.events
     "BRIDGE_TOPICS__RESULTS" $c.topics.results
     "BRIDGE_TOPICS__DLQ" $c.topics.dlq
+    "BRIDGE_TOPICS__NOTIFICATIONS" (dig "topics" "notifications" nil $c)
+    "BRIDGE_TOPICS__ORDER_STATE" (dig "topics" "orderState" nil $c)
     "BRIDGE_TOPICS__CREATE_MISSING" $c.topics.createMissing
     "BRIDGE_TOPICS__PARTITIONS" $c.topics.partitions
     "BRIDGE_TOPICS__REPLICATION_FACTOR" $c.topics.replicationFactor
@@ -163,6 +187,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- /* Only when true: false is the bridge's default. */}}
 {{- $_ := set $env "BRIDGE_NORCE__ALLOW_INSECURE_HTTP" true }}
 {{- end }}
+{{- if include "norce-order-bridge.notifications" . }}
+{{- /* Only when enabled: disabled is the bridge's default, and its other settings are unused then. */}}
+{{- $n := .Values.ingress.notifications }}
+{{- $_ := set $env "BRIDGE_INGRESS__ENABLED" true }}
+{{- $_ := set $env "BRIDGE_INGRESS__PORT" $n.port }}
+{{- $_ := set $env "BRIDGE_INGRESS__SECRET_HEADER" $n.auth.header }}
+{{- $_ := set $env "BRIDGE_INGRESS__MAX_BODY_BYTES" $n.maxBodyBytes }}
+{{- $_ := set $env "BRIDGE_INGRESS__BODY_TIMEOUT_S" $n.bodyTimeoutSeconds }}
+{{- $_ := set $env "BRIDGE_INGRESS__ACK_TIMEOUT_S" $n.ackTimeoutSeconds }}
+{{- $_ := set $env "BRIDGE_INGRESS__RETRY_AFTER_S" (dig "retryAfterSeconds" nil $n) }}
+{{- $_ := set $env "BRIDGE_INGRESS__MAX_CONNECTIONS" (dig "maxConnections" nil $n) }}
+{{- $_ := set $env "BRIDGE_INGRESS__RELAY" $n.relay }}
+{{- end }}
 {{- if include "norce-order-bridge.kafkaSasl" . }}
 {{- $_ := set $env "BRIDGE_KAFKA__SASL_MECHANISM" $c.kafka.sasl.mechanism }}
 {{- $_ := set $env "BRIDGE_KAFKA__SASL_USERNAME" $c.kafka.sasl.username }}
@@ -172,7 +209,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* Names of the variables the chart sets on the container itself (secret file paths). */}}
 {{- define "norce-order-bridge.envNames" -}}
-BRIDGE_NORCE__API_KEY_FILE BRIDGE_KAFKA__SASL_PASSWORD_FILE BRIDGE_KAFKA__SSL_CAFILE BRIDGE_KAFKA__SSL_CERTFILE BRIDGE_KAFKA__SSL_KEYFILE
+BRIDGE_NORCE__API_KEY_FILE BRIDGE_KAFKA__SASL_PASSWORD_FILE BRIDGE_KAFKA__SSL_CAFILE BRIDGE_KAFKA__SSL_CERTFILE BRIDGE_KAFKA__SSL_KEYFILE BRIDGE_INGRESS__SECRET_FILE BRIDGE_INGRESS__PATH_TOKEN_FILE
 {{- end }}
 
 {{/* Render-time checks of combinations the schema cannot express. Each names the values to fix. */}}
@@ -203,8 +240,37 @@ BRIDGE_NORCE__API_KEY_FILE BRIDGE_KAFKA__SASL_PASSWORD_FILE BRIDGE_KAFKA__SSL_CA
 {{- if not (include "norce-order-bridge.mountApiKey" .) }}
 {{- fail (printf "a Norce API key is required: set secrets.existingSecret (a Secret with key %s) or secrets.norceApiKey" .Values.secrets.norceApiKeyKey) }}
 {{- end }}
-{{- if and .Values.secrets.existingSecret (or .Values.secrets.norceApiKey .Values.secrets.kafkaSaslPassword) }}
-{{- fail "secrets.norceApiKey / secrets.kafkaSaslPassword are ignored when secrets.existingSecret is set: put the credentials in that Secret and remove them from the values" }}
+{{- if and .Values.secrets.existingSecret (include "norce-order-bridge.chartSecretValues" .) }}
+{{- fail "secrets.norceApiKey / secrets.kafkaSaslPassword / secrets.notificationSecret / secrets.notificationPathToken are ignored when secrets.existingSecret is set: put the credentials in that Secret and remove them from the values" }}
+{{- end }}
+{{- /* Notification ingress: never an unauthenticated webhook, never a credential silently unused. */}}
+{{- $n := .Values.ingress.notifications }}
+{{- $s := .Values.secrets }}
+{{- if $n.enabled }}
+{{- if not (or $n.auth.sharedSecret $n.auth.pathToken) }}
+{{- fail "ingress.notifications.enabled needs authentication: set ingress.notifications.auth.sharedSecret=true and/or ingress.notifications.auth.pathToken=true (the bridge refuses to accept unauthenticated notifications)" }}
+{{- end }}
+{{- if and $n.auth.sharedSecret (not $s.existingSecret) (not $s.notificationSecret) }}
+{{- fail (printf "ingress.notifications.auth.sharedSecret needs the webhook secret: set secrets.existingSecret (a Secret with key %s) or secrets.notificationSecret, or turn auth.sharedSecret off and use auth.pathToken" $s.notificationSecretKey) }}
+{{- end }}
+{{- if and $n.auth.pathToken (not $s.existingSecret) (not $s.notificationPathToken) }}
+{{- fail (printf "ingress.notifications.auth.pathToken needs the path token: set secrets.existingSecret (a Secret with key %s) or secrets.notificationPathToken" $s.notificationPathTokenKey) }}
+{{- end }}
+{{- if eq (int $n.port) (int .Values.containerPort) }}
+{{- fail (printf "ingress.notifications.port (%v) must differ from containerPort (%v): the ingress has a port of its own, so it can be exposed without metrics and health" $n.port .Values.containerPort) }}
+{{- end }}
+{{- end }}
+{{- if and $s.notificationSecret (not (include "norce-order-bridge.notificationSecretFile" .)) }}
+{{- fail "secrets.notificationSecret is set but unused: it needs ingress.notifications.enabled=true and ingress.notifications.auth.sharedSecret=true" }}
+{{- end }}
+{{- if and $s.notificationPathToken (not (include "norce-order-bridge.notificationPathTokenFile" .)) }}
+{{- fail "secrets.notificationPathToken is set but unused: it needs ingress.notifications.enabled=true and ingress.notifications.auth.pathToken=true" }}
+{{- end }}
+{{- if and $n.kubernetesIngress.enabled (not $n.enabled) }}
+{{- fail "ingress.notifications.kubernetesIngress.enabled needs ingress.notifications.enabled=true: the Ingress would route to a port nothing listens on" }}
+{{- end }}
+{{- if and $n.kubernetesIngress.enabled (not $n.kubernetesIngress.hosts) }}
+{{- fail "ingress.notifications.kubernetesIngress.hosts is empty: name the host(s) Norce posts to, e.g. [hooks.example.com]" }}
 {{- end }}
 {{- /* Kafka security. */}}
 {{- if include "norce-order-bridge.kafkaSasl" . }}
@@ -288,6 +354,14 @@ BRIDGE_NORCE__API_KEY_FILE BRIDGE_KAFKA__SASL_PASSWORD_FILE BRIDGE_KAFKA__SSL_CA
 {{- if $tls.caSecret.name }}
 - name: BRIDGE_KAFKA__SSL_CAFILE
   value: /var/run/secrets/kafka-tls/ca/ca.crt
+{{- end }}
+{{- if include "norce-order-bridge.notificationSecretFile" . }}
+- name: BRIDGE_INGRESS__SECRET_FILE
+  value: /var/run/secrets/notifications/secret
+{{- end }}
+{{- if include "norce-order-bridge.notificationPathTokenFile" . }}
+- name: BRIDGE_INGRESS__PATH_TOKEN_FILE
+  value: /var/run/secrets/notifications/path-token
 {{- end }}
 {{- if $tls.clientSecret.name }}
 - name: BRIDGE_KAFKA__SSL_CERTFILE
