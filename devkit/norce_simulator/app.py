@@ -32,7 +32,8 @@ from norce_simulator.config import (
     SimulatorConfig,
 )
 from norce_simulator.data import format_ts
-from norce_simulator.model import BodyError, bind_order, parse_json
+from norce_simulator.model import NOTIFICATION, BodyError, bind_order, parse_json
+from norce_simulator.notifications import NotificationHub
 from norce_simulator.store import ConflictError, OrderStore, StoredOrder, dump_json
 
 if TYPE_CHECKING:
@@ -171,6 +172,9 @@ class SimulatorApp:
         self._by_fault: Counter[str] = Counter()
         self._requests = 0
         self._started = time.monotonic()
+        self.notifications = NotificationHub(
+            self._lock, self.config.clock, seed, self.config.max_log_entries
+        )
         self.seeded_ids: list[str] = self.seed(
             self.config.orders, self.config.merchant, self.config.channel
         )
@@ -222,6 +226,7 @@ class SimulatorApp:
                 "by_fault": dict(sorted(self._by_fault.items())),
                 "orders": len(self.store),
                 "uptime_s": round(time.monotonic() - self._started, 3),
+                "notifications": self.notifications.stats(),
             }
 
     def count_unparsed(self, status: int) -> None:
@@ -231,8 +236,12 @@ class SimulatorApp:
             self._by_status[str(status)] += 1
 
     def reset_log(self) -> None:
-        """Forget the call log and the request statistics (orders and histories are kept)."""
+        """Forget the call log, the request statistics and the notification attempt log.
+
+        Orders, histories and queued notification deliveries are kept.
+        """
         with self._lock:
+            self.notifications.reset_log()
             self._log.clear()
             self._calls.clear()
             self._by_status.clear()
@@ -484,15 +493,9 @@ class SimulatorApp:
     ) -> Response:
         if segments is None:
             return base_error(404, "not-found", "No API route matches this path.")
-        if len(segments) > 2 or (len(segments) == 2 and segments[1] != "state"):
+        allowed = _allowed_methods(segments)
+        if allowed is None:
             return base_error(501, "not-implemented", "This Order API route is not simulated.")
-        allowed = (
-            ("GET", "POST")
-            if not segments
-            else ("GET", "DELETE")
-            if len(segments) == 1
-            else ("PUT",)
-        )
         if method not in allowed:
             response = base_error(405, "method-not-allowed", f"{method} is not allowed here.")
             response.headers.append(("allow", ", ".join(allowed)))
@@ -518,6 +521,8 @@ class SimulatorApp:
                 return self._list(merchant, channel, query)
             return self._create(merchant, channel, body)
         order_id = segments[0]
+        if len(segments) >= 2 and segments[1] == "notifications":
+            return self._order_notifications(order_id, segments[2:], merchant, channel, body)
         if len(segments) == 2:
             return self._put_state(order_id, merchant, channel, body)
         order = self.store.get(order_id, merchant, channel)
@@ -565,9 +570,19 @@ class SimulatorApp:
         order = self.store.get(order_id, merchant, channel)
         if order is None:
             return not_found(order_id)
+        refused = self.change_status(order, status, "api")
+        return refused if isinstance(refused, Response) else Response(200)
+
+    def change_status(self, order: StoredOrder, status: str, source: str) -> Response | list[str]:
+        """Apply a status change under the API's rules: the ids of fired events, or the 400.
+
+        The same status again is a no-op. A real change appends a transition and fires the
+        order's notifications (``source`` says who changed it: ``api`` or an adapter id).
+        """
+        order_id = order.id
         current = order.status
         if status == current:
-            return Response(200)
+            return []
         if self.config.enforce_transitions and status not in self.config.transitions.get(
             current, frozenset()
         ):
@@ -589,8 +604,14 @@ class SimulatorApp:
                         f"Required consent '{consent.get('id')}' must be checked before "
                         "the order can move to processing.",
                     )
+        hub = self.notifications
+        captured = hub.capture(order.data, order.merchant, order.channel)
         self.store.set_status(order, status)
-        return Response(200)
+        if not captured:
+            return []
+        return hub.fire(
+            captured, order.data, order.json_bytes, order.merchant, order.channel, source
+        )
 
     def _create(self, merchant: str, channel: str, body: bytes) -> Response:
         parsed: Any = {}
@@ -604,11 +625,64 @@ class SimulatorApp:
         bound, errors = bind_order(parsed)
         if errors:
             return problem("The order is not valid.", errors)
+        hub = self.notifications
+        try:
+            for entry in bound.get("notifications") or []:
+                hub.prepare(entry)
+        except ValueError as exc:
+            return problem("The order is not valid.", {"notifications": [str(exc)]})
         try:
             order_id = self.store.create(merchant, channel, bound)
         except ConflictError as exc:
             return base_error(409, "order-conflict", str(exc))
+        order = self.store.orders[order_id]
+        captured = hub.capture(order.data, merchant, channel, new=True)
+        if captured:
+            hub.fire(captured, order.data, order.json_bytes, merchant, channel, "api")
         return _json_response(201, order_id)
+
+    def _order_notifications(
+        self, order_id: str, rest: list[str], merchant: str, channel: str, body: bytes
+    ) -> Response:
+        """POST ``…/{order_id}/notifications`` and DELETE ``…/notifications/{id}``."""
+        order = self.store.get(order_id, merchant, channel)
+        if rest:  # DELETE one
+            if order is None:
+                return not_found(order_id)
+            listed = order.data.get("notifications")
+            kept = [n for n in listed or [] if not (isinstance(n, dict) and n.get("id") == rest[0])]
+            if not isinstance(listed, list) or len(kept) == len(listed):
+                return base_error(
+                    404, "notification-not-found", f"Notification with id:{rest[0]} not found."
+                )
+            order.data["notifications"] = kept
+            self._touch(order)
+            return Response(200)
+        try:
+            parsed = parse_json(body) if body.strip() else None
+        except BodyError as exc:
+            return problem(str(exc), {"$": [str(exc)]})
+        if not isinstance(parsed, dict):
+            return problem("The request body must be a JSON object.", {"$": ["Expected object."]})
+        errors: dict[str, list[str]] = {}
+        bound = NOTIFICATION(parsed, "", errors)
+        if errors or not isinstance(bound, dict):
+            return problem("The notification is not valid.", errors)
+        if order is None:
+            return not_found(order_id)
+        listed = order.data.get("notifications")
+        current = [n for n in listed if isinstance(n, dict)] if isinstance(listed, list) else []
+        try:
+            stored = self.notifications.prepare(bound, (str(n.get("id")) for n in current))
+        except ValueError as exc:
+            return base_error(400, "order-bad-request", str(exc))
+        order.data["notifications"] = [*current, stored]
+        self._touch(order)
+        return _json_response(200, stored)
+
+    def _touch(self, order: StoredOrder) -> None:
+        order.data["lastModified"] = format_ts(self.store.now())
+        order.touched(state_only=False)
 
     def _list(self, merchant: str, channel: str, query: str) -> Response:
         params = parse_qs(query, keep_blank_values=True)
@@ -683,6 +757,10 @@ class SimulatorApp:
         if key == ("POST", "/reset-log"):
             self.reset_log()
             return Response(204)
+        if method == "POST" and route.startswith("/orders/") and route.endswith("/state"):
+            return self._admin_state(unquote(route[len("/orders/") : -len("/state")]), body)
+        if route.startswith(("/notification", "/adapters/")):
+            return self._admin_notifications(method, route, params, body)
         if method == "GET" and route.startswith("/orders/"):
             wanted = unquote(route[len("/orders/") :])
             order = self.get_order(wanted)
@@ -702,6 +780,48 @@ class SimulatorApp:
             except (ValueError, TypeError) as exc:
                 return base_error(400, "bad-request", str(exc))
         return base_error(404, "not-found", f"No admin route {method} {route or '/'}.")
+
+    def _admin_notifications(
+        self, method: str, route: str, params: dict[str, list[str]], body: bytes
+    ) -> Response:
+        try:
+            payload = json.loads(body) if body.strip() else None
+        except ValueError:
+            return base_error(400, "bad-request", "Body must be JSON.")
+        try:
+            answer = self.notifications.admin(method, route, params, payload)
+        except (ValueError, TypeError) as exc:
+            return base_error(400, "bad-request", str(exc))
+        if answer is None:
+            return base_error(404, "not-found", f"No admin route {method} {route}.")
+        status, value = answer
+        return Response(status) if value is None else _json_response(status, value)
+
+    def _admin_state(self, order_id: str, body: bytes) -> Response:
+        """``POST /__admin/orders/{id}/state {"state", "adapterId"}``: another adapter's change."""
+        try:
+            payload = json.loads(body) if body.strip() else {}
+        except ValueError:
+            return base_error(400, "bad-request", "Body must be JSON.")
+        if not isinstance(payload, dict) or set(payload) - {"state", "adapterId"}:
+            return base_error(400, "bad-request", "Body must be {state, adapterId}.")
+        raw, adapter = payload.get("state"), payload.get("adapterId", "other-adapter")
+        status = _LOWER_STATUSES.get(raw.lower()) if isinstance(raw, str) else None
+        if status is None or not isinstance(adapter, str) or not adapter:
+            return base_error(
+                400,
+                "bad-request",
+                f"state must be one of {', '.join(ORDER_STATUSES)}; adapterId a non-empty string.",
+            )
+        order = self.store.orders.get(order_id)
+        if order is None:
+            return not_found(order_id)
+        changed = order.status != status
+        fired = self.change_status(order, status, adapter)
+        if isinstance(fired, Response):
+            return fired
+        answer = {"changed": changed, "events": fired, "order": self.get_order(order_id)}
+        return _json_response(200, answer)
 
     def _admin_seed(self, payload: dict[str, Any]) -> Response:
         unknown = set(payload) - {"count", "merchant", "channel", "status"}
@@ -748,6 +868,21 @@ _CallRecord = tuple[
     str | None,  # x-adapterid
     bytes,  # raw request body
 ]
+
+
+def _allowed_methods(segments: list[str]) -> tuple[str, ...] | None:
+    """The methods of a simulated route below the orders collection (``None``: not simulated)."""
+    if not segments:
+        return ("GET", "POST")
+    if len(segments) == 1:
+        return ("GET", "DELETE")
+    if len(segments) == 2 and segments[1] == "state":
+        return ("PUT",)
+    if len(segments) == 2 and segments[1] == "notifications":
+        return ("POST",)
+    if len(segments) == 3 and segments[1] == "notifications":
+        return ("DELETE",)
+    return None
 
 
 def _call_entry(record: _CallRecord) -> dict[str, Any]:
