@@ -121,7 +121,10 @@ class SchemaMatcher:
             if len(self._validators) >= self._max:
                 self._validators.clear()
             validator = self._validators[key] = Draft202012Validator(schema)
-        return bool(validator.is_valid(value))
+        try:
+            return bool(validator.is_valid(value))
+        except Exception:  # an unresolvable $ref, a bad pattern: the value does not validate
+            return False
 
 
 def resolve_invoke(template: str, order_id: str, adapter_config: Mapping[str, str] | None) -> str:

@@ -156,7 +156,8 @@ async def register_channel(client: httpx.AsyncClient, schema: Any) -> dict[str, 
         "/notifications",
         {"merchant": "norce", "channel": "1", "notifications": [notification(schema)]},
     )
-    return stored["notifications"][0]
+    first: dict[str, Any] = stored["notifications"][0]
+    return first
 
 
 async def other_adapter(client: httpx.AsyncClient, order_id: str, state: str) -> dict[str, Any]:
@@ -179,7 +180,8 @@ async def test_per_order_registration_and_api_write_deliver_the_documented_paylo
     )
     assert created.status_code == 200
     stored = created.json()
-    assert stored["id"].startswith("oc") and len(stored["id"]) == 28
+    assert stored["id"].startswith("oc")
+    assert len(stored["id"]) == 28
     order = (await client.get(f"{BASE}/{oid}")).json()
     assert stored in order["notifications"]
 
@@ -212,7 +214,8 @@ async def test_per_order_registration_and_api_write_deliver_the_documented_paylo
         False,
     )
     assert first["url"] == f"{receiver.url}/notifications/{oid}"
-    assert first["duration_ms"] >= 0 and first["ts"].endswith("Z")
+    assert first["duration_ms"] >= 0
+    assert first["ts"].endswith("Z")
     stats = (await admin(client, "GET", "/stats"))["notifications"]
     assert (stats["events"], stats["delivered"], stats["deliveries"], stats["pending"]) == (
         1,
@@ -280,7 +283,8 @@ async def test_channel_registration_and_other_adapter_changes_notify_existing_an
     new = created.json()
 
     answer = await other_adapter(client, existing, "processing")
-    assert answer["changed"] is True and len(answer["events"]) == 1
+    assert answer["changed"] is True
+    assert len(answer["events"]) == 1
     assert answer["order"]["state"]["transitions"][-1]["status"] == "processing"
     assert len((await other_adapter(client, new, "processing"))["events"]) == 1
     # The API's transition rules apply to other adapters too: completed is not reachable now.
@@ -357,7 +361,8 @@ async def test_non_2xx_and_injected_receiver_down_are_retried(
         "attempts"
     ]
     down = [a for a in attempts if a["error"] == "receiver down (injected)"]
-    assert down and [a["status"] for a in attempts[len(down) :]] == [503, 500, 200]
+    assert down
+    assert [a["status"] for a in attempts[len(down) :]] == [503, 500, 200]
     assert len(receiver.received) == 3
 
 
@@ -386,7 +391,8 @@ async def test_duplicates_are_observable(
         await other_adapter(client, oid, "processing")
     await drained(client)
     bodies = [d.body for d in receiver.received]
-    assert len(bodies) == 6 and len(set(bodies)) == 3
+    assert len(bodies) == 6
+    assert len(set(bodies)) == 3
     assert all(bodies.count(body) == 2 for body in bodies)
     attempts = (await admin(client, "GET", "/notifications/attempts"))["attempts"]
     assert sorted(a["duplicate"] for a in attempts) == [False] * 3 + [True] * 3
@@ -435,7 +441,8 @@ async def test_delay_keeps_events_pending_until_delivered(
     started = time.monotonic()
     await other_adapter(client, oid, "processing")
     pending = await admin(client, "GET", "/notifications/pending")
-    assert pending["count"] == 1 and pending["pending"][0]["order_id"] == oid
+    assert pending["count"] == 1
+    assert pending["pending"][0]["order_id"] == oid
     await drained(client)
     assert time.monotonic() - started >= 0.3
     assert len(receiver.received) == 1
