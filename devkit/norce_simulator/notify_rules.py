@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -42,22 +43,25 @@ class UnresolvedPlaceholderError(ValueError):
     """An ``invoke`` template names something the simulator cannot resolve."""
 
 
+@functools.lru_cache(maxsize=4096)
+def _tokens(pointer: str) -> tuple[str, ...] | None:
+    if pointer == "":
+        return ()
+    if not pointer.startswith("/"):
+        return None
+    return tuple(t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/"))
+
+
 def resolve_pointer(document: Any, pointer: Any) -> Any:
     """Return the value at the JSON pointer ``pointer`` (``MISSING`` if absent or unsupported)."""
-    if not isinstance(pointer, str):
-        return MISSING
-    if pointer == "":
-        return document
-    if not pointer.startswith("/"):
+    tokens = _tokens(pointer) if isinstance(pointer, str) else None
+    if tokens is None:
         return MISSING
     value = document
-    for token in pointer[1:].split("/"):
-        if not isinstance(value, dict):
+    for token in tokens:
+        if type(value) is not dict:
             return MISSING  # arrays (and scalars) cannot be entered
-        token = token.replace("~1", "/").replace("~0", "~")
-        if token not in value:
-            return MISSING
-        value = value[token]
+        value = value.get(token, MISSING)
     return value
 
 
