@@ -401,11 +401,17 @@ class NotificationHub:
                 free -= 1
             wait: float | None = None
             if self._waiting:
-                wait = max(0.0, min(j.next_at for j in self._waiting) - now)
-                if faults.reorder_window > 0:
-                    held = [j.held_since for j in self._waiting if j.held_since is not None]
-                    if held:
-                        wait = min(wait, max(0.0, min(held) + faults.reorder_hold_s - now))
+                hold = faults.reorder_hold_s if faults.reorder_window > 0 else None
+                wait = max(
+                    0.0,
+                    min(
+                        j.held_since + hold
+                        if hold is not None and j.held_since is not None and j.attempts == 0
+                        else j.next_at
+                        for j in self._waiting
+                    )
+                    - now,
+                )
             return taken, wait
 
     def finish_attempt(
