@@ -307,13 +307,6 @@ class NotificationHub:
         order_id = str(data.get("id"))
         event_id = new_id(self._ids, "ev_")
         snapshot = json.loads(json.dumps(notification))
-        body = (
-            b'{"notification":'
-            + json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False).encode()
-            + b',"order":'
-            + order_bytes
-            + b"}"
-        )
         adapter = self.adapters.get(str(notification.get("adapterId")))
         url: str | None = None
         error: str | None = None
@@ -325,6 +318,15 @@ class NotificationHub:
             )
         except UnresolvedPlaceholderError as exc:
             error = str(exc)
+        body = b""  # kept only while the event still has deliveries to make
+        if url is not None:
+            body = (
+                b'{"notification":'
+                + json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False).encode()
+                + b',"order":'
+                + order_bytes
+                + b"}"
+            )
         headers = [("content-type", JSON_CONTENT_TYPE)]
         if adapter is not None:
             headers += list(adapter.headers.items())
@@ -425,6 +427,7 @@ class NotificationHub:
             ok = status is not None and 200 <= status < 300
             self._log_attempt(event, job.attempts, job.duplicate, status, error, duration_s)
             self.counters["attempts"] += 1
+            job_done = True
             if ok:
                 self.counters["deliveries"] += 1
                 if job.duplicate:
@@ -436,15 +439,19 @@ class NotificationHub:
                     if rate and (rate >= 1.0 or self._fault_rng.random() < rate):
                         self._queue(event, duplicate=True, delay=self.faults.duplicate_delay_s)
                         self.counters["duplicates"] += 1
+                        job_done = False  # the duplicate still needs the body
             elif job.attempts < self.policy.max_attempts:
                 job.next_at = time.monotonic() + self.policy.backoff(job.attempts)
                 self._waiting.append(job)
                 self.counters["retries"] += 1
+                job_done = False
             else:
                 self.counters["failed"] += 1
                 if not job.duplicate:
                     event.status = "failed"
                     event.error = error if error is not None else f"HTTP {status}"
+            if job_done:
+                event.body = b""  # bounded memory: finished events keep no payload
         if self.wakeup is not None:
             self.wakeup()
 
