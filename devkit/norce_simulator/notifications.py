@@ -62,7 +62,7 @@ def _known(raw: Mapping[str, Any], cls: type[Any]) -> None:
 class DeliveryPolicy:
     """How deliveries are attempted: per-attempt timeout, retries with capped backoff."""
 
-    max_attempts: int = 8
+    max_attempts: int = 30  # with the 1 s cap: ~27 s, enough to outlive a receiver restart
     backoff_s: float = 0.05
     backoff_max_s: float = 1.0
     timeout_s: float = 5.0
@@ -78,7 +78,7 @@ class DeliveryPolicy:
         _known(raw, cls)
         merged = {**dataclasses.asdict(base), **raw}
         return cls(
-            max_attempts=_integer(merged, "max_attempts", 8, 1, 1000),
+            max_attempts=_integer(merged, "max_attempts", 30, 1, 1000),
             backoff_s=_number(merged, "backoff_s", 0.05, 0.0, 60.0),
             backoff_max_s=_number(merged, "backoff_max_s", 1.0, 0.0, 600.0),
             timeout_s=_number(merged, "timeout_s", 5.0, 0.001, 300.0),
