@@ -12,6 +12,7 @@ exponential backoff) and injected duplicates. See README "Notifications" for the
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import json
 import random
 import threading
@@ -200,6 +201,10 @@ class Delivery:
     in_flight: bool = False
     held_since: float | None = None
 
+    def held_since_or(self, default: float) -> float:
+        """When the reorder hold of this job began (``default`` if it is not held)."""
+        return self.held_since if self.held_since is not None else default
+
 
 class NotificationHub:
     """Notification registrations, events, delivery queue and attempt log of one simulator."""
@@ -221,7 +226,10 @@ class NotificationHub:
         self.adapters: dict[str, AdapterConfig] = {}
         self.events: dict[str, Event] = {}
         self._max_events = max_log_entries
-        self._waiting: list[Delivery] = []
+        # Deliveries not due yet: a heap by (due time, seq). Fresh events held for reordering
+        # wait in ``_held``; due ones queue in ``_ready`` until a concurrency slot is free.
+        self._waiting: list[tuple[float, int, Delivery]] = []
+        self._held: list[Delivery] = []
         self._ready: deque[Delivery] = deque()
         self._in_flight: set[int] = set()
         self._seq = 0
@@ -364,8 +372,10 @@ class NotificationHub:
 
     def _queue(self, event: Event, *, duplicate: bool, delay: float) -> None:
         self._seq += 1
-        job = Delivery(event, duplicate, self._seq, time.monotonic() + delay)
-        self._waiting.append(job)
+        self._schedule(Delivery(event, duplicate, self._seq, time.monotonic() + delay))
+
+    def _schedule(self, job: Delivery) -> None:
+        heapq.heappush(self._waiting, (job.next_at, job.seq, job))
 
     # -- delivery (called by the Deliverer) ----------------------------------------------------
 
@@ -373,25 +383,26 @@ class NotificationHub:
         """Jobs to attempt now (within the concurrency) and seconds until the next one is due."""
         with self._lock:
             faults = self.faults
-            due = sorted((j for j in self._waiting if j.next_at <= now), key=lambda j: j.seq)
-            if due:
-                self._waiting = [j for j in self._waiting if j.next_at > now]
-                fresh = [j for j in due if j.attempts == 0 and not j.duplicate]
-                window = faults.reorder_window
-                if window > 0 and fresh:
-                    for job in fresh:
-                        if job.held_since is None:
-                            job.held_since = now
-                    oldest = min(j.held_since or now for j in fresh)
-                    if len(fresh) < window and now - oldest < faults.reorder_hold_s:
-                        self._waiting.extend(fresh)  # keep holding
-                        due = [j for j in due if j not in fresh]
-                    else:
-                        due = [j for j in due if j not in fresh] + sorted(
-                            fresh, key=lambda j: j.seq, reverse=True
-                        )
-                        self.counters["reordered_batches"] += 1
-                self._ready.extend(due)
+            window = faults.reorder_window
+            waiting = self._waiting
+            while waiting and waiting[0][0] <= now:
+                job = heapq.heappop(waiting)[2]
+                if window > 0 and job.attempts == 0 and not job.duplicate:
+                    job.held_since = now
+                    self._held.append(job)
+                else:
+                    self._ready.append(job)
+            held = self._held
+            if held and (
+                window <= 0
+                or len(held) >= window
+                or now - held[0].held_since_or(now) >= faults.reorder_hold_s
+            ):
+                held.sort(key=lambda j: j.seq, reverse=window > 0)
+                self._ready.extend(held)
+                if window > 0:
+                    self.counters["reordered_batches"] += 1
+                self._held = []
             free = self.policy.concurrency - len(self._in_flight)
             taken: list[Delivery] = []
             while free > 0 and self._ready:
@@ -401,19 +412,10 @@ class NotificationHub:
                 self._in_flight.add(job.seq)
                 taken.append(job)
                 free -= 1
-            wait: float | None = None
-            if self._waiting:
-                hold = faults.reorder_hold_s if faults.reorder_window > 0 else None
-                wait = max(
-                    0.0,
-                    min(
-                        j.held_since + hold
-                        if hold is not None and j.held_since is not None and j.attempts == 0
-                        else j.next_at
-                        for j in self._waiting
-                    )
-                    - now,
-                )
+            due_times = [waiting[0][0]] if waiting else []
+            if self._held:
+                due_times.append(self._held[0].held_since_or(now) + faults.reorder_hold_s)
+            wait = max(0.0, min(due_times) - now) if due_times else None
             return taken, wait
 
     def finish_attempt(
@@ -442,7 +444,7 @@ class NotificationHub:
                         job_done = False  # the duplicate still needs the body
             elif job.attempts < self.policy.max_attempts:
                 job.next_at = time.monotonic() + self.policy.backoff(job.attempts)
-                self._waiting.append(job)
+                self._schedule(job)
                 self.counters["retries"] += 1
                 job_done = False
             else:
@@ -462,7 +464,7 @@ class NotificationHub:
                 self._in_flight.discard(job.seq)
                 job.in_flight = False
                 job.attempts -= 1
-                self._waiting.append(job)
+                self._schedule(job)
 
     def _log_attempt(
         self,
@@ -493,7 +495,10 @@ class NotificationHub:
     def pending(self) -> list[dict[str, Any]]:
         """Deliveries not finished yet (waiting, ready or in flight), oldest first."""
         now = time.monotonic()
-        jobs = sorted([*self._waiting, *self._ready], key=lambda j: j.seq)
+        jobs = sorted(
+            [*(entry[2] for entry in self._waiting), *self._held, *self._ready],
+            key=lambda j: j.seq,
+        )
         in_flight_count = len(self._in_flight)
         rows = [
             {
@@ -521,7 +526,9 @@ class NotificationHub:
             "reordered_batches",
         )
         counts: dict[str, Any] = {key: self.counters[key] for key in keys}
-        counts["pending"] = len(self._waiting) + len(self._ready) + len(self._in_flight)
+        counts["pending"] = (
+            len(self._waiting) + len(self._held) + len(self._ready) + len(self._in_flight)
+        )
         return counts
 
     def reset_log(self) -> None:
@@ -538,6 +545,7 @@ class NotificationHub:
         self.policy = DeliveryPolicy()
         self.events.clear()
         self._waiting.clear()
+        self._held.clear()
         self._ready.clear()
         self.reset_log()
 
