@@ -3,7 +3,8 @@
 One ``Deliverer`` per running simulator server (``start_simulator`` starts it, the handle's
 ``aclose`` stops it). It sleeps until the hub wakes it (a new event, a finished attempt, new
 settings) or the next retry is due, takes due deliveries within the hub's concurrency and posts
-each with ``httpx`` (any event loop, uvloop included). A 2xx answer delivers; any other status,
+each with an ``aiohttp`` client session (any event loop, uvloop included; several times
+less CPU per delivery than ``httpx``). A 2xx answer delivers; any other status,
 a timeout or a connection error is a failed attempt that the hub retries with backoff. Without a
 running deliverer (an app used in-process only) events stay pending.
 """
@@ -15,7 +16,7 @@ import contextlib
 import logging
 import time
 
-import httpx
+import aiohttp
 
 from norce_simulator.notifications import Delivery, NotificationHub
 
@@ -32,7 +33,11 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        self._client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
         self._runner: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -68,16 +73,18 @@ class Deliverer:
                 error = RECEIVER_DOWN
             else:
                 assert event.url is not None
-                response = await self._client.post(
+                async with self._client.post(
                     event.url,
-                    content=event.body,
+                    data=event.body,
                     headers=event.headers,
-                    timeout=self.hub.policy.timeout_s,
-                )
-                status = response.status_code
-        except httpx.TimeoutException as exc:
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self.hub.policy.timeout_s),
+                ) as response:
+                    await response.read()
+                    status = response.status
+        except TimeoutError as exc:
             error = f"timeout: {type(exc).__name__}"
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
         except asyncio.CancelledError:
             self.hub.abandon(job)  # shutting down: the delivery stays pending
@@ -97,4 +104,4 @@ class Deliverer:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._client.aclose()
+        await self._client.close()
