@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -93,3 +94,40 @@ def test_duplicate_rate_one_queues_a_second_delivery_of_the_same_event() -> None
     hub.finish_attempt(again, 200, None, 0.01)
     assert hub.stats()["deliveries"] == 2
     assert hub.stats()["pending"] == 0
+
+
+def admin(app: SimulatorApp, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    raw = json.dumps(body).encode() if body is not None else b""
+    response = app.handle(method, f"/__admin{path}", {}, raw)
+    return response.status, response.json()
+
+
+def test_admin_validates_settings_and_hides_adapter_header_values() -> None:
+    app = SimulatorApp(SimulatorConfig(orders=1))
+    assert admin(app, "PUT", "/notification-settings", {"max_attempts": 0})[0] == 400
+    assert admin(app, "PUT", "/notification-settings", {"nope": 1})[0] == 400
+    assert admin(app, "PUT", "/notification-faults", {"duplicate_rate": 2})[0] == 400
+    assert admin(app, "PUT", "/notification-faults", {"receiver_down": "yes"})[0] == 400
+    assert admin(app, "PUT", "/adapters/a", {"headers": {"X-A": "v\r\nX-B: w"}})[0] == 400
+    status, adapter = admin(
+        app, "PUT", "/adapters/a", {"internalUrl": "http://h", "headers": {"X-Secret": "s"}}
+    )
+    assert status == 200
+    assert adapter == {"adapterId": "a", "internalUrl": "http://h", "headers": {"X-Secret": "***"}}
+    assert admin(app, "GET", "/adapters/b")[0] == 404
+    bad = {"merchant": "norce", "channel": "1", "notifications": [{"schema": {"type": 5}}]}
+    assert admin(app, "PUT", "/notifications", bad)[0] == 400
+
+
+def test_notifications_reset_forgets_registrations_queue_and_log() -> None:
+    app = SimulatorApp(SimulatorConfig(orders=2))
+    hub = hub_with_channel(app)
+    change(app, app.seeded_ids[0])
+    assert hub.stats()["pending"] == 1
+    assert admin(app, "GET", "/notifications")[1]["channels"][0]["merchant"] == "norce"
+    assert admin(app, "POST", "/notifications/reset") == (204, None)
+    assert hub.stats()["pending"] == 0
+    assert admin(app, "GET", "/notifications")[1] == {"channels": []}
+    assert admin(app, "GET", "/notifications/events")[1] == {"events": []}
+    change(app, app.seeded_ids[1])
+    assert hub.stats()["events"] == 0
