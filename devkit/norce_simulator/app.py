@@ -19,7 +19,6 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -32,9 +31,34 @@ from norce_simulator.config import (
     SimulatorConfig,
 )
 from norce_simulator.data import format_ts
-from norce_simulator.model import NOTIFICATION, BodyError, bind_order, parse_json
+from norce_simulator.model import BodyError, bind_order, parse_json
+from norce_simulator.notification_routes import (
+    admin_notifications,
+    admin_state,
+    order_notifications,
+)
 from norce_simulator.notifications import NotificationHub
+from norce_simulator.responses import (
+    JSON,
+    Response,
+    base_error,
+    internal_error,
+    is_json_media_type,
+    json_response,
+    not_found,
+    problem,
+)
 from norce_simulator.store import ConflictError, OrderStore, StoredOrder, dump_json
+
+__all__ = [
+    "Response",
+    "SimulatorApp",
+    "base_error",
+    "internal_error",
+    "is_json_media_type",
+    "not_found",
+    "problem",
+]
 
 if TYPE_CHECKING:
     import httpx
@@ -43,104 +67,12 @@ log = logging.getLogger("norce_simulator")
 
 API_PREFIX = "/api/v0/checkout/orders"
 ADMIN_PREFIX = "/__admin"
-JSON = "application/json; charset=utf-8"
-PROBLEM_JSON = "application/problem+json; charset=utf-8"
-PROBLEM_TYPE_400 = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
 ORDER_BY = ("created", "billingEmail", "billingName", "cartTotal")
-BAD_REQUEST = "order-bad-request"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _INT32_TEXT = re.compile(r"^[+-]?[0-9]{1,10}$")
-INTERNAL_ERROR = "internal-server-error"
 _LOWER_STATUSES = {s.lower(): s for s in ORDER_STATUSES}
 
 _SETTABLE_CONFIG = ("latency_ms", "jitter_ms", "enforce_transitions", "enforce_required_consents")
-
-
-@dataclass(slots=True)
-class Response:
-    """What the simulator answers, plus instructions for the transport.
-
-    ``delay_s``: wait this long before sending. ``hang_s``: send nothing, wait, then close the
-    connection. ``reset``: send nothing and abort the connection (TCP RST). ``fault`` names the
-    injected fault, if any.
-    """
-
-    status: int
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    delay_s: float = 0.0
-    fault: str | None = None
-    hang_s: float | None = None
-    reset: bool = False
-
-    def json(self) -> Any:
-        """Decode the body as JSON (``None`` for an empty body)."""
-        return json.loads(self.body) if self.body else None
-
-    def header(self, name: str) -> str | None:
-        """Return the first header called ``name`` (case-insensitive)."""
-        lowered = name.lower()
-        for key, value in self.headers:
-            if key.lower() == lowered:
-                return value
-        return None
-
-
-def _json_response(
-    status: int, payload: Any, headers: list[tuple[str, str]] | None = None
-) -> Response:
-    return Response(status, [("content-type", JSON), *(headers or [])], dump_json(payload))
-
-
-def base_error(status: int, code: str, message: str, **extra_headers: str) -> Response:
-    """Build a ``BaseError`` response ``{code, message}``."""
-    hdrs = [(k.replace("_", "-"), v) for k, v in extra_headers.items()]
-    return _json_response(status, {"code": code, "message": message}, hdrs)
-
-
-def problem(detail: str, errors: Mapping[str, list[str]] | None = None) -> Response:
-    """Build an RFC 7807 400 ``application/problem+json`` response (model-binding failure).
-
-    Besides the RFC 7807 members it carries the ``BaseError`` members ``code``
-    (``order-bad-request``) and ``message`` (the detail plus every field error), so a client
-    that reads only ``{code, message}`` still learns what was wrong.
-    """
-    payload: dict[str, Any] = {
-        "type": PROBLEM_TYPE_400,
-        "title": "One or more validation errors occurred.",
-        "status": 400,
-        "detail": detail,
-        "code": BAD_REQUEST,
-        "message": detail,
-    }
-    if errors:
-        payload["errors"] = {k: list(v) for k, v in errors.items()}
-        fields = "; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items())
-        payload["message"] = f"{detail} {fields}"
-    return Response(400, [("content-type", PROBLEM_JSON)], dump_json(payload))
-
-
-def internal_error() -> Response:
-    """The catch-all 500 of a simulator bug, in the documented ``BaseError`` shape."""
-    return base_error(500, INTERNAL_ERROR, "The simulator failed to handle the request.")
-
-
-def is_json_media_type(content_type: str) -> bool:
-    """Tell whether a ``Content-Type`` value names JSON (parameters and case are ignored).
-
-    Accepted, as ASP.NET's JSON input formatter accepts them: ``application/json``,
-    ``text/json`` and any ``application/*+json``.
-    """
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media in ("application/json", "text/json"):
-        return True
-    kind, _, subtype = media.partition("/")
-    return kind == "application" and subtype.endswith("+json") and len(subtype) > 5
-
-
-def not_found(order_id: str) -> Response:
-    """The documented 404 for an unknown order."""
-    return base_error(404, "order-not-found", f"Order with id:{order_id} not found.")
 
 
 def _error_code(status: int) -> str:
@@ -522,7 +454,7 @@ class SimulatorApp:
             return self._create(merchant, channel, body)
         order_id = segments[0]
         if len(segments) >= 2 and segments[1] == "notifications":
-            return self._order_notifications(order_id, segments[2:], merchant, channel, body)
+            return order_notifications(self, order_id, segments[2:], merchant, channel, body)
         if len(segments) == 2:
             return self._put_state(order_id, merchant, channel, body)
         order = self.store.get(order_id, merchant, channel)
@@ -639,50 +571,7 @@ class SimulatorApp:
         captured = hub.capture(order.data, merchant, channel, new=True)
         if captured:
             hub.fire(captured, order.data, order.json_bytes, merchant, channel, "api")
-        return _json_response(201, order_id)
-
-    def _order_notifications(
-        self, order_id: str, rest: list[str], merchant: str, channel: str, body: bytes
-    ) -> Response:
-        """POST ``…/{order_id}/notifications`` and DELETE ``…/notifications/{id}``."""
-        order = self.store.get(order_id, merchant, channel)
-        if rest:  # DELETE one
-            if order is None:
-                return not_found(order_id)
-            listed = order.data.get("notifications")
-            kept = [n for n in listed or [] if not (isinstance(n, dict) and n.get("id") == rest[0])]
-            if not isinstance(listed, list) or len(kept) == len(listed):
-                return base_error(
-                    404, "notification-not-found", f"Notification with id:{rest[0]} not found."
-                )
-            order.data["notifications"] = kept
-            self._touch(order)
-            return Response(200)
-        try:
-            parsed = parse_json(body) if body.strip() else None
-        except BodyError as exc:
-            return problem(str(exc), {"$": [str(exc)]})
-        if not isinstance(parsed, dict):
-            return problem("The request body must be a JSON object.", {"$": ["Expected object."]})
-        errors: dict[str, list[str]] = {}
-        bound = NOTIFICATION(parsed, "", errors)
-        if errors or not isinstance(bound, dict):
-            return problem("The notification is not valid.", errors)
-        if order is None:
-            return not_found(order_id)
-        listed = order.data.get("notifications")
-        current = [n for n in listed if isinstance(n, dict)] if isinstance(listed, list) else []
-        try:
-            stored = self.notifications.prepare(bound, (str(n.get("id")) for n in current))
-        except ValueError as exc:
-            return base_error(400, "order-bad-request", str(exc))
-        order.data["notifications"] = [*current, stored]
-        self._touch(order)
-        return _json_response(200, stored)
-
-    def _touch(self, order: StoredOrder) -> None:
-        order.data["lastModified"] = format_ts(self.store.now())
-        order.touched(state_only=False)
+        return json_response(201, order_id)
 
     def _list(self, merchant: str, channel: str, query: str) -> Response:
         params = parse_qs(query, keep_blank_values=True)
@@ -743,28 +632,28 @@ class SimulatorApp:
         order_id = params.get("order_id", [None])[-1]
         key = (method, route)
         if key == ("GET", "/health"):
-            return _json_response(200, {"status": "ok", "orders": len(self.store)})
+            return json_response(200, {"status": "ok", "orders": len(self.store)})
         if key == ("GET", "/faults"):
-            return _json_response(200, self.faults_json())
+            return json_response(200, self.faults_json())
         if key == ("GET", "/stats"):
-            return _json_response(200, self.stats())
+            return json_response(200, self.stats())
         if key == ("GET", "/calls"):
-            return _json_response(200, {"order_id": order_id, "calls": self.calls(order_id)})
+            return json_response(200, {"order_id": order_id, "calls": self.calls(order_id)})
         if key == ("GET", "/history"):
             if order_id is None:
                 return base_error(400, "bad-request", "order_id query parameter is required.")
-            return _json_response(200, {"order_id": order_id, "history": self.history(order_id)})
+            return json_response(200, {"order_id": order_id, "history": self.history(order_id)})
         if key == ("POST", "/reset-log"):
             self.reset_log()
             return Response(204)
         if method == "POST" and route.startswith("/orders/") and route.endswith("/state"):
-            return self._admin_state(unquote(route[len("/orders/") : -len("/state")]), body)
+            return admin_state(self, unquote(route[len("/orders/") : -len("/state")]), body)
         if route.startswith(("/notification", "/adapters/")):
-            return self._admin_notifications(method, route, params, body)
+            return admin_notifications(self, method, route, params, body)
         if method == "GET" and route.startswith("/orders/"):
             wanted = unquote(route[len("/orders/") :])
             order = self.get_order(wanted)
-            return _json_response(200, order) if order is not None else not_found(wanted)
+            return json_response(200, order) if order is not None else not_found(wanted)
         if key in (("PUT", "/faults"), ("POST", "/seed")):
             try:
                 payload = json.loads(body) if body.strip() else {}
@@ -775,53 +664,11 @@ class SimulatorApp:
             try:
                 if key == ("PUT", "/faults"):
                     self.set_faults(**payload)
-                    return _json_response(200, self.faults_json())
+                    return json_response(200, self.faults_json())
                 return self._admin_seed(payload)
             except (ValueError, TypeError) as exc:
                 return base_error(400, "bad-request", str(exc))
         return base_error(404, "not-found", f"No admin route {method} {route or '/'}.")
-
-    def _admin_notifications(
-        self, method: str, route: str, params: dict[str, list[str]], body: bytes
-    ) -> Response:
-        try:
-            payload = json.loads(body) if body.strip() else None
-        except ValueError:
-            return base_error(400, "bad-request", "Body must be JSON.")
-        try:
-            answer = self.notifications.admin(method, route, params, payload)
-        except (ValueError, TypeError) as exc:
-            return base_error(400, "bad-request", str(exc))
-        if answer is None:
-            return base_error(404, "not-found", f"No admin route {method} {route}.")
-        status, value = answer
-        return Response(status) if value is None else _json_response(status, value)
-
-    def _admin_state(self, order_id: str, body: bytes) -> Response:
-        """``POST /__admin/orders/{id}/state {"state", "adapterId"}``: another adapter's change."""
-        try:
-            payload = json.loads(body) if body.strip() else {}
-        except ValueError:
-            return base_error(400, "bad-request", "Body must be JSON.")
-        if not isinstance(payload, dict) or set(payload) - {"state", "adapterId"}:
-            return base_error(400, "bad-request", "Body must be {state, adapterId}.")
-        raw, adapter = payload.get("state"), payload.get("adapterId", "other-adapter")
-        status = _LOWER_STATUSES.get(raw.lower()) if isinstance(raw, str) else None
-        if status is None or not isinstance(adapter, str) or not adapter:
-            return base_error(
-                400,
-                "bad-request",
-                f"state must be one of {', '.join(ORDER_STATUSES)}; adapterId a non-empty string.",
-            )
-        order = self.store.orders.get(order_id)
-        if order is None:
-            return not_found(order_id)
-        changed = order.status != status
-        fired = self.change_status(order, status, adapter)
-        if isinstance(fired, Response):
-            return fired
-        answer = {"changed": changed, "events": fired, "order": self.get_order(order_id)}
-        return _json_response(200, answer)
 
     def _admin_seed(self, payload: dict[str, Any]) -> Response:
         unknown = set(payload) - {"count", "merchant", "channel", "status"}
@@ -837,7 +684,7 @@ class SimulatorApp:
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"{name} must be a non-empty string")
         ids = self.seed(count, merchant, channel, status)
-        return _json_response(200, {"ids": ids})
+        return json_response(200, {"ids": ids})
 
     # -- httpx --------------------------------------------------------------------------------
 
