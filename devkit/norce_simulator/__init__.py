@@ -73,9 +73,11 @@ the stored notification) and ``DELETE .../notifications/{notification_id}``, per
 registrations and adapter configuration through ``/__admin``, a state change "by another
 adapter" (``POST /__admin/orders/{id}/state``), asynchronous delivery with retries, an attempt
 log and delivery faults (duplicates, delay, reordering, receiver down). The decisions and the
-admin routes are in README.md, "The Norce API simulator: order notifications".
+admin routes are in README.md, "The Norce API simulator: order notifications";
+``SimulatorAdmin`` is an async client of them.
 """
 
+from norce_simulator.admin_client import SimulatorAdmin, SimulatorAdminError
 from norce_simulator.app import Response, SimulatorApp
 from norce_simulator.config import (
     DEFAULT_TRANSITIONS,
@@ -92,6 +94,8 @@ __all__ = [
     "FaultConfig",
     "Response",
     "ScriptedResponse",
+    "SimulatorAdmin",
+    "SimulatorAdminError",
     "SimulatorApp",
     "SimulatorConfig",
     "SimulatorHandle",

@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from bridge_devkit.harness import free_port
 from norce_simulator import SimulatorConfig, SimulatorHandle, start_simulator
+from norce_simulator.admin_client import SimulatorAdmin, SimulatorAdminError
 
 from .test_simulator_cli import launch as launch_simulator
 
@@ -483,8 +484,8 @@ async def test_create_with_notifications_fires_and_reset_log_clears_attempts(
     assert (await admin(client, "GET", "/stats"))["notifications"]["deliveries"] == 0
 
 
-async def test_delivers_under_uvloop(receiver: Receiver) -> None:
-    """The CLI simulator on uvloop delivers notifications too."""
+async def test_delivers_under_uvloop_driven_by_the_admin_client(receiver: Receiver) -> None:
+    """The CLI simulator on uvloop delivers notifications too; ``SimulatorAdmin`` drives it."""
     process = await launch_simulator(
         "--port", str(free_port()), "--orders", "2", "--event-loop", "uvloop"
     )
@@ -492,12 +493,25 @@ async def test_delivers_under_uvloop(receiver: Receiver) -> None:
         assert process.stdout is not None
         started = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
         assert started["event_loop"] == "uvloop"
-        async with httpx.AsyncClient(base_url=started["url"], headers=HEADERS, timeout=5) as c:
-            await configure(c, receiver.url)
-            await register_channel(c, {"const": "processing"})
-            await other_adapter(c, started["seeded_ids_sample"][0], "processing")
-            await drained(c)
+        oid = started["seeded_ids_sample"][0]
+        async with SimulatorAdmin(started["url"]) as sim_admin:
+            await sim_admin.set_adapter(ADAPTER, receiver.url, {"X-Norce-Webhook-Secret": SECRET})
+            await sim_admin.set_delivery(backoff_s=0.02)
+            stored = await sim_admin.register_channel(
+                "norce", "1", [notification({"const": "processing"})]
+            )
+            answer = await sim_admin.change_state(oid, "processing", adapter_id="payment-x")
+            await sim_admin.wait_drained(timeout_s=10)
+            assert [e["status"] for e in await sim_admin.events(order_id=oid)] == ["delivered"]
+            attempts = await sim_admin.attempts(event_id=answer["events"][0])
+            assert [a["status"] for a in attempts] == [200]
+            assert attempts[0]["notification_id"] == stored[0]["id"]
+            await sim_admin.reset()
+            assert await sim_admin.events() == []
+            with pytest.raises(SimulatorAdminError, match="400"):
+                await sim_admin.change_state(oid, "checkout-ish")
         assert len(receiver.received) == 1
+        assert receiver.received[0].headers["X-Norce-Webhook-Secret"] == SECRET
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 15) == 0
