@@ -9,9 +9,10 @@ Routes (an optional leading ``/checkout/order`` segment is accepted, see ``base_
 ``GET/DELETE /api/v0/checkout/orders/{order_id}``, ``PUT .../{order_id}/state``,
 ``POST /api/v0/checkout/orders`` (201, bare JSON string id) and ``GET /api/v0/checkout/orders``
 (``offset``/``limit``, default 10, max 100, plus ``order_by``, ``order_by_direction``,
-``status``, ``reference``, ``cart_reference``, ``payment_id``, ``search``). The order id is one
-percent-decoded path segment. Other documented order sub-routes answer 501 ``not-implemented``;
-unknown paths 404 ``not-found``; a wrong method 405 with ``Allow``.
+``status``, ``reference``, ``cart_reference``, ``payment_id``, ``search``), and the order
+notification routes (below). The order id is one percent-decoded path segment. Other
+documented order sub-routes answer 501 ``not-implemented``; unknown paths 404 ``not-found``; a
+wrong method 405 with ``Allow``.
 
 Checks run in this order: injected faults, route/method, ``Authorization`` (401
 ``{"code":"unauthorized"}``; ``Bearer <key>`` or the bare key), ``x-merchant``/``x-channel``
@@ -66,8 +67,17 @@ the request was processed, so a client that times out on a slow answer may still
 the order (as with a real slow network).
 
 The call log never stores the ``Authorization`` header.
+
+Order notifications (reference §5.12, §7.2): ``POST .../{order_id}/notifications`` (200 with
+the stored notification) and ``DELETE .../notifications/{notification_id}``, per-channel
+registrations and adapter configuration through ``/__admin``, a state change "by another
+adapter" (``POST /__admin/orders/{id}/state``), asynchronous delivery with retries, an attempt
+log and delivery faults (duplicates, delay, reordering, receiver down). The decisions and the
+admin routes are in README.md, "The Norce API simulator: order notifications";
+``SimulatorAdmin`` is an async client of them.
 """
 
+from norce_simulator.admin_client import SimulatorAdmin, SimulatorAdminError
 from norce_simulator.app import Response, SimulatorApp
 from norce_simulator.config import (
     DEFAULT_TRANSITIONS,
@@ -84,6 +94,8 @@ __all__ = [
     "FaultConfig",
     "Response",
     "ScriptedResponse",
+    "SimulatorAdmin",
+    "SimulatorAdminError",
     "SimulatorApp",
     "SimulatorConfig",
     "SimulatorHandle",

@@ -19,7 +19,6 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -33,7 +32,33 @@ from norce_simulator.config import (
 )
 from norce_simulator.data import format_ts
 from norce_simulator.model import BodyError, bind_order, parse_json
+from norce_simulator.notification_routes import (
+    admin_notifications,
+    admin_state,
+    order_notifications,
+)
+from norce_simulator.notifications import NotificationHub
+from norce_simulator.responses import (
+    JSON,
+    Response,
+    base_error,
+    internal_error,
+    is_json_media_type,
+    json_response,
+    not_found,
+    problem,
+)
 from norce_simulator.store import ConflictError, OrderStore, StoredOrder, dump_json
+
+__all__ = [
+    "Response",
+    "SimulatorApp",
+    "base_error",
+    "internal_error",
+    "is_json_media_type",
+    "not_found",
+    "problem",
+]
 
 if TYPE_CHECKING:
     import httpx
@@ -42,104 +67,12 @@ log = logging.getLogger("norce_simulator")
 
 API_PREFIX = "/api/v0/checkout/orders"
 ADMIN_PREFIX = "/__admin"
-JSON = "application/json; charset=utf-8"
-PROBLEM_JSON = "application/problem+json; charset=utf-8"
-PROBLEM_TYPE_400 = "https://tools.ietf.org/html/rfc9110#section-15.5.1"
 ORDER_BY = ("created", "billingEmail", "billingName", "cartTotal")
-BAD_REQUEST = "order-bad-request"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _INT32_TEXT = re.compile(r"^[+-]?[0-9]{1,10}$")
-INTERNAL_ERROR = "internal-server-error"
 _LOWER_STATUSES = {s.lower(): s for s in ORDER_STATUSES}
 
 _SETTABLE_CONFIG = ("latency_ms", "jitter_ms", "enforce_transitions", "enforce_required_consents")
-
-
-@dataclass(slots=True)
-class Response:
-    """What the simulator answers, plus instructions for the transport.
-
-    ``delay_s``: wait this long before sending. ``hang_s``: send nothing, wait, then close the
-    connection. ``reset``: send nothing and abort the connection (TCP RST). ``fault`` names the
-    injected fault, if any.
-    """
-
-    status: int
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    delay_s: float = 0.0
-    fault: str | None = None
-    hang_s: float | None = None
-    reset: bool = False
-
-    def json(self) -> Any:
-        """Decode the body as JSON (``None`` for an empty body)."""
-        return json.loads(self.body) if self.body else None
-
-    def header(self, name: str) -> str | None:
-        """Return the first header called ``name`` (case-insensitive)."""
-        lowered = name.lower()
-        for key, value in self.headers:
-            if key.lower() == lowered:
-                return value
-        return None
-
-
-def _json_response(
-    status: int, payload: Any, headers: list[tuple[str, str]] | None = None
-) -> Response:
-    return Response(status, [("content-type", JSON), *(headers or [])], dump_json(payload))
-
-
-def base_error(status: int, code: str, message: str, **extra_headers: str) -> Response:
-    """Build a ``BaseError`` response ``{code, message}``."""
-    hdrs = [(k.replace("_", "-"), v) for k, v in extra_headers.items()]
-    return _json_response(status, {"code": code, "message": message}, hdrs)
-
-
-def problem(detail: str, errors: Mapping[str, list[str]] | None = None) -> Response:
-    """Build an RFC 7807 400 ``application/problem+json`` response (model-binding failure).
-
-    Besides the RFC 7807 members it carries the ``BaseError`` members ``code``
-    (``order-bad-request``) and ``message`` (the detail plus every field error), so a client
-    that reads only ``{code, message}`` still learns what was wrong.
-    """
-    payload: dict[str, Any] = {
-        "type": PROBLEM_TYPE_400,
-        "title": "One or more validation errors occurred.",
-        "status": 400,
-        "detail": detail,
-        "code": BAD_REQUEST,
-        "message": detail,
-    }
-    if errors:
-        payload["errors"] = {k: list(v) for k, v in errors.items()}
-        fields = "; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items())
-        payload["message"] = f"{detail} {fields}"
-    return Response(400, [("content-type", PROBLEM_JSON)], dump_json(payload))
-
-
-def internal_error() -> Response:
-    """The catch-all 500 of a simulator bug, in the documented ``BaseError`` shape."""
-    return base_error(500, INTERNAL_ERROR, "The simulator failed to handle the request.")
-
-
-def is_json_media_type(content_type: str) -> bool:
-    """Tell whether a ``Content-Type`` value names JSON (parameters and case are ignored).
-
-    Accepted, as ASP.NET's JSON input formatter accepts them: ``application/json``,
-    ``text/json`` and any ``application/*+json``.
-    """
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media in ("application/json", "text/json"):
-        return True
-    kind, _, subtype = media.partition("/")
-    return kind == "application" and subtype.endswith("+json") and len(subtype) > 5
-
-
-def not_found(order_id: str) -> Response:
-    """The documented 404 for an unknown order."""
-    return base_error(404, "order-not-found", f"Order with id:{order_id} not found.")
 
 
 def _error_code(status: int) -> str:
@@ -171,6 +104,9 @@ class SimulatorApp:
         self._by_fault: Counter[str] = Counter()
         self._requests = 0
         self._started = time.monotonic()
+        self.notifications = NotificationHub(
+            self._lock, self.config.clock, seed, self.config.max_log_entries
+        )
         self.seeded_ids: list[str] = self.seed(
             self.config.orders, self.config.merchant, self.config.channel
         )
@@ -222,6 +158,7 @@ class SimulatorApp:
                 "by_fault": dict(sorted(self._by_fault.items())),
                 "orders": len(self.store),
                 "uptime_s": round(time.monotonic() - self._started, 3),
+                "notifications": self.notifications.stats(),
             }
 
     def count_unparsed(self, status: int) -> None:
@@ -231,8 +168,12 @@ class SimulatorApp:
             self._by_status[str(status)] += 1
 
     def reset_log(self) -> None:
-        """Forget the call log and the request statistics (orders and histories are kept)."""
+        """Forget the call log, the request statistics and the notification attempt log.
+
+        Orders, histories and queued notification deliveries are kept.
+        """
         with self._lock:
+            self.notifications.reset_log()
             self._log.clear()
             self._calls.clear()
             self._by_status.clear()
@@ -484,15 +425,9 @@ class SimulatorApp:
     ) -> Response:
         if segments is None:
             return base_error(404, "not-found", "No API route matches this path.")
-        if len(segments) > 2 or (len(segments) == 2 and segments[1] != "state"):
+        allowed = _allowed_methods(segments)
+        if allowed is None:
             return base_error(501, "not-implemented", "This Order API route is not simulated.")
-        allowed = (
-            ("GET", "POST")
-            if not segments
-            else ("GET", "DELETE")
-            if len(segments) == 1
-            else ("PUT",)
-        )
         if method not in allowed:
             response = base_error(405, "method-not-allowed", f"{method} is not allowed here.")
             response.headers.append(("allow", ", ".join(allowed)))
@@ -518,6 +453,8 @@ class SimulatorApp:
                 return self._list(merchant, channel, query)
             return self._create(merchant, channel, body)
         order_id = segments[0]
+        if len(segments) >= 2 and segments[1] == "notifications":
+            return order_notifications(self, order_id, segments[2:], merchant, channel, body)
         if len(segments) == 2:
             return self._put_state(order_id, merchant, channel, body)
         order = self.store.get(order_id, merchant, channel)
@@ -565,9 +502,19 @@ class SimulatorApp:
         order = self.store.get(order_id, merchant, channel)
         if order is None:
             return not_found(order_id)
+        refused = self.change_status(order, status, "api")
+        return refused if isinstance(refused, Response) else Response(200)
+
+    def change_status(self, order: StoredOrder, status: str, source: str) -> Response | list[str]:
+        """Apply a status change under the API's rules: the ids of fired events, or the 400.
+
+        The same status again is a no-op. A real change appends a transition and fires the
+        order's notifications (``source`` says who changed it: ``api`` or an adapter id).
+        """
+        order_id = order.id
         current = order.status
         if status == current:
-            return Response(200)
+            return []
         if self.config.enforce_transitions and status not in self.config.transitions.get(
             current, frozenset()
         ):
@@ -589,8 +536,14 @@ class SimulatorApp:
                         f"Required consent '{consent.get('id')}' must be checked before "
                         "the order can move to processing.",
                     )
+        hub = self.notifications
+        captured = hub.capture(order.data, order.merchant, order.channel)
         self.store.set_status(order, status)
-        return Response(200)
+        if not captured:
+            return []
+        return hub.fire(
+            captured, order.data, order.json_bytes, order.merchant, order.channel, source
+        )
 
     def _create(self, merchant: str, channel: str, body: bytes) -> Response:
         parsed: Any = {}
@@ -604,11 +557,21 @@ class SimulatorApp:
         bound, errors = bind_order(parsed)
         if errors:
             return problem("The order is not valid.", errors)
+        hub = self.notifications
+        try:
+            for entry in bound.get("notifications") or []:
+                hub.prepare(entry)
+        except ValueError as exc:
+            return problem("The order is not valid.", {"notifications": [str(exc)]})
         try:
             order_id = self.store.create(merchant, channel, bound)
         except ConflictError as exc:
             return base_error(409, "order-conflict", str(exc))
-        return _json_response(201, order_id)
+        order = self.store.orders[order_id]
+        captured = hub.capture(order.data, merchant, channel, new=True)
+        if captured:
+            hub.fire(captured, order.data, order.json_bytes, merchant, channel, "api")
+        return json_response(201, order_id)
 
     def _list(self, merchant: str, channel: str, query: str) -> Response:
         params = parse_qs(query, keep_blank_values=True)
@@ -669,24 +632,28 @@ class SimulatorApp:
         order_id = params.get("order_id", [None])[-1]
         key = (method, route)
         if key == ("GET", "/health"):
-            return _json_response(200, {"status": "ok", "orders": len(self.store)})
+            return json_response(200, {"status": "ok", "orders": len(self.store)})
         if key == ("GET", "/faults"):
-            return _json_response(200, self.faults_json())
+            return json_response(200, self.faults_json())
         if key == ("GET", "/stats"):
-            return _json_response(200, self.stats())
+            return json_response(200, self.stats())
         if key == ("GET", "/calls"):
-            return _json_response(200, {"order_id": order_id, "calls": self.calls(order_id)})
+            return json_response(200, {"order_id": order_id, "calls": self.calls(order_id)})
         if key == ("GET", "/history"):
             if order_id is None:
                 return base_error(400, "bad-request", "order_id query parameter is required.")
-            return _json_response(200, {"order_id": order_id, "history": self.history(order_id)})
+            return json_response(200, {"order_id": order_id, "history": self.history(order_id)})
         if key == ("POST", "/reset-log"):
             self.reset_log()
             return Response(204)
+        if method == "POST" and route.startswith("/orders/") and route.endswith("/state"):
+            return admin_state(self, unquote(route[len("/orders/") : -len("/state")]), body)
+        if route.startswith(("/notification", "/adapters/")):
+            return admin_notifications(self, method, route, params, body)
         if method == "GET" and route.startswith("/orders/"):
             wanted = unquote(route[len("/orders/") :])
             order = self.get_order(wanted)
-            return _json_response(200, order) if order is not None else not_found(wanted)
+            return json_response(200, order) if order is not None else not_found(wanted)
         if key in (("PUT", "/faults"), ("POST", "/seed")):
             try:
                 payload = json.loads(body) if body.strip() else {}
@@ -697,7 +664,7 @@ class SimulatorApp:
             try:
                 if key == ("PUT", "/faults"):
                     self.set_faults(**payload)
-                    return _json_response(200, self.faults_json())
+                    return json_response(200, self.faults_json())
                 return self._admin_seed(payload)
             except (ValueError, TypeError) as exc:
                 return base_error(400, "bad-request", str(exc))
@@ -717,7 +684,7 @@ class SimulatorApp:
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"{name} must be a non-empty string")
         ids = self.seed(count, merchant, channel, status)
-        return _json_response(200, {"ids": ids})
+        return json_response(200, {"ids": ids})
 
     # -- httpx --------------------------------------------------------------------------------
 
@@ -748,6 +715,21 @@ _CallRecord = tuple[
     str | None,  # x-adapterid
     bytes,  # raw request body
 ]
+
+
+def _allowed_methods(segments: list[str]) -> tuple[str, ...] | None:
+    """The methods of a simulated route below the orders collection (``None``: not simulated)."""
+    if not segments:
+        return ("GET", "POST")
+    if len(segments) == 1:
+        return ("GET", "DELETE")
+    if len(segments) == 2 and segments[1] == "state":
+        return ("PUT",)
+    if len(segments) == 2 and segments[1] == "notifications":
+        return ("POST",)
+    if len(segments) == 3 and segments[1] == "notifications":
+        return ("DELETE",)
+    return None
 
 
 def _call_entry(record: _CallRecord) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import cast
 
 from norce_simulator.app import Response, SimulatorApp, internal_error
 from norce_simulator.config import SimulatorConfig
+from norce_simulator.delivery import Deliverer
 
 log = logging.getLogger("norce_simulator")
 
@@ -244,8 +245,10 @@ class SimulatorHandle:
         state: _ServerState,
         host: str,
         port: int,
+        deliverer: Deliverer | None = None,
     ) -> None:
         self.app = app
+        self._deliverer = deliverer
         self.host = host
         self.port = port
         self._server = server
@@ -273,6 +276,8 @@ class SimulatorHandle:
         if self._closed:
             return
         self._closed = True
+        if self._deliverer is not None:
+            await self._deliverer.aclose()
         self._server.close()
         for connection in list(self._state.connections):
             connection.abort()
@@ -297,7 +302,11 @@ async def start_simulator(
     host: str = "127.0.0.1",
     port: int = 0,
 ) -> SimulatorHandle:
-    """Seed a simulator (or reuse the given app) and serve it on ``host:port`` (0 = free port)."""
+    """Seed a simulator (or reuse the given app) and serve it on ``host:port`` (0 = free port).
+
+    Also starts the delivery of notification events on the running loop (unless another
+    server of the same app already delivers them); ``aclose`` stops it.
+    """
     app = config if isinstance(config, SimulatorApp) else SimulatorApp(config)
     state = _ServerState()
     loop = asyncio.get_running_loop()
@@ -306,6 +315,10 @@ async def start_simulator(
     )
     bound = server.sockets[0].getsockname()
     url_host = bound[0] if host in ("", "localhost") else host
-    handle = SimulatorHandle(app, server, state, url_host, bound[1])
+    deliverer: Deliverer | None = None
+    if app.notifications.wakeup is None:  # one deliverer per app, on the first server's loop
+        deliverer = Deliverer(app.notifications)
+        deliverer.start()
+    handle = SimulatorHandle(app, server, state, url_host, bound[1], deliverer)
     log.info("simulator listening on %s with %d orders", handle.url, len(app.store))
     return handle

@@ -1,10 +1,10 @@
 """Contract fuzzing: schemathesis drives the real simulator over loopback HTTP.
 
 The simulator runs in-process on its own event loop in a thread and is reached only through a
-TCP socket. Every operation the simulator implements (list, create, get, delete, set state)
-is generated from ``tests/norce-order-api.openapi.json`` in schemathesis' positive and
-negative modes, and each answer goes through schemathesis' checks, among them
-``not_a_server_error``, ``status_code_conformance``, ``content_type_conformance``,
+TCP socket. Every operation the simulator implements (list, create, get, delete, set state,
+create and delete a notification) is generated from ``tests/norce-order-api.openapi.json`` in
+schemathesis' positive and negative modes, and each answer goes through schemathesis' checks,
+among them ``not_a_server_error``, ``status_code_conformance``, ``content_type_conformance``,
 ``response_schema_conformance`` and ``negative_data_rejection``. Afterwards the simulator's
 own stats must show no 5xx at all, and the scope the fuzzer wrote into must still list
 and delete (the findings of the first fuzzing run, issue 11).
@@ -72,6 +72,8 @@ SIMULATED = {
     ("GET", BASE + "/{order_id}"),
     ("DELETE", BASE + "/{order_id}"),
     ("PUT", BASE + "/{order_id}/state"),
+    ("POST", BASE + "/{order_id}/notifications"),
+    ("DELETE", BASE + "/{order_id}/notifications/{notification_id}"),
 }
 
 
