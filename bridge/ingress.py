@@ -1,0 +1,567 @@
+"""The Norce notification ingress: an ``aiohttp.web`` server on its own port (issue 14).
+
+Norce's Notification service POSTs ``{"notification": ..., "order": ...}`` to a configured URL
+after an order change, at least once. This server answers each delivery only after it is
+**durably stored**: one record on the notifications topic (key: order id, value: the body as
+received, acknowledged by all in-sync replicas through an idempotent producer). Never 2xx
+without that acknowledgement; 503 with ``Retry-After`` while Kafka is unavailable, so the sender
+retries. :mod:`bridge.notify_relay` turns the stored deliveries into ``RefreshOrder`` commands.
+
+One request, in order (each step answers and counts one ``outcome`` when it fails):
+
+1. the path: ``POST /notifications`` or, with a path token, ``POST /notifications/{token}``.
+   Every other path answers the same 404; a wrong token answers that same 404 too (counted
+   ``unauthorized``): the token is a capability URL, and a scanner cannot tell it from a path
+   that does not exist. Other methods on the right path: 405.
+2. the shared secret header (when configured): missing or wrong, the same 401. Secrets and
+   tokens are compared with :func:`hmac.compare_digest` on bytes and never logged.
+3. the size: a ``Content-Length`` over ``max_body_bytes`` is 413 before reading; a chunked body
+   is read up to the limit, then 413. The whole body must arrive within ``body_timeout_s``
+   (else 408, connection closed); slow *headers* are bounded by the same time (aiohttp's
+   keep-alive timeout runs from the connection's start until a request is complete) and by
+   ``max_connections`` (more connections are closed at once).
+4. the payload (:func:`parse_notification`): strict JSON (400 ``malformed``), the documented
+   shape with a safe order id (422 ``invalid``), both with a short reason code, never the input.
+5. the Kafka write, bounded by ``ack_timeout_s``: 200 once acknowledged, else 503.
+
+Every response closes its connection and carries ``no-store``/``nosniff``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+
+from bridge.commands import MAX_SCOPE_LENGTH, SCOPE_PATTERN
+from bridge.config import MIN_INGRESS_SECRET_LENGTH, BridgeSettings, IngressSettings
+from bridge.errors import ConfigError, InvalidCommandError, InvalidOrderIdError
+from bridge.jsonstrict import JsonInputError, loads_strict
+from bridge.metrics import BridgeMetrics
+from bridge.order_ids import is_header_value, validate_order_id
+from bridge.secret_files import load_secret
+from bridge.vocabulary import DeadLetterReason
+
+__all__ = [
+    "MAX_NOTIFICATION_ID_LENGTH",
+    "IngressAuth",
+    "IngressServer",
+    "NotificationError",
+    "NotificationWriter",
+    "StoreTooLargeError",
+    "StoreUnavailableError",
+    "StoredNotification",
+    "load_ingress_auth",
+    "notification_headers",
+    "parse_notification",
+    "start_ingress_server",
+]
+
+log = logging.getLogger("bridge.ingress")
+
+NOTIFICATIONS_PATH: Final = "/notifications"
+MAX_NOTIFICATION_ID_LENGTH: Final = 100
+"""Longest notification id accepted (documented ids are 28 characters); it becomes part of a
+command id (``ntf-<id>-<12 hex>``, at most 128 characters) and a Kafka header."""
+_MAX_STRING_FIELD: Final = 4096  # reference, scope, invoke: bounded, never used beyond a check
+_PATH_TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
+_SCOPE = re.compile(SCOPE_PATTERN)
+_READ_CHUNK: Final = 64 * 1024
+_SHUTDOWN_TIMEOUT_S: Final = 2.0
+
+H_CONTENT_TYPE: Final = "content-type"
+H_ORDER_ID: Final = "norce.order.id"
+H_NOTIFICATION_ID: Final = "norce.notification.id"
+H_RECEIVED_AT: Final = "norce.notification.received-at"
+
+
+# -- the payload ---------------------------------------------------------------------------------
+
+
+class NotificationError(InvalidCommandError):
+    """A delivery body that is not a notification; ``outcome`` is ``malformed`` or ``invalid``.
+
+    ``reason`` is a :class:`~bridge.vocabulary.DeadLetterReason` value (the relay dead-letters
+    with it) and ``field`` names the offending field by its fixed path, never its content.
+    """
+
+    def __init__(self, outcome: str, reason: str, message: str, field: str | None = None) -> None:
+        super().__init__(reason, message)
+        self.outcome = outcome
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNotification:
+    """What the bridge reads from a valid delivery."""
+
+    notification_id: str
+    order_id: str
+    merchant: str
+    channel: str
+
+
+def _invalid(reason: DeadLetterReason, field: str, message: str) -> NotificationError:
+    return NotificationError("invalid", reason.value, f"{field}: {message}", field)
+
+
+def _object(parent: dict[str, Any], name: str) -> dict[str, Any]:
+    value = parent.get(name)
+    if value is None:
+        raise _invalid(DeadLetterReason.MISSING_FIELD, name, "missing")
+    if not isinstance(value, dict):
+        raise _invalid(DeadLetterReason.INVALID_FIELD, name, "not an object")
+    return value
+
+
+def _string(parent: dict[str, Any], path: str, name: str, limit: int = _MAX_STRING_FIELD) -> str:
+    value = parent.get(name)
+    field = f"{path}.{name}"
+    if value is None:
+        raise _invalid(DeadLetterReason.MISSING_FIELD, field, "missing")
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise _invalid(DeadLetterReason.INVALID_FIELD, field, f"not a string of 1..{limit}")
+    return value
+
+
+def _scope_value(parent: dict[str, Any], path: str, name: str) -> str:
+    value = _string(parent, path, name, MAX_SCOPE_LENGTH)
+    if not _SCOPE.fullmatch(value):
+        raise _invalid(
+            DeadLetterReason.INVALID_FIELD, f"{path}.{name}", "not printable ASCII without CR/LF"
+        )
+    return value
+
+
+def parse_notification(body: bytes) -> StoredNotification:
+    """Validate a delivery body; raise :class:`NotificationError` (never anything else).
+
+    Strict JSON (:func:`~bridge.jsonstrict.loads_strict`), an object with ``notification``
+    (string ``id``, ``reference``, ``scope``, ``invoke``; the id printable ASCII, at most
+    :data:`MAX_NOTIFICATION_ID_LENGTH`) and ``order`` (``id`` safe as a URL path segment per
+    :func:`~bridge.order_ids.validate_order_id`; ``merchant`` and ``channel``, the Order's own
+    required fields, usable as HTTP header values). Other fields are kept as they are.
+    """
+    try:
+        data = loads_strict(body)
+    except JsonInputError as exc:
+        raise NotificationError("malformed", exc.reason, exc.message) from None
+    if not isinstance(data, dict):
+        raise NotificationError("invalid", DeadLetterReason.NOT_AN_OBJECT.value, "not an object")
+    notification = _object(data, "notification")
+    order = _object(data, "order")
+    nid = _string(notification, "notification", "id", MAX_NOTIFICATION_ID_LENGTH)
+    if not is_header_value(nid) or " " in nid:
+        raise _invalid(
+            DeadLetterReason.INVALID_FIELD, "notification.id", "not printable ASCII without blanks"
+        )
+    for name in ("reference", "scope", "invoke"):
+        _string(notification, "notification", name)
+    order_id = order.get("id")
+    if order_id is None:
+        raise _invalid(DeadLetterReason.MISSING_FIELD, "order.id", "missing")
+    if not isinstance(order_id, str):
+        raise _invalid(DeadLetterReason.BAD_ORDER_ID, "order.id", "not a string")
+    try:
+        validate_order_id(order_id)
+    except InvalidOrderIdError:
+        # The validator's message quotes the id: not echoed to a sender, not logged.
+        raise _invalid(DeadLetterReason.BAD_ORDER_ID, "order.id", "not a valid order id") from None
+    merchant = _scope_value(order, "order", "merchant")
+    channel = _scope_value(order, "order", "channel")
+    return StoredNotification(nid, order_id, merchant, channel)
+
+
+def notification_headers(n: StoredNotification, received_ms: int) -> list[tuple[str, bytes]]:
+    """The headers of one stored delivery on the notifications topic."""
+    return [
+        (H_CONTENT_TYPE, b"application/json"),
+        (H_ORDER_ID, n.order_id.encode()),
+        (H_NOTIFICATION_ID, n.notification_id.encode()),
+        (H_RECEIVED_AT, str(received_ms).encode()),
+    ]
+
+
+# -- authentication ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IngressAuth:
+    """The expected secret header value and path token, as bytes (None: not configured)."""
+
+    secret: bytes | None
+    path_token: bytes | None
+
+    def __repr__(self) -> str:  # never show the values
+        return (
+            f"IngressAuth(secret={'set' if self.secret else None}, "
+            f"path_token={'set' if self.path_token else None})"
+        )
+
+
+def _given(value: Any, file: Any) -> bool:
+    return (value is not None and value.get_secret_value() != "") or file is not None
+
+
+def load_ingress_auth(s: IngressSettings) -> IngressAuth:
+    """Read the secret and the path token (env or ``_FILE``); ConfigError names no value."""
+    secret = token = None
+    if _given(s.secret, s.secret_file):
+        text = load_secret(
+            s.secret, s.secret_file, variable="BRIDGE_INGRESS__SECRET", what="webhook secret"
+        ).get_secret_value()
+        if len(text) < MIN_INGRESS_SECRET_LENGTH or not is_header_value(text):
+            raise ConfigError(
+                f"BRIDGE_INGRESS__SECRET: the webhook secret must be at least "
+                f"{MIN_INGRESS_SECRET_LENGTH} printable ASCII characters (a header value)"
+            )
+        secret = text.encode()
+    if _given(s.path_token, s.path_token_file):
+        text = load_secret(
+            s.path_token,
+            s.path_token_file,
+            variable="BRIDGE_INGRESS__PATH_TOKEN",
+            what="webhook path token",
+        ).get_secret_value()
+        if not _PATH_TOKEN.fullmatch(text):
+            raise ConfigError(
+                "BRIDGE_INGRESS__PATH_TOKEN: the path token must be 16..256 characters of "
+                "A-Z a-z 0-9 . _ ~ - (usable in a URL as it is)"
+            )
+        token = text.encode()
+    if secret is None and token is None:
+        raise ConfigError(
+            "BRIDGE_INGRESS__ENABLED=true needs BRIDGE_INGRESS__SECRET(_FILE) and/or "
+            "BRIDGE_INGRESS__PATH_TOKEN(_FILE)"
+        )
+    return IngressAuth(secret, token)
+
+
+# -- the durable write -----------------------------------------------------------------------------
+
+
+class StoreUnavailableError(Exception):
+    """Kafka did not acknowledge the record in time (or refused it for a transient reason)."""
+
+
+class StoreTooLargeError(Exception):
+    """Kafka refused the record as too large (the topic's or the broker's limit)."""
+
+
+def notifications_producer_config(settings: BridgeSettings) -> dict[str, Any]:
+    """The idempotent producer of the ingress and the relay (acks from all in-sync replicas).
+
+    Its own producer: the bridge's main producer may be transactional. Its request size fits a
+    body of ``max_body_bytes`` with headers.
+    """
+    k = settings.kafka
+    return {
+        "bootstrap_servers": k.bootstrap_servers,
+        "client_id": f"{k.client_id}-notifications",
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": k.linger_ms,
+        "request_timeout_ms": k.request_timeout_ms,
+        "max_request_size": max(1_048_576, settings.ingress.max_body_bytes + 64 * 1024),
+    }
+
+
+class NotificationWriter:
+    """Writes one delivery to the notifications topic and waits for the acknowledgement."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, ack_timeout_s: float) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._ack_timeout_s = ack_timeout_s
+
+    async def store(self, n: StoredNotification, body: bytes, received_ms: int) -> tuple[int, int]:
+        """(partition, offset) once acknowledged; else StoreUnavailable/StoreTooLarge."""
+        deadline = time.monotonic() + self._ack_timeout_s
+        try:
+            async with asyncio.timeout(self._ack_timeout_s):
+                delivery = await self._producer.send(
+                    self._topic,
+                    value=body,
+                    key=n.order_id.encode(),
+                    headers=notification_headers(n, received_ms),
+                )
+            # Shielded: a timed-out wait must not cancel the batch's future inside aiokafka
+            # (the record may still be written: the sender's retry is then a duplicate).
+            remaining = max(0.0, deadline - time.monotonic())
+            async with asyncio.timeout(remaining):
+                meta = await asyncio.shield(delivery)
+        except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
+            raise StoreTooLargeError(type(exc).__name__) from None
+        except (TimeoutError, KafkaError) as exc:
+            raise StoreUnavailableError(type(exc).__name__) from None
+        return int(meta.partition), int(meta.offset)
+
+
+# -- the HTTP server -------------------------------------------------------------------------------
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, outcome: str | None, body: dict[str, str]) -> None:
+        super().__init__(outcome or str(status))
+        self.status = status
+        self.outcome = outcome
+        self.body = body
+
+
+_NOT_FOUND = {"error": "not_found"}
+_UNAUTHORIZED = {"error": "unauthorized"}
+
+
+def _json(payload: dict[str, str], status: int) -> web.Response:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+class _RefuseProtocol(asyncio.Protocol):
+    """Closes a connection over the cap at once (no bytes read, nothing written)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()  # type: ignore[attr-defined]
+
+
+class IngressServer:
+    """The running ingress: ``port`` (bound), ``aclose()`` stops listening and ends requests."""
+
+    def __init__(
+        self,
+        settings: IngressSettings,
+        auth: IngressAuth,
+        writer: NotificationWriter,
+        metrics: BridgeMetrics,
+        *,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._s = settings
+        self._auth = auth
+        self._writer = writer
+        self._metrics = metrics
+        self._clock_ms = clock_ms
+        self._runner: web.AppRunner | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self.refused_connections = 0
+        prefix = NOTIFICATIONS_PATH
+        self._token_prefix = prefix + "/" if auth.path_token is not None else None
+
+    async def start(self) -> IngressServer:
+        s = self._s
+        app = web.Application(
+            middlewares=[self._hardened],
+            client_max_size=s.max_body_bytes,
+            handler_args={
+                "max_field_size": 8 * 1024,
+                "max_line_size": 8 * 1024,
+                # From the connection's start until a request's headers are complete (aiohttp
+                # >= 3.10 runs it for a fresh connection): bounds slow headers.
+                "keepalive_timeout": s.body_timeout_s,
+            },
+        )
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        server = runner.server
+        assert server is not None
+        cap = s.max_connections
+
+        def factory() -> asyncio.BaseProtocol:
+            if len(server.connections) >= cap:
+                self.refused_connections += 1
+                return _RefuseProtocol()
+            return server()
+
+        try:
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(
+                factory, s.host, s.port, reuse_address=True, backlog=128
+            )
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info("notification ingress listening on port %d", self.port)
+        return self
+
+    async def aclose(self) -> None:
+        """Stop accepting connections, give running requests a moment, close the rest."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+
+    # -- request handling ---------------------------------------------------------------------
+
+    @web.middleware
+    async def _hardened(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+        except Exception:
+            log.exception("notification ingress failed on a request")
+            response = _json({"error": "internal"}, 500)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.force_close()
+        return response
+
+    def _route(self, request: web.Request) -> None:
+        """404/405 unless this is ``POST`` to the notifications path (with the right token)."""
+        path = request.rel_url.raw_path
+        if self._token_prefix is None:
+            if path != NOTIFICATIONS_PATH:
+                raise _Reject(404, None, _NOT_FOUND)
+        else:
+            if not path.startswith(self._token_prefix):
+                raise _Reject(404, None, _NOT_FOUND)
+            given = path[len(self._token_prefix) :].encode("utf-8", "surrogateescape")
+            assert self._auth.path_token is not None
+            if not hmac.compare_digest(given, self._auth.path_token):
+                raise _Reject(404, "unauthorized" if request.method == "POST" else None, _NOT_FOUND)
+        if request.method != "POST":
+            raise _Reject(405, None, {"error": "method_not_allowed"})
+
+    def _authenticate(self, request: web.Request) -> None:
+        expected = self._auth.secret
+        if expected is None:
+            return
+        given = request.headers.get(self._s.secret_header)
+        raw = given.encode("utf-8", "surrogateescape") if given is not None else b""
+        # Both compared even when the header is missing: the same work, the same answer.
+        if not hmac.compare_digest(raw, expected) or given is None:
+            raise _Reject(401, "unauthorized", _UNAUTHORIZED)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self._s.max_body_bytes
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise _Reject(413, "too_large", {"error": "too_large"})
+        ctype = request.headers.get("Content-Type")
+        if ctype is not None and (
+            request.content_type != "application/json"
+            or (request.charset or "utf-8").lower() not in ("utf-8", "utf8")
+        ):
+            raise _Reject(
+                415,
+                "malformed",
+                {"error": "malformed", "reason": DeadLetterReason.UNSUPPORTED_CONTENT_TYPE.value},
+            )
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self._s.body_timeout_s):
+                while True:
+                    chunk = await request.content.read(_READ_CHUNK)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > limit:
+                        raise _Reject(413, "too_large", {"error": "too_large"})
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise _Reject(408, "timeout", {"error": "timeout"}) from None
+        return b"".join(chunks)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        received_ms = self._clock_ms()
+        try:
+            self._route(request)
+            self._authenticate(request)
+            body = await self._read_body(request)
+            try:
+                n = parse_notification(body)
+            except NotificationError as exc:
+                status = 400 if exc.outcome == "malformed" else 422
+                payload = {"error": exc.outcome, "reason": exc.reason}
+                if exc.field is not None:
+                    payload["field"] = exc.field
+                raise _Reject(status, exc.outcome, payload) from None
+            try:
+                partition, offset = await self._writer.store(n, body, received_ms)
+            except StoreTooLargeError:
+                raise _Reject(413, "too_large", {"error": "too_large"}) from None
+            except StoreUnavailableError as exc:
+                log.warning(
+                    "notification not stored: Kafka unavailable",
+                    extra={
+                        "outcome": "kafka_unavailable",
+                        "order_id": n.order_id,
+                        "notification_id": n.notification_id,
+                        "error": str(exc),
+                    },
+                )
+                response = _json({"error": "unavailable"}, 503)
+                response.headers["Retry-After"] = str(self._s.retry_after_s)
+                self._metrics.notification_received("kafka_unavailable")
+                return response
+        except _Reject as reject:
+            if reject.outcome is not None:
+                self._metrics.notification_received(reject.outcome)
+                log.info(
+                    "notification rejected",
+                    extra={
+                        "outcome": reject.outcome,
+                        "status": reject.status,
+                        "reason": reject.body.get("reason"),
+                        "remote": request.remote,
+                    },
+                )
+            response = _json(reject.body, reject.status)
+            if reject.status == 405:
+                response.headers["Allow"] = "POST"
+            return response
+        seconds = time.monotonic() - started
+        self._metrics.notification_received("accepted")
+        self._metrics.notification_stored(seconds)
+        log.info(
+            "notification accepted",
+            extra={
+                "outcome": "accepted",
+                "order_id": n.order_id,
+                "notification_id": n.notification_id,
+                "partition": partition,
+                "offset": offset,
+                "duration_ms": round(seconds * 1000, 1),
+            },
+        )
+        return _json({"status": "accepted"}, 200)
+
+
+async def start_ingress_server(
+    settings: IngressSettings,
+    auth: IngressAuth,
+    writer: NotificationWriter,
+    metrics: BridgeMetrics,
+) -> IngressServer:
+    """Start listening on ``settings.host:port``; a port in use is a ConfigError."""
+    server = IngressServer(settings, auth, writer, metrics)
+    try:
+        return await server.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"BRIDGE_INGRESS__HOST/BRIDGE_INGRESS__PORT: cannot listen on "
+            f"{settings.host}:{settings.port} ({exc.strerror or type(exc).__name__}); "
+            "choose a free port"
+        ) from None
