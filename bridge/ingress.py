@@ -79,6 +79,7 @@ _PATH_TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 _SCOPE = re.compile(SCOPE_PATTERN)
 _READ_CHUNK: Final = 64 * 1024
 _SHUTDOWN_TIMEOUT_S: Final = 2.0
+_LINGER_S: Final = 1.0
 
 H_CONTENT_TYPE: Final = "content-type"
 H_ORDER_ID: Final = "norce.order.id"
@@ -370,6 +371,9 @@ class IngressServer:
                 # From the connection's start until a request's headers are complete (aiohttp
                 # >= 3.10 runs it for a fresh connection): bounds slow headers.
                 "keepalive_timeout": s.body_timeout_s,
+                # After an answer to an unread body (413, 408): discard what still arrives
+                # for at most this long, so the client can read the answer, then close.
+                "lingering_time": _LINGER_S,
             },
         )
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -433,8 +437,9 @@ class IngressServer:
             if path != NOTIFICATIONS_PATH:
                 raise _Reject(404, None, _NOT_FOUND)
         else:
-            if not path.startswith(self._token_prefix):
+            if path != NOTIFICATIONS_PATH and not path.startswith(self._token_prefix):
                 raise _Reject(404, None, _NOT_FOUND)
+            # /notifications without a token is counted too (a sender configured without it).
             given = path[len(self._token_prefix) :].encode("utf-8", "surrogateescape")
             assert self._auth.path_token is not None
             if not hmac.compare_digest(given, self._auth.path_token):
