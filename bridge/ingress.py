@@ -360,6 +360,12 @@ class IngressServer:
         prefix = NOTIFICATIONS_PATH
         self._token_prefix = prefix + "/" if auth.path_token is not None else None
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (at most ``max_connections``)."""
+        runner = self._runner
+        return 0 if runner is None or runner.server is None else len(runner.server.connections)
+
     async def start(self) -> IngressServer:
         s = self._s
         app = web.Application(

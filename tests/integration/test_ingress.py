@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -187,8 +188,9 @@ def _chunked_post(port: int, total: int) -> bytes:
 
 
 async def test_every_rejection_is_answered_counted_and_writes_nothing(
-    kafka_bootstrap: str,
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     async with (
         running_ingress(kafka_bootstrap, max_body_bytes=8192) as ing,
         httpx.AsyncClient(base_url=ing.url) as http,
@@ -260,6 +262,18 @@ async def test_every_rejection_is_answered_counted_and_writes_nothing(
         r = await post(ok, _secret())
         assert r.status_code == 200
         assert len(await ing.topic()) == 1
+        # Logged as structured lines with the outcome; never a secret, never a hostile id.
+        rejected = [r for r in caplog.records if r.getMessage() == "notification rejected"]
+        assert len(rejected) == 4 + 2 + 4 + 3 + len(hostile)
+        assert {getattr(r, "outcome", None) for r in rejected} == {
+            "unauthorized",
+            "too_large",
+            "malformed",
+            "invalid",
+        }
+        assert SECRET not in caplog.text
+        assert "s3cret-webhook-value-0124" not in caplog.text
+        assert "X-Injected" not in caplog.text
 
 
 async def test_a_wrong_path_token_looks_like_a_missing_path(kafka_bootstrap: str) -> None:
@@ -343,10 +357,7 @@ async def test_connections_over_the_cap_are_closed_at_once(kafka_bootstrap: str)
         idle = [socket.create_connection(("127.0.0.1", ing.port)) for _ in range(2)]
         try:
             await poll_until(
-                lambda: (
-                    ing.service.server is not None
-                    and len(ing.service.server._runner.server.connections) == 2
-                ),  # type: ignore[union-attr]
+                lambda: ing.service.server is not None and ing.service.server.open_connections == 2,
                 10,
                 "two idle connections",
             )
