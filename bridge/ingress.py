@@ -38,7 +38,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
@@ -58,6 +58,7 @@ __all__ = [
     "IngressAuth",
     "IngressServer",
     "NotificationError",
+    "NotificationStore",
     "NotificationWriter",
     "StoreTooLargeError",
     "StoreUnavailableError",
@@ -278,6 +279,14 @@ def notifications_producer_config(settings: BridgeSettings) -> dict[str, Any]:
     }
 
 
+class NotificationStore(Protocol):
+    """Where accepted deliveries go (:class:`NotificationWriter`: the notifications topic)."""
+
+    async def store(self, n: StoredNotification, body: bytes, received_ms: int) -> tuple[int, int]:
+        """(partition, offset) once durable; else StoreUnavailableError/StoreTooLargeError."""
+        ...
+
+
 class NotificationWriter:
     """Writes one delivery to the notifications topic and waits for the acknowledgement."""
 
@@ -343,7 +352,7 @@ class IngressServer:
         self,
         settings: IngressSettings,
         auth: IngressAuth,
-        writer: NotificationWriter,
+        writer: NotificationStore,
         metrics: BridgeMetrics,
         *,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
@@ -563,7 +572,7 @@ class IngressServer:
 async def start_ingress_server(
     settings: IngressSettings,
     auth: IngressAuth,
-    writer: NotificationWriter,
+    writer: NotificationStore,
     metrics: BridgeMetrics,
 ) -> IngressServer:
     """Start listening on ``settings.host:port``; a port in use is a ConfigError."""
