@@ -36,6 +36,7 @@ from bridge.codec import AvroCodec
 from bridge.config import BridgeSettings
 from bridge.errors import ConfigError, SchemaLoadError
 from bridge.health import HealthServer, start_health_server
+from bridge.ingress import load_ingress_auth
 from bridge.kafka_clients import kafka_client_options
 from bridge.metrics import BridgeMetrics
 from bridge.norce import NorceClient
@@ -250,6 +251,8 @@ async def build_service(
         key = api_key or load_secret(
             settings.norce.api_key, settings.norce.api_key_file, variable="BRIDGE_NORCE__API_KEY"
         )
+        # Before connecting to anything: a bad webhook secret fails start-up at once.
+        ingress_auth = load_ingress_auth(settings.ingress) if settings.ingress.enabled else None
         registry = CollectorRegistry()
         p = settings.processing
         metrics = BridgeMetrics(
@@ -324,7 +327,7 @@ async def build_service(
         )
         # The notification ingress and relay (BRIDGE_INGRESS__*): their own port, producer and
         # consumer group; closed before the runtime's clients (the stack unwinds in reverse).
-        notifications = await start_notifications(settings, options, metrics)
+        notifications = await start_notifications(settings, options, metrics, auth=ingress_auth)
         if notifications is not None:
             stack.push_async_callback(notifications.aclose)
         state.runtime = runtime

@@ -33,6 +33,7 @@ from bridge.deadletter import STAGE_PARSE, dead_letter
 from bridge.events import format_rfc3339
 from bridge.ingress import (
     H_RECEIVED_AT,
+    IngressAuth,
     IngressServer,
     NotificationError,
     NotificationWriter,
@@ -275,13 +276,24 @@ class NotificationService:
 
 
 async def start_notifications(
-    settings: BridgeSettings, options: dict[str, Any], metrics: BridgeMetrics
+    settings: BridgeSettings,
+    options: dict[str, Any],
+    metrics: BridgeMetrics,
+    *,
+    auth: IngressAuth | None = None,
 ) -> NotificationService | None:
-    """Start what ``BRIDGE_INGRESS__*`` enables (None: neither the ingress nor the relay)."""
+    """Start what ``BRIDGE_INGRESS__*`` enables (None: neither the ingress nor the relay).
+
+    ``auth``: the secrets already read (the bridge reads them before connecting to Kafka, so a
+    bad secret fails start-up at once); read here when not given.
+    """
     s = settings.ingress
     if not s.enabled and not s.relay_enabled():
         return None
-    auth = load_ingress_auth(s) if s.enabled else None
+    if s.enabled and auth is None:
+        auth = load_ingress_auth(s)
+    if not s.enabled:
+        auth = None
     producer = AIOKafkaProducer(**notifications_producer_config(settings), **options)
     await producer.start()
     service = NotificationService(producer)

@@ -400,7 +400,9 @@ async def test_broker_down_is_503_then_2xx_once_back(tmp_path: Path) -> None:
     await asyncio.to_thread(broker.start)
     try:
         async with (
-            running_ingress(broker.bootstrap_servers, ack_timeout_s=2.0, retry_after_s=7) as ing,
+            running_ingress(
+                broker.bootstrap_servers, ack_timeout_s=2.0, retry_after_s=7, relay=True
+            ) as ing,
             httpx.AsyncClient(base_url=ing.url, timeout=30) as http,
         ):
             first = delivery("n-before")
@@ -428,6 +430,15 @@ async def test_broker_down_is_503_then_2xx_once_back(tmp_path: Path) -> None:
             values = [rec.raw for rec in await ing.topic()]
             assert first in values
             assert down in values
+            # The relay lived through the restart too: both became commands.
+            deadline = time.monotonic() + 120
+            while True:
+                commands = await ing.topic(ing.settings.topics.commands)
+                ids = {json.loads(c.raw or b"")["commandId"].split("-")[2] for c in commands}
+                if {"before", "down"} <= ids:
+                    break
+                assert time.monotonic() < deadline, f"relayed after the restart: {ids}"
+                await asyncio.sleep(0.5)
     finally:
         await asyncio.to_thread(broker.cleanup)
 
@@ -602,7 +613,8 @@ async def test_kill_9_during_a_burst_loses_no_acknowledged_delivery(
         finally:
             proc.kill() if not proc.exited else None
             if restarted is not None:
-                await restarted.stop(30)
+                # SIGTERM: the drain closes the ingress and its producer too; a clean exit.
+                assert await restarted.stop(30) == 0, restarted.log_tail()
         records = await read_topic(
             kafka_bootstrap, notifications, CODEC, t.partitions, raw=True, timeout_s=60
         )

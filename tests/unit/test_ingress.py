@@ -6,6 +6,7 @@ in ``tests/integration/test_ingress.py``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -320,3 +321,17 @@ def test_notification_metrics_are_pre_created_and_closed() -> None:
         m.notification_received("bogus")
     with pytest.raises(ValueError, match="unknown relay outcome"):
         m.notification_relayed("bogus")
+
+
+async def test_a_bad_webhook_secret_fails_start_up_before_kafka() -> None:
+    from bridge.app import build_service
+    from bridge.config import BridgeSettings, KafkaSettings
+
+    settings = BridgeSettings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1", startup_deadline_s=60),
+        ingress=IngressSettings(enabled=True, secret=SecretStr("short")),
+    )
+    with pytest.raises(ConfigError, match="BRIDGE_INGRESS__SECRET"):
+        await asyncio.wait_for(
+            build_service(settings, api_key=SecretStr("k"), start_http=False), 10
+        )
