@@ -55,7 +55,7 @@ def _delivery(nid: str, order_id: str, pad: int) -> bytes:
 # -- the server (child process) ------------------------------------------------------------------
 
 
-async def _serve(bootstrap: str, topic: str) -> None:
+async def _serve(bootstrap: str, topic: str, linger_ms: int) -> None:
     from prometheus_client import CollectorRegistry
     from pydantic import SecretStr
 
@@ -80,6 +80,7 @@ async def _serve(bootstrap: str, topic: str) -> None:
             port=0,
             secret=SecretStr(SECRET),
             relay=False,
+            linger_ms=linger_ms,
         ),
     )
     await ensure_topics(settings, {})
@@ -168,9 +169,9 @@ async def _count(bootstrap: str, topic: str, partitions: int) -> int:
     return sum((await end_offsets(bootstrap, topic, partitions)).values())
 
 
-def _spawn(bootstrap: str, topic: str) -> subprocess.Popen[str]:
+def _spawn(bootstrap: str, topic: str, linger_ms: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, __file__, "--serve", bootstrap, topic],
+        [sys.executable, __file__, "--serve", bootstrap, topic, str(linger_ms)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -182,7 +183,7 @@ async def _main(args: argparse.Namespace) -> int:
 
     with broker(lambda text: print(f"[localkafka] {text}", file=sys.stderr)) as bootstrap:
         topic = unique("bench-ingress")
-        child = await asyncio.to_thread(_spawn, bootstrap, topic)
+        child = await asyncio.to_thread(_spawn, bootstrap, topic, args.linger_ms)
         try:
             assert child.stdout is not None
             line = await asyncio.to_thread(child.stdout.readline)
@@ -196,6 +197,7 @@ async def _main(args: argparse.Namespace) -> int:
             print(
                 f"ingress benchmark: {args.deliveries} deliveries per run, body "
                 f"{len(_delivery('x', 'o_x', args.pad))} bytes, rounds {args.rounds}, "
+                f"linger_ms {args.linger_ms}, "
                 f"load {os.getloadavg()[0]:.2f}"
             )
             for r in range(args.rounds):
@@ -220,8 +222,8 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
-        asyncio.run(_serve(sys.argv[2], sys.argv[3]))
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        asyncio.run(_serve(sys.argv[2], sys.argv[3], int(sys.argv[4])))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=2000, help="per run (default 2000)")
@@ -230,6 +232,9 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions")
     parser.add_argument("--pad", type=int, default=1500, help="padding bytes in each order")
+    parser.add_argument(
+        "--linger-ms", type=int, default=0, help="BRIDGE_INGRESS__LINGER_MS (default 0)"
+    )
     parser.add_argument("--quick", action="store_true", help="200 deliveries, concurrency 4")
     args = parser.parse_args()
     if args.quick:

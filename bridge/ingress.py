@@ -273,7 +273,7 @@ def notifications_producer_config(settings: BridgeSettings) -> dict[str, Any]:
         "client_id": f"{k.client_id}-notifications",
         "enable_idempotence": True,
         "acks": "all",
-        "linger_ms": k.linger_ms,
+        "linger_ms": settings.ingress.linger_ms,
         "request_timeout_ms": k.request_timeout_ms,
         "max_request_size": max(1_048_576, settings.ingress.max_body_bytes + 64 * 1024),
     }
