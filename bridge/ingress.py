@@ -392,7 +392,10 @@ class IngressServer:
             },
         )
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
+        # On close, running deliveries get the time to be stored and answered.
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=s.ack_timeout_s + _SHUTDOWN_TIMEOUT_S
+        )
         await runner.setup()
         server = runner.server
         assert server is not None

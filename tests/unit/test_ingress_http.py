@@ -214,3 +214,24 @@ async def test_a_port_in_use_is_a_config_error(ingress: Running) -> None:
     )
     with pytest.raises(ConfigError, match="BRIDGE_INGRESS__HOST/BRIDGE_INGRESS__PORT"):
         await start_ingress_server(settings, IngressAuth(SECRET, None), MemoryStore(), metrics)
+
+
+async def test_closing_stops_accepting_but_answers_running_deliveries(ingress: Running) -> None:
+    ingress.store.gate = asyncio.Event()
+    post = asyncio.create_task(ingress.http.post("/notifications", content=OK, headers=headers()))
+    await asyncio.wait_for(ingress.store.entered.wait(), 10)
+    closing = asyncio.create_task(ingress.server.aclose())
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:  # the listening socket goes away first
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", ingress.server.port)
+        except OSError:
+            break
+        writer.close()
+        assert asyncio.get_running_loop().time() < deadline, "still accepting connections"
+        await asyncio.sleep(0.02)
+    assert not post.done()
+    ingress.store.gate.set()
+    assert (await post).status_code == 200
+    await asyncio.wait_for(closing, 10)
+    assert len(ingress.store.stored) == 1
