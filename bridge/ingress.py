@@ -47,6 +47,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLarge
 from bridge.commands import MAX_SCOPE_LENGTH, SCOPE_PATTERN
 from bridge.config import MIN_INGRESS_SECRET_LENGTH, BridgeSettings, IngressSettings
 from bridge.errors import ConfigError, InvalidCommandError, InvalidOrderIdError
+from bridge.health import _QuietProtocolErrors
 from bridge.jsonstrict import JsonInputError, loads_strict
 from bridge.metrics import BridgeMetrics
 from bridge.order_ids import is_header_value, validate_order_id
@@ -393,8 +394,13 @@ class IngressServer:
         )
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # On close, running deliveries get the time to be stored and answered.
+        # No access log (the path carries the token); malformed requests logged at DEBUG
+        # without their bytes (the health server's protocol logger).
         runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=s.ack_timeout_s + _SHUTDOWN_TIMEOUT_S
+            app,
+            access_log=None,
+            shutdown_timeout=s.ack_timeout_s + _SHUTDOWN_TIMEOUT_S,
+            logger=_QuietProtocolErrors(log, {}),
         )
         await runner.setup()
         server = runner.server
@@ -445,6 +451,7 @@ class IngressServer:
             response = _json({"error": "internal"}, 500)
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Server"] = "norce-order-bridge"  # not aiohttp's version
         response.force_close()
         return response
 

@@ -276,7 +276,10 @@ async def test_every_rejection_is_answered_counted_and_writes_nothing(
         assert "X-Injected" not in caplog.text
 
 
-async def test_a_wrong_path_token_looks_like_a_missing_path(kafka_bootstrap: str) -> None:
+async def test_a_wrong_path_token_looks_like_a_missing_path(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     async with (
         running_ingress(kafka_bootstrap, secret=None, path_token=TOKEN) as ing,
         httpx.AsyncClient(base_url=ing.url) as http,
@@ -303,6 +306,21 @@ async def test_a_wrong_path_token_looks_like_a_missing_path(kafka_bootstrap: str
         r = await http.post(ing.path(), content=body, params={"any": "query"})
         assert r.status_code == 200
         assert [rec.raw for rec in await ing.topic()] == [body]
+
+        # A malformed request line carrying the token: answered 400 by aiohttp, not logged.
+        def bad_request() -> bytes:
+            with socket.create_connection(("127.0.0.1", ing.port)) as sock:
+                sock.sendall(f"POST /notifications/{TOKEN} HTTP/1.1\r\nno colon\r\n\r\n".encode())
+                return _recv_all(sock, 10)[0]
+
+        answer = await asyncio.to_thread(bad_request)
+        assert answer.split(b" ")[1] == b"400", answer[:80]
+        server_side = [r for r in caplog.records if r.name.startswith(("bridge", "aiohttp"))]
+        assert server_side
+        for record in server_side:  # (the test's own HTTP client logs its URLs: not checked)
+            assert TOKEN not in record.getMessage()
+            assert TOKEN not in (record.exc_text or "")
+            assert TOKEN not in str(record.__dict__)
 
 
 # -- slow clients ----------------------------------------------------------------------------------

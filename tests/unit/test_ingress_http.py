@@ -98,6 +98,7 @@ async def test_accepted_after_the_store_answered(ingress: Running) -> None:
     assert (r.status_code, r.json()) == (200, {"status": "accepted"})
     assert r.headers["X-Content-Type-Options"] == "nosniff"
     assert r.headers["Connection"] == "close"
+    assert r.headers["Server"] == "norce-order-bridge"
     [(n, body, received)] = ingress.store.stored
     assert (n.notification_id, n.order_id, body) == ("n-1", "o_1", OK)
     assert received > 1_700_000_000_000
