@@ -36,11 +36,11 @@ from bridge.codec import AvroCodec
 from bridge.config import BridgeSettings
 from bridge.errors import ConfigError, SchemaLoadError
 from bridge.health import HealthServer, start_health_server
-from bridge.ingress import load_ingress_auth
 from bridge.kafka_clients import kafka_client_options
 from bridge.metrics import BridgeMetrics
 from bridge.norce import NorceClient
 from bridge.norce_http import NorceHttpClient, http_client_from_settings
+from bridge.notification import load_ingress_auth
 from bridge.notify_relay import NotificationService, start_notifications
 from bridge.processor import Processor, check_record_limits
 from bridge.runtime import Runtime

@@ -32,18 +32,20 @@ from bridge.config import BridgeSettings
 from bridge.deadletter import STAGE_PARSE, dead_letter
 from bridge.events import format_rfc3339
 from bridge.ingress import (
-    H_RECEIVED_AT,
-    IngressAuth,
     IngressServer,
-    NotificationError,
     NotificationWriter,
-    StoredNotification,
-    load_ingress_auth,
     notifications_producer_config,
-    parse_notification,
     start_ingress_server,
 )
 from bridge.metrics import BridgeMetrics
+from bridge.notification import (
+    H_RECEIVED_AT,
+    IngressAuth,
+    NotificationError,
+    StoredNotification,
+    load_ingress_auth,
+    parse_notification,
+)
 from bridge.outputs import SourceRecord
 
 __all__ = [

@@ -18,14 +18,14 @@ from pydantic import SecretStr
 
 from bridge.config import IngressSettings, load_settings
 from bridge.errors import ConfigError
-from bridge.ingress import (
+from bridge.metrics import BridgeMetrics
+from bridge.notification import (
     MAX_NOTIFICATION_ID_LENGTH,
     NotificationError,
     load_ingress_auth,
     notification_headers,
     parse_notification,
 )
-from bridge.metrics import BridgeMetrics
 from bridge.notify_relay import command_id, received_at_ms, refresh_command
 
 SECRET = "s3cret-webhook-value-0123"

@@ -19,14 +19,13 @@ from prometheus_client import CollectorRegistry
 from bridge.config import IngressSettings
 from bridge.errors import ConfigError
 from bridge.ingress import (
-    IngressAuth,
     IngressServer,
-    StoredNotification,
     StoreTooLargeError,
     StoreUnavailableError,
     start_ingress_server,
 )
 from bridge.metrics import BridgeMetrics
+from bridge.notification import IngressAuth, StoredNotification
 
 SECRET = b"s3cret-webhook-value-0123"
 TOKEN = b"tok_0123456789abcdefXYZ"
