@@ -40,6 +40,8 @@ from bridge.kafka_clients import kafka_client_options
 from bridge.metrics import BridgeMetrics
 from bridge.norce import NorceClient
 from bridge.norce_http import NorceHttpClient, http_client_from_settings
+from bridge.notification import load_ingress_auth
+from bridge.notify_relay import NotificationService, start_notifications
 from bridge.processor import Processor, check_record_limits
 from bridge.runtime import Runtime
 from bridge.secret_files import load_secret
@@ -80,6 +82,12 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
         t.results: {},
         t.dlq: {"retention.ms": str(30 * 24 * 3600 * 1000)},
     }
+    ingress = settings.ingress
+    if ingress.enabled or ingress.relay_enabled():
+        # Room for a body of max_body_bytes with its headers (Kafka's default is ~1 MiB).
+        wanted[t.notifications] = {
+            "max.message.bytes": str(max(1_048_588, ingress.max_body_bytes + 64 * 1024))
+        }
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         client_id=f"{settings.kafka.client_id}-admin",
@@ -213,6 +221,7 @@ class Service:
     stack: contextlib.AsyncExitStack
     http: NorceHttpClient | None = None
     state: _Health | None = None
+    notifications: NotificationService | None = None
 
     async def aclose(self) -> None:
         await self.stack.aclose()
@@ -242,6 +251,8 @@ async def build_service(
         key = api_key or load_secret(
             settings.norce.api_key, settings.norce.api_key_file, variable="BRIDGE_NORCE__API_KEY"
         )
+        # Before connecting to anything: a bad webhook secret fails start-up at once.
+        ingress_auth = load_ingress_auth(settings.ingress) if settings.ingress.enabled else None
         registry = CollectorRegistry()
         p = settings.processing
         metrics = BridgeMetrics(
@@ -314,8 +325,23 @@ async def build_service(
             kafka_options=options,
             circuit=circuit,
         )
+        # The notification ingress and relay (BRIDGE_INGRESS__*): their own port, producer and
+        # consumer group; closed before the runtime's clients (the stack unwinds in reverse).
+        notifications = await start_notifications(settings, options, metrics, auth=ingress_auth)
+        if notifications is not None:
+            stack.push_async_callback(notifications.aclose)
         state.runtime = runtime
-        return Service(settings, runtime, metrics, registry, health, stack, http=http, state=state)
+        return Service(
+            settings,
+            runtime,
+            metrics,
+            registry,
+            health,
+            stack,
+            http=http,
+            state=state,
+            notifications=notifications,
+        )
     except BaseException:
         await stack.aclose()
         raise
@@ -327,6 +353,7 @@ async def run_service(settings: BridgeSettings) -> int:
     tune_gc(settings.runtime, service.metrics)
     loop = asyncio.get_running_loop()
     signals_seen = 0
+    drains: list[asyncio.Task[None]] = []
 
     def on_signal(signame: str) -> None:
         nonlocal signals_seen
@@ -336,6 +363,9 @@ async def run_service(settings: BridgeSettings) -> int:
             os._exit(130)
         log.info("signal received: draining", extra={"signal": signame})
         service.runtime.stop()
+        if service.notifications is not None:
+            # Stop taking deliveries at once (running ones finish: stored, then answered).
+            drains.append(asyncio.create_task(service.notifications.aclose()))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
@@ -373,5 +403,8 @@ async def run_service(settings: BridgeSettings) -> int:
                 **service.metrics.gc_pauses.summary(),
             },
         )
+        for drain in drains:
+            with contextlib.suppress(Exception):
+                await drain
         await service.aclose()
     return code

@@ -16,6 +16,9 @@ __all__ = [
     "COMMAND_DURATION_BUCKETS",
     "E2E_LATENCY_BUCKETS",
     "EVENT_LOOP_LAG_BUCKETS",
+    "NOTIFICATION_INGRESS_BUCKETS",
+    "NOTIFICATION_OUTCOMES",
+    "RELAY_OUTCOMES",
     "Collectors",
     "register_collectors",
 ]
@@ -35,6 +38,18 @@ E2E_LATENCY_BUCKETS: Final = (
 EVENT_LOOP_LAG_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+# 1 ms .. 30 s: a delivery is answered once Kafka acknowledged it (acks=all), bounded by
+# BRIDGE_INGRESS__ACK_TIMEOUT_S (max 300 s).
+NOTIFICATION_INGRESS_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+NOTIFICATION_OUTCOMES: Final = (
+    "accepted", "unauthorized", "too_large", "malformed", "invalid", "timeout",
+    "kafka_unavailable",
+)  # fmt: skip
+"""``outcome`` of ``norce_bridge_notifications_received_total`` (bridge.ingress)."""
+RELAY_OUTCOMES: Final = ("relayed", "invalid")
+"""``outcome`` of ``norce_bridge_notifications_relayed_total`` (bridge.notify_relay)."""
 # 50 us .. 1 s: a young collection takes microseconds, a full one of a large heap tens of ms.
 
 
@@ -66,6 +81,9 @@ class Collectors:
     lease_age: Gauge
     lease_lost: Counter
     commands_abandoned: Counter
+    notifications_received: Counter
+    notification_ingress_seconds: Histogram
+    notifications_relayed: Counter
 
 
 def register_collectors(registry: CollectorRegistry) -> Collectors:
@@ -211,6 +229,25 @@ def register_collectors(registry: CollectorRegistry) -> Collectors:
         " (the partition's new owner runs them).",
         registry=registry,
     )
+    notifications_received = Counter(
+        f"{ns}_notifications_received",
+        "Notification deliveries answered by the ingress, by outcome (accepted: stored in Kafka).",
+        ["outcome"],
+        registry=registry,
+    )
+    notification_ingress_seconds = Histogram(
+        f"{ns}_notification_ingress_seconds",
+        "Time from receiving an accepted notification delivery to Kafka's acknowledgement.",
+        buckets=NOTIFICATION_INGRESS_BUCKETS,
+        registry=registry,
+    )
+    notifications_relayed = Counter(
+        f"{ns}_notifications_relayed",
+        "Stored notifications handled by the relay: relayed as RefreshOrder, or invalid"
+        " (dead-lettered).",
+        ["outcome"],
+        registry=registry,
+    )
     return Collectors(
         build_info=build_info,
         commands=commands,
@@ -236,4 +273,7 @@ def register_collectors(registry: CollectorRegistry) -> Collectors:
         lease_age=lease_age,
         lease_lost=lease_lost,
         commands_abandoned=commands_abandoned,
+        notifications_received=notifications_received,
+        notification_ingress_seconds=notification_ingress_seconds,
+        notifications_relayed=notifications_relayed,
     )

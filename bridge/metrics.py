@@ -33,6 +33,8 @@ from bridge.metric_collectors import (
     COMMAND_DURATION_BUCKETS,
     E2E_LATENCY_BUCKETS,
     EVENT_LOOP_LAG_BUCKETS,
+    NOTIFICATION_OUTCOMES,
+    RELAY_OUTCOMES,
     register_collectors,
 )
 from bridge.metric_labels import (
@@ -144,6 +146,13 @@ class BridgeMetrics:
             state: c.circuit_state.labels(state=state) for state in CIRCUIT_STATES
         }
         self.set_circuit(CircuitState.CLOSED)
+        self._notifications: dict[str, Counter] = {
+            outcome: c.notifications_received.labels(outcome=outcome)
+            for outcome in NOTIFICATION_OUTCOMES
+        }
+        self._relayed: dict[str, Counter] = {
+            outcome: c.notifications_relayed.labels(outcome=outcome) for outcome in RELAY_OUTCOMES
+        }
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -295,3 +304,23 @@ class BridgeMetrics:
     def command_abandoned(self) -> None:
         """Count one command abandoned because its partition was lost."""
         self._c.commands_abandoned.inc()
+
+    # -- notification ingress and relay ---------------------------------------------------------
+
+    def notification_received(self, outcome: str) -> None:
+        """Count one delivery answered by the ingress (outcomes: ``NOTIFICATION_OUTCOMES``)."""
+        child = self._notifications.get(outcome)
+        if child is None:  # not an outcome the ingress emits: never a new series
+            raise ValueError(f"unknown notification outcome {outcome!r}")
+        child.inc()
+
+    def notification_stored(self, seconds: float) -> None:
+        """Observe request received -> Kafka acknowledged for one accepted delivery."""
+        self._c.notification_ingress_seconds.observe(max(seconds, 0.0))
+
+    def notification_relayed(self, outcome: str) -> None:
+        """Count one stored notification handled by the relay (``relayed`` or ``invalid``)."""
+        child = self._relayed.get(outcome)
+        if child is None:
+            raise ValueError(f"unknown relay outcome {outcome!r}")
+        child.inc()

@@ -25,6 +25,7 @@ from bridge.commands import DeleteOrder, SetOrderState, parse_command
 from bridge.config import RetrySettings
 from bridge.errors import InvalidCommandError, NorceInvalidRequestError
 from bridge.events import OUTCOMES, CommandOutcome
+from bridge.metric_collectors import NOTIFICATION_OUTCOMES, RELAY_OUTCOMES
 from bridge.metrics import BridgeMetrics
 from bridge.norce import NorceClient
 from bridge.norce_http import NorceHttpClient
@@ -204,6 +205,10 @@ async def test_metrics_pre_create_exactly_the_label_values_the_code_emits() -> N
             (("topic", o.kind.role),) for d in done for o in d.outputs
         },
         "norce_bridge_circuit_state": {(("state", s),) for s in await circuit_states()},
+        # Every outcome is driven through the real ingress and relay in
+        # tests/integration/test_ingress.py (which checks the counters).
+        "norce_bridge_notifications_received": {(("outcome", o),) for o in NOTIFICATION_OUTCOMES},
+        "norce_bridge_notifications_relayed": {(("outcome", o),) for o in RELAY_OUTCOMES},
     }
     exported = pre_created()
     assert set(exported) == set(can_occur) | {BUILD_INFO}, "a labelled metric is unclassified"
