@@ -22,7 +22,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-__all__ = ["HealthServer", "HealthState", "start_health_server"]
+__all__ = ["HealthServer", "HealthState", "QuietProtocolErrors", "start_health_server"]
 
 _log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class HealthState(Protocol):
         ...
 
 
-class _QuietProtocolErrors(logging.LoggerAdapter[logging.Logger]):
+class QuietProtocolErrors(logging.LoggerAdapter[logging.Logger]):
     """aiohttp's protocol logger: malformed requests at DEBUG, without the request's bytes.
 
     aiohttp logs a request it cannot parse at ERROR (or DEBUG) with a traceback that quotes
@@ -161,7 +161,7 @@ async def start_health_server(
         app,
         access_log=None,
         shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
-        logger=_QuietProtocolErrors(_log, {}),
+        logger=QuietProtocolErrors(_log, {}),
     )
     await runner.setup()
     try:

@@ -45,7 +45,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLarge
 
 from bridge.config import BridgeSettings, IngressSettings
 from bridge.errors import ConfigError
-from bridge.health import _QuietProtocolErrors
+from bridge.health import QuietProtocolErrors
 from bridge.metrics import BridgeMetrics
 from bridge.notification import (
     IngressAuth,
@@ -223,7 +223,7 @@ class IngressServer:
             app,
             access_log=None,
             shutdown_timeout=s.ack_timeout_s + _SHUTDOWN_TIMEOUT_S,
-            logger=_QuietProtocolErrors(log, {}),
+            logger=QuietProtocolErrors(log, {}),
         )
         await runner.setup()
         server = runner.server
