@@ -317,22 +317,27 @@ async def read_dead_letters(
     consumer = _dlq_consumer(settings, options)
     await consumer.start()
     try:
-        found = consumer.partitions_for_topic(topic)
-        if not found:
-            await consumer.force_metadata_update()
-            found = consumer.partitions_for_topic(topic)
-        if not found:
+        if topic not in await consumer.topics():
             raise ConfigError(f"dlq: topic {topic!r} does not exist (BRIDGE_TOPICS__DLQ, --topic)")
-        wanted = sorted(found if partitions is None else set(found) & set(partitions))
+        # Without a group a subscription is assigned every partition once the topic's
+        # metadata is known: the public way to learn them.
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + timeout_s
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"dlq: no metadata for {topic!r} within {timeout_s}s")
+            await asyncio.sleep(0.05)
+        found = {tp.partition for tp in consumer.assignment()}
+        wanted = sorted(found if partitions is None else found & set(partitions))
         tps = [TopicPartition(topic, p) for p in wanted]
         if not tps:
             return []
+        consumer.unsubscribe()
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         remaining = {tp for tp in tps if ends[tp] > 0}
         letters: list[DeadLetter] = []
-        deadline = time.monotonic() + timeout_s
         while remaining:
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
