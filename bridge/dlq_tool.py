@@ -151,10 +151,10 @@ class DeadLetter:
         """Why this dead letter cannot be replayed as it was received (None: it can)."""
         if not self.value:
             return "no_value"
-        if self.truncated or self._get("__bridge.dlq.original.key.size") is not None:
-            return "truncated"
         if self.headers_dropped:
             return "headers_dropped"
+        if self.truncated or self._get("__bridge.dlq.original.key.size") is not None:
+            return "truncated"
         return None
 
     def summary(self) -> dict[str, Any]:
