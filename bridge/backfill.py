@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from bridge.config import BridgeSettings
@@ -43,6 +44,7 @@ __all__ = [
     "check_order_ids",
     "check_reason",
     "check_scope",
+    "check_topic",
     "parse_since",
     "refresh_command",
     "refresh_record",
@@ -57,6 +59,8 @@ DEFAULT_PAGE_SIZE = 100
 """Orders per list request: the simulator's maximum (the reference documents none)."""
 MAX_PENDING_SENDS = 20_000
 """Sends in flight before the listing waits for their acknowledgements (bounds memory)."""
+MAX_FAILED_SENDS = 100
+"""Failed sends after which the command stops (the broker is not taking them)."""
 
 Headers = list[tuple[str, bytes]]
 
@@ -92,6 +96,26 @@ def check_scope(merchant: str, channel: str) -> tuple[str, str]:
     except InvalidCommandError as exc:
         raise ConfigError(f"refresh: {exc.message}") from None
     return merchant, channel
+
+
+async def check_topic(
+    settings: BridgeSettings, options: dict[str, Any], topic: str, variable: str
+) -> None:
+    """ConfigError unless ``topic`` exists: a producer would wait for its metadata on every
+    send (``request_timeout_ms`` each) instead of failing."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        client_id=f"{settings.kafka.client_id}-admin",
+        request_timeout_ms=settings.kafka.request_timeout_ms,
+        **options,
+    )
+    await admin.start()
+    try:
+        exists = topic in set(await admin.list_topics())
+    finally:
+        await admin.close()
+    if not exists:
+        raise ConfigError(f"topic {topic!r} does not exist ({variable} or --topic)")
 
 
 def parse_since(text: str) -> datetime:
@@ -281,6 +305,10 @@ class _Enqueuer:
         name = type(exc).__name__
         self.summary.errors[name] = self.summary.errors.get(name, 0) + 1
 
+    @property
+    def given_up(self) -> bool:
+        return self.summary.failed >= MAX_FAILED_SENDS
+
 
 async def run_refresh(
     settings: BridgeSettings,
@@ -302,6 +330,7 @@ async def run_refresh(
     )
     producer: AIOKafkaProducer | None = None
     if not request.dry_run:
+        await check_topic(settings, kafka_options, topic, "BRIDGE_TOPICS__COMMANDS")
         producer = build_producer(settings, kafka_options)
         await producer.start()
     enqueuer = _Enqueuer(producer, topic, summary)
@@ -322,6 +351,8 @@ async def run_refresh(
             await _refresh_all(settings, request, api_key(), summary, enqueuer, command, progress)
         else:
             for order_id in request.order_ids:
+                if enqueuer.given_up:
+                    break
                 summary.listed += 1
                 await enqueuer.send(command(order_id))
                 progress.update(summary.listed)
@@ -375,6 +406,9 @@ async def _refresh_all(
                 total=total if isinstance(total, int) and request.since is None else None,
             )
             offset += len(orders)
+            if enqueuer.given_up:
+                summary.list_error = f"stopped after {summary.failed} failed sends"
+                return
             if reached_older or len(orders) < request.page_size:
                 return
             if isinstance(total, int) and offset >= total:

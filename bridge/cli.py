@@ -294,6 +294,7 @@ def _dlq(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
     from bridge import dlq_tool
+    from bridge.backfill import check_topic
     from bridge.errors import ConfigError
     from bridge.startup import EXIT_CONFIG, EXIT_FAILURE, EXIT_UNAVAILABLE
 
@@ -368,11 +369,14 @@ def _dlq(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("dlq replay: nothing replayed", file=sys.stderr)
             return EXIT_FAILURE
+
+    async def republish() -> None:
+        await check_topic(settings, options, to_topic, "BRIDGE_TOPICS__COMMANDS")
+        await dlq_tool.replay(settings, options, plan, dlq_topic=dlq_topic, topic=to_topic)
+
     try:
         if plan.replayable:
-            asyncio.run(
-                dlq_tool.replay(settings, options, plan, dlq_topic=dlq_topic, topic=to_topic)
-            )
+            asyncio.run(republish())
     except KafkaError as exc:
         raise ConfigError(f"dlq replay: Kafka failed ({type(exc).__name__})") from None
     counts = plan.counts()

@@ -189,3 +189,22 @@ async def test_dlq_list_show_replay_round_trip(kafka_bootstrap: str) -> None:
             assert sum(1 for n, _ in rec.headers if n == "norce.redrive.at") == 1
             assert rec.raw_key in (a.encode(), b.encode())
             assert json.loads(rec.raw or b"")["type"] == "SetOrderState"
+
+
+async def test_dlq_on_a_missing_topic_is_one_line_and_exit_2(kafka_bootstrap: str) -> None:
+    """A DLQ topic that does not exist: one line naming it and the setting, exit code 2."""
+    env = clean_env(BRIDGE_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap)
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [console_script(), "dlq", "list", "--topic", "no-such-dlq-topic", "--timeout", "20"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "order-bridge: dlq: topic 'no-such-dlq-topic' does not exist (BRIDGE_TOPICS__DLQ, --topic)"
+    ]

@@ -167,7 +167,8 @@ async def test_refresh_refuses_hostile_order_ids_and_dry_run_sends_nothing(
     kafka_bootstrap: str,
 ) -> None:
     """A hostile order id is refused before anything is sent (exit 2, named on stderr);
-    `--dry-run` counts without sending; `--since` without `--all` is a usage error."""
+    `--since` without `--all` is a usage error; a missing topic fails at once (exit 2) instead
+    of every send waiting for its metadata; `--dry-run` counts without sending."""
     topics = fresh_topics("refresh-bad", PARTITIONS)
     await create_topics(kafka_bootstrap, topics)
     async with simulator() as sim:
@@ -181,6 +182,10 @@ async def test_refresh_refuses_hostile_order_ids_and_dry_run_sends_nothing(
         proc = await _refresh(env, "--order-id", good, "--since", "2026-01-01")
         assert proc.returncode == 2
         assert "--since needs --all" in proc.stderr
+        missing = f"{topics.commands}-missing"
+        proc = await _refresh(env, "--order-id", good, "--topic", missing, "--timeout", "10")
+        assert proc.returncode == 2, proc.stderr
+        assert f"topic {missing!r} does not exist" in proc.stderr
         proc = await _refresh(env, "--all", "--dry-run")
         assert proc.returncode == 0, proc.stderr
         summary = json.loads(proc.stdout)
