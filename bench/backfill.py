@@ -120,6 +120,10 @@ class _Topics:
         while not done():
             if time.monotonic() - started > timeout_s:
                 raise SystemExit(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            dead = [r for r in self.reader.records if r.topic == self.topics.dlq]
+            if dead:
+                reasons = Counter(r.header_map().get("__connect.errors.reason") for r in dead)
+                raise SystemExit(f"the bridge dead-lettered commands: {dict(reasons)}")
             await self.reader.poll(500)
         return time.monotonic() - started
 
