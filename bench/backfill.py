@@ -174,6 +174,8 @@ async def bench(args: argparse.Namespace) -> int:
                         sim.url,
                         API_KEY,
                         processing__max_in_flight=args.max_in_flight,
+                        # topics beyond the harness's five (a state topic) are the bridge's own
+                        topics__create_missing="true",
                         log_level="INFO",
                     ),
                     workdir / "bridge.log",
