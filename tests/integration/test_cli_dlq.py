@@ -1,12 +1,14 @@
 """``order-bridge dlq list|show|replay`` through the console script, over dead letters written
 by the real bridge (poison records, and API rejections scripted in the simulator), on the real
 broker: filters, redaction, the replay round trip (rejected -> cause fixed -> replayed ->
-applied -> replayed again -> already_applied), --dry-run and the no-terminal refusal."""
+applied -> replayed again -> already_applied), --dry-run, the confirmation on a terminal
+(declined: nothing sent) and the refusal without one."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 from typing import Any
 
@@ -48,6 +50,29 @@ async def _dlq(bridge: Bridge, *args: str) -> subprocess.CompletedProcess[str]:
         cwd="/",
         stdin=subprocess.DEVNULL,
     )
+
+
+async def _replay_on_a_terminal(
+    bridge: Bridge, answer: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``dlq replay`` with a pseudo-terminal as stdin, ``answer`` typed in advance."""
+    controller, terminal = os.openpty()
+    try:
+        os.write(controller, answer.encode())
+        return await asyncio.to_thread(
+            subprocess.run,
+            [console_script(), "dlq", "replay", *args],
+            env=_env(bridge),
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd="/",
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
 
 
 def _lines(text: str) -> list[dict[str, Any]]:
@@ -149,6 +174,10 @@ async def test_dlq_list_show_replay_round_trip(kafka_bootstrap: str) -> None:
         refused = await _dlq(bridge, "replay", "--reason", "api_rejected")
         assert refused.returncode == 2
         assert "--yes" in refused.stderr
+        declined = await _replay_on_a_terminal(bridge, "n\n", "--reason", "api_rejected")
+        assert declined.returncode == 1, declined.stderr
+        assert "Replay 2 dead letters from" in declined.stdout
+        assert "nothing replayed" in declined.stderr
         dry = await _dlq(bridge, "replay", "--reason", "api_rejected", "--dry-run")
         assert dry.returncode == 0, dry.stderr
         assert dry.stdout.count("would replay") == 2
