@@ -295,7 +295,6 @@ def _dlq(args: argparse.Namespace) -> int:
 
     from bridge import dlq_tool
     from bridge.backfill import check_topic
-    from bridge.errors import ConfigError
     from bridge.startup import EXIT_CONFIG, EXIT_FAILURE, EXIT_UNAVAILABLE
 
     coordinates = dlq_tool.parse_coordinates(args.coordinates) if args.action == "show" else None
@@ -378,7 +377,11 @@ def _dlq(args: argparse.Namespace) -> int:
         if plan.replayable:
             asyncio.run(republish())
     except KafkaError as exc:
-        raise ConfigError(f"dlq replay: Kafka failed ({type(exc).__name__})") from None
+        return _fail(
+            f"dlq replay: Kafka failed ({type(exc).__name__}); nothing or part replayed: "
+            "check with dlq list and the commands topic before replaying again",
+            EXIT_UNAVAILABLE,
+        )
     counts = plan.counts()
     print(
         f"dlq replay: matched {counts['matched']}, replayed {counts['replayed']}, "
