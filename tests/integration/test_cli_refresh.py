@@ -168,7 +168,8 @@ async def test_refresh_refuses_hostile_order_ids_and_dry_run_sends_nothing(
 ) -> None:
     """A hostile order id is refused before anything is sent (exit 2, named on stderr);
     `--since` without `--all` is a usage error; a missing topic fails at once (exit 2) instead
-    of every send waiting for its metadata; `--dry-run` counts without sending."""
+    of every send waiting for its metadata; `--dry-run` counts without sending; an API error
+    while listing is a partial failure (exit 1, the summary says why, no key printed)."""
     topics = fresh_topics("refresh-bad", PARTITIONS)
     await create_topics(kafka_bootstrap, topics)
     async with simulator() as sim:
@@ -192,4 +193,14 @@ async def test_refresh_refuses_hostile_order_ids_and_dry_run_sends_nothing(
         assert summary["dry_run"]
         assert summary["enqueued"] == 1
         assert "would enqueue 1" in proc.stderr
+        sim.app.set_faults(
+            script=[{"method": "GET", "path_suffix": "/orders", "status": 400, "count": 1}]
+        )
+        proc = await _refresh(env, "--all")
+        assert proc.returncode == 1, proc.stderr
+        summary = json.loads(proc.stdout)
+        assert summary["enqueued"] == 0
+        assert "400" in summary["list_error"]
+        assert "listing stopped early" in proc.stderr
+        assert API_KEY not in proc.stdout + proc.stderr
     assert await _commands(kafka_bootstrap, topics) == []
