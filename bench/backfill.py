@@ -11,8 +11,8 @@ the same variables) and prints:
 * run 1: the refresh command's own time and rate (listing + enqueue, every ack awaited), and the
   time from its start until N snapshots (N distinct order keys) are on the snapshots topic;
 * run 2 (the same command again): how many snapshot records it added, how many events, and its
-  results by outcome (a refresh of an unchanged order is expected to re-publish the snapshot
-  and publish no event).
+  results by outcome (a refresh of an unchanged order publishes no event; whether it
+  re-publishes the snapshot is the bridge's RefreshOrder choice, which this run shows).
 
 Without RefreshOrder support in ``bridge.commands`` (it is built by another part of issue 14),
 or with ``--enqueue-only``, only the enqueue part runs (no bridge process): the refresh

@@ -479,7 +479,7 @@ order and publishes its snapshot (and an OrderStateChanged event if its state ch
 order's "created" by this command (the list API has no date filter). Every command is sent
 with the bridge's idempotent acks=all producer, and the summary comes once all are
 acknowledged. Safe to run twice: it enqueues again, and the bridge makes a refresh of an
-unchanged order a no-op (the snapshot is re-published, no event). Settings are the service's
+unchanged order a no-op (no event, result already_applied). Settings are the service's
 BRIDGE_* variables (Kafka incl. TLS/SASL, BRIDGE_TOPICS__COMMANDS, BRIDGE_NORCE__*).
 Exit codes: 0 all enqueued, 1 some not enqueued or listing failed part-way, 2 usage or
 configuration, 3 Kafka unreachable.
