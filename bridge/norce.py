@@ -1,6 +1,7 @@
 """Async client for the Norce Checkout Order Management API (v0), over an injected HTTP client.
 
-Only three operations are needed by the bridge: GET an order, PUT its state and DELETE it.
+Only three operations are needed by the bridge: GET an order, PUT its state and DELETE it;
+``list_orders`` (one page of the order list) serves ``order-bridge refresh --all``.
 
 * The HTTP client (``bridge.norce_http.build_http_client``) is built once per process by the
   composition root, which closes it; ``NorceClient`` sends prepared requests straight to the
@@ -76,6 +77,7 @@ _DEFAULT_RETRY = RetrySettings()
 ENDPOINT_GET_ORDER = "get_order"
 ENDPOINT_SET_STATE = "set_state"
 ENDPOINT_DELETE_ORDER = "delete_order"
+ENDPOINT_LIST_ORDERS = "list_orders"
 
 _CACHE_SIZE = 4096
 """Bound of each of the client's caches (headers, order paths, bodies); cleared when full."""
@@ -218,6 +220,46 @@ class NorceClient:
             "DELETE", ENDPOINT_DELETE_ORDER, path, merchant=merchant, channel=channel
         )
         return ApiResult(value=None, status=response.status_code, attempts=attempts)
+
+    async def list_orders(
+        self,
+        *,
+        merchant: str,
+        channel: str,
+        offset: int,
+        limit: int,
+        order_by: str = "created",
+        direction: str = "desc",
+    ) -> ApiResult[dict[str, Any]]:
+        """GET one page of ``/api/v0/checkout/orders``: ``{"data": [...], "pagination": {...}}``.
+
+        Used by ``order-bridge refresh --all`` (not by the service). The body is checked to be
+        an object with a ``data`` list; the orders in it are returned as served.
+        """
+        query = urllib.parse.urlencode(
+            {
+                "offset": int(offset),
+                "limit": int(limit),
+                "order_by": order_by,
+                "order_by_direction": direction,
+            }
+        )
+        response, attempts = await self._call(
+            "GET",
+            ENDPOINT_LIST_ORDERS,
+            f"{ORDERS_PATH}?{query}",
+            merchant=merchant,
+            channel=channel,
+        )
+        try:
+            data: Any = orjson.loads(response.content)
+        except ValueError as exc:
+            raise bad_body_error(ENDPOINT_LIST_ORDERS, response, attempts, "not JSON") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise bad_body_error(
+                ENDPOINT_LIST_ORDERS, response, attempts, "not an object with a data list"
+            )
+        return ApiResult(value=data, status=response.status_code, attempts=attempts)
 
     # ---------------------------------------------------------------- machinery
 
