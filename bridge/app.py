@@ -44,6 +44,7 @@ from bridge.processor import Processor, check_record_limits
 from bridge.runtime import Runtime
 from bridge.secret_files import load_secret
 from bridge.startup import KafkaStartupError, wait_for_kafka
+from bridge.state_store import check_partitions
 from bridge.tuning import tune_gc, warm_http_pool
 
 log = logging.getLogger("bridge.app")
@@ -79,6 +80,7 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
         t.events: {},
         t.results: {},
         t.dlq: {"retention.ms": str(30 * 24 * 3600 * 1000)},
+        t.order_state: {"cleanup.policy": "compact"},  # the order state store (internal)
     }
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka.bootstrap_servers,
@@ -91,6 +93,7 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
         missing = [name for name in wanted if name not in existing]
         if not missing:
             await _check_record_limits(admin, settings)
+            await _check_state_partitions(admin, settings)
             return []
         if not t.create_missing:
             raise ConfigError(
@@ -98,14 +101,23 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
                 + ", ".join(missing)
                 + " (create them, or set BRIDGE_TOPICS__CREATE_MISSING=true)"
             )
+        counts = await _partition_counts(admin, [t.commands])
+        # The state store needs as many partitions as the commands topic (bridge.state_store).
+        state_partitions = counts.get(t.commands) or t.partitions
         await admin.create_topics(
             [
-                NewTopic(name, t.partitions, t.replication_factor, topic_configs=wanted[name])
+                NewTopic(
+                    name,
+                    state_partitions if name == t.order_state else t.partitions,
+                    t.replication_factor,
+                    topic_configs=wanted[name],
+                )
                 for name in missing
             ]
         )
         log.info("created topics", extra={"topics": missing})
         await _check_record_limits(admin, settings)
+        await _check_state_partitions(admin, settings)
         return missing
     finally:
         await admin.close()
@@ -129,6 +141,26 @@ async def _dlq_max_message_bytes(admin: AIOKafkaAdminClient, topic: str) -> int 
                     with contextlib.suppress(ValueError):
                         return int(entry[1])
     return None
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partitions per existing topic (a topic the metadata does not show is left out)."""
+    try:
+        described = await admin.describe_topics(names)
+    except Exception:
+        return {}
+    return {
+        d["topic"]: len(d["partitions"])
+        for d in described
+        if isinstance(d, dict) and not d.get("error_code") and d.get("partitions")
+    }
+
+
+async def _check_state_partitions(admin: AIOKafkaAdminClient, settings: BridgeSettings) -> None:
+    """Refuse an order state topic with fewer partitions than the commands topic."""
+    t = settings.topics
+    counts = await _partition_counts(admin, [t.commands, t.order_state])
+    check_partitions(counts.get(t.order_state), counts.get(t.commands))
 
 
 async def _check_record_limits(admin: AIOKafkaAdminClient, settings: BridgeSettings) -> None:

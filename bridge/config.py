@@ -110,6 +110,8 @@ class TopicSettings(_Section):
     events: str = "norce.order.events"
     results: str = "norce.order.command-results"
     dlq: str = "norce.order.commands.dlq"
+    # The order state store (compacted, internal; as many partitions as the commands topic).
+    order_state: str = "norce.order.bridge-state"
     create_missing: bool = True
     partitions: int = Field(default=12, ge=1)
     replication_factor: int = Field(default=1, ge=1)

@@ -42,7 +42,7 @@ __all__ = [
 OTHER: Final = "other"
 UNKNOWN_TYPE: Final = "unknown"
 
-COMMAND_TYPES: Final[tuple[str, ...]] = ("SetOrderState", "DeleteOrder")
+COMMAND_TYPES: Final[tuple[str, ...]] = ("SetOrderState", "DeleteOrder", "RefreshOrder")
 # One outcome per handled record (a dead-lettered command is ``failed``; dead letters are
 # counted by reason in their own counter, so the outcomes sum to the records handled).
 COMMAND_OUTCOMES: Final[tuple[Outcome, ...]] = tuple(Outcome)
