@@ -106,7 +106,8 @@ def test_stale_read_publishes_nothing() -> None:
     """Fewer transitions than already published: an older snapshot is never published."""
     _, done = run(refresh(), [Fetched(ACCEPTED, 1)], known=known(published(PROCESSING)))
     assert done.outcome is Outcome.ALREADY_APPLIED
-    assert done.reason is not None and done.reason.startswith(STALE_REASON)
+    assert done.reason is not None
+    assert done.reason.startswith(STALE_REASON)
     assert kinds(done) == [OutputKind.RESULT]
     assert result(done)["currentStatus"] == "processing"
 
@@ -128,7 +129,9 @@ def test_404_publishes_tombstone_and_order_deleted() -> None:
     assert deleted["previousStatus"] == "accepted"
     assert deleted["alreadyDeleted"] is False
     state = new_order_state(done)
-    assert state is not None and state.deleted and state.status == "accepted"
+    assert state is not None
+    assert state.deleted
+    assert state.status == "accepted"
 
 
 def test_404_after_delete_publishes_nothing() -> None:
@@ -142,7 +145,8 @@ def test_order_reading_as_existing_after_its_tombstone_is_a_stale_read() -> None
     gone = OrderState.gone("accepted", now=NOW, command_id="d-1")
     _, done = run(refresh(), [Fetched(ACCEPTED, 1)], known=known(gone))
     assert done.outcome is Outcome.ALREADY_APPLIED
-    assert done.reason is not None and done.reason.startswith(STALE_REASON)
+    assert done.reason is not None
+    assert done.reason.startswith(STALE_REASON)
     assert kinds(done) == [OutputKind.RESULT]
 
 
@@ -181,7 +185,8 @@ def test_bridges_own_set_state_event_says_bridge_and_records_state() -> None:
     _, done = run(set_state("accepted"), [Fetched(before, 1), *_put_then(ACCEPTED)])
     assert one(done, OutputKind.EVENT)["source"] == "bridge"
     state = new_order_state(done)
-    assert state is not None and (state.status, state.transitions) == ("accepted", 2)
+    assert state is not None
+    assert (state.status, state.transitions) == ("accepted", 2)
 
 
 def _put_then(after: dict[str, Any]) -> list[Any]:
@@ -266,7 +271,7 @@ def test_state_record_goes_last_to_the_source_partition(codec: AvroCodec) -> Non
     topics = {"snapshot": "s", "event": "e", "result": "r", "dlq": "d", ORDER_STATE_TOPIC: "st"}
     records = encode_outputs(done, topics, codec, state_partition=SRC.partition)
     assert [r[0] for r in records] == ["s", "e", "r", "st"]
-    topic, key, value, headers, partition = records[-1]
+    _, key, value, _, partition = records[-1]
     assert (key, partition) == (ORDER_ID.encode(), 3)
     assert decode_state(value) == new_order_state(done)
     assert all(r[4] is None for r in records[:-1])  # outputs keep the key partitioner
