@@ -22,6 +22,7 @@ from bridge_devkit.harness import (
 )
 from norce_simulator import SimulatorHandle
 
+from bridge.commands import AnyCommand
 from bridge.norce import order_path
 
 pytestmark = pytest.mark.broker
@@ -153,7 +154,7 @@ async def test_interleaved_set_state_and_refresh_keep_snapshots_monotonic(
         await bridge.all_handled()
         for o in orders[:6]:
             await external_change(sim, o, "processing")
-        batch = []
+        batch: list[AnyCommand] = []
         for i, o in enumerate(orders):
             # processing -> accepted after the external change, checkout -> processing otherwise
             target = "accepted" if i < 6 else "processing"
