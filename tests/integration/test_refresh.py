@@ -169,3 +169,32 @@ async def test_interleaved_set_state_and_refresh_keep_snapshots_monotonic(
         assert all(n == 1 for n in external.values()), external
         own = Counter(e["orderId"] for e in state_events(out) if e["source"] == "bridge")
         assert own == Counter(orders)  # one SetOrderState each, each announced once
+
+
+async def test_state_topic_gets_the_commands_partitions_and_fewer_are_refused(
+    kafka_bootstrap: str,
+) -> None:
+    """Created missing: as many partitions as the existing commands topic. Given with fewer:
+    start-up refuses with one line naming both counts."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from bridge_devkit.harness import make_settings
+
+    from bridge.app import ensure_topics
+    from bridge.errors import ConfigError
+
+    settings = make_settings(kafka_bootstrap, "http://127.0.0.1:9", partitions=12)
+    short = make_settings(kafka_bootstrap, "http://127.0.0.1:9", partitions=12)
+    t, s = settings.topics, short.topics
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(t.commands, 4, 1), NewTopic(s.commands, 3, 1), NewTopic(s.order_state, 2, 1)]
+        )
+        await ensure_topics(settings, {})
+        [described] = await admin.describe_topics([t.order_state])
+        assert len(described["partitions"]) == 4
+        with pytest.raises(ConfigError, match=r"order state topic has 2 partitions.*3"):
+            await ensure_topics(short, {})
+    finally:
+        await admin.close()
