@@ -278,3 +278,56 @@ def test_state_record_goes_last_to_the_source_partition(codec: AvroCodec) -> Non
     # without a store configured (or a partition), nothing extra
     plain = {k: v for k, v in topics.items() if k != ORDER_STATE_TOPIC}
     assert len(encode_outputs(done, plain, codec, state_partition=3)) == 3
+
+
+_REFRESH_BASE: dict[str, object] = {
+    "type": "RefreshOrder",
+    "commandId": "r-1",
+    "orderId": "o_abc",
+    "merchant": "norce",
+    "channel": "1",
+    "issuedAt": "2026-01-01T10:00:00Z",
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"reason": "notification"},
+        {"reason": "backfill run 7"},
+        {"reason": "x" * 200},
+        {"reason": "x" * 201},
+        {"reason": ""},
+        {"reason": " padded"},
+        {"reason": "tab\tinside"},
+        {"reason": "a\u2028b"},
+        {"state": "processing"},
+        {"expectedState": "accepted"},
+        {"expiresAt": "2026-01-01T10:05:00Z"},
+        {"correlationId": "n-1"},
+        {"orderId": "../x"},
+    ],
+)
+def test_refresh_json_avro_and_the_json_schema_agree(change: dict[str, object]) -> None:
+    """A RefreshOrder is accepted or refused alike as JSON, as Avro, and by the JSON Schema."""
+    import jsonschema
+
+    from bridge.commands import command_json_schema
+
+    codec = AvroCodec.load()
+    doc = {**_REFRESH_BASE, **change}
+    schema_ok = jsonschema.Draft202012Validator(command_json_schema()).is_valid(doc)
+
+    def accepted(value: bytes) -> bool:
+        try:
+            parse_command(value, [], codec=codec)
+        except InvalidCommandError:
+            return False
+        return True
+
+    json_ok = accepted(json.dumps(doc).encode())
+    assert json_ok == schema_ok, doc
+    record = dict.fromkeys(f["name"] for f in codec.parsed_schema("OrderCommand")["fields"])
+    record.update(doc)
+    assert accepted(codec.encode("OrderCommand", record)) == json_ok, doc
