@@ -143,17 +143,28 @@ async def _dlq_max_message_bytes(admin: AIOKafkaAdminClient, topic: str) -> int 
     return None
 
 
-async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
-    """Partitions per existing topic (a topic the metadata does not show is left out)."""
-    try:
-        described = await admin.describe_topics(names)
-    except Exception:
-        return {}
-    return {
-        d["topic"]: len(d["partitions"])
-        for d in described
-        if isinstance(d, dict) and not d.get("error_code") and d.get("partitions")
-    }
+async def _partition_counts(
+    admin: AIOKafkaAdminClient, names: list[str], *, wait_s: float = 10.0
+) -> dict[str, int]:
+    """Partitions per existing topic. A topic created a moment ago can show no partitions in
+    the metadata yet: asked again (bounded by ``wait_s``); one still not shown is left out."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            described = await admin.describe_topics(names)
+        except Exception:
+            described = []
+        counts = {
+            d["topic"]: len(d["partitions"])
+            for d in described
+            if isinstance(d, dict) and not d.get("error_code") and d.get("partitions")
+        }
+        unknown = {
+            d.get("topic") for d in described if isinstance(d, dict) and d.get("error_code") == 3
+        }  # UNKNOWN_TOPIC_OR_PARTITION: it does not exist, nothing to wait for
+        if set(names) <= set(counts) | unknown or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(0.2)  # metadata propagation after a create: re-ask, bounded
 
 
 async def _check_state_partitions(admin: AIOKafkaAdminClient, settings: BridgeSettings) -> None:

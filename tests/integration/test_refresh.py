@@ -7,6 +7,7 @@ order), exactly what a Norce notification would report. The bridge learns about 
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -192,8 +193,18 @@ async def test_state_topic_gets_the_commands_partitions_and_fewer_are_refused(
             [NewTopic(t.commands, 4, 1), NewTopic(s.commands, 3, 1), NewTopic(s.order_state, 2, 1)]
         )
         await ensure_topics(settings, {})
-        [described] = await admin.describe_topics([t.order_state])
-        assert len(described["partitions"]) == 4
+        counts: list[int] = []
+
+        async def state_partitions() -> bool:
+            [described] = await admin.describe_topics([t.order_state])
+            counts.append(len(described.get("partitions") or []))
+            return counts[-1] > 0
+
+        for _ in range(150):  # metadata propagation: re-ask, 30 s at most
+            if await state_partitions():
+                break
+            await asyncio.sleep(0.2)
+        assert counts[-1] == 4
         with pytest.raises(ConfigError, match=r"order state topic has 2 partitions.*3"):
             await ensure_topics(short, {})
     finally:
