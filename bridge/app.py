@@ -46,6 +46,7 @@ from bridge.processor import Processor, check_record_limits
 from bridge.runtime import Runtime
 from bridge.secret_files import load_secret
 from bridge.startup import KafkaStartupError, wait_for_kafka
+from bridge.state_store import check_partitions
 from bridge.tuning import tune_gc, warm_http_pool
 
 log = logging.getLogger("bridge.app")
@@ -81,6 +82,7 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
         t.events: {},
         t.results: {},
         t.dlq: {"retention.ms": str(30 * 24 * 3600 * 1000)},
+        t.order_state: {"cleanup.policy": "compact"},  # the order state store (internal)
     }
     ingress = settings.ingress
     if ingress.enabled or ingress.relay_enabled():
@@ -99,6 +101,7 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
         missing = [name for name in wanted if name not in existing]
         if not missing:
             await _check_record_limits(admin, settings)
+            await _check_state_partitions(admin, settings)
             return []
         if not t.create_missing:
             raise ConfigError(
@@ -106,14 +109,23 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
                 + ", ".join(missing)
                 + " (create them, or set BRIDGE_TOPICS__CREATE_MISSING=true)"
             )
+        counts = await _partition_counts(admin, [t.commands])
+        # The state store needs as many partitions as the commands topic (bridge.state_store).
+        state_partitions = counts.get(t.commands) or t.partitions
         await admin.create_topics(
             [
-                NewTopic(name, t.partitions, t.replication_factor, topic_configs=wanted[name])
+                NewTopic(
+                    name,
+                    state_partitions if name == t.order_state else t.partitions,
+                    t.replication_factor,
+                    topic_configs=wanted[name],
+                )
                 for name in missing
             ]
         )
         log.info("created topics", extra={"topics": missing})
         await _check_record_limits(admin, settings)
+        await _check_state_partitions(admin, settings)
         return missing
     finally:
         await admin.close()
@@ -137,6 +149,37 @@ async def _dlq_max_message_bytes(admin: AIOKafkaAdminClient, topic: str) -> int 
                     with contextlib.suppress(ValueError):
                         return int(entry[1])
     return None
+
+
+async def _partition_counts(
+    admin: AIOKafkaAdminClient, names: list[str], *, wait_s: float = 10.0
+) -> dict[str, int]:
+    """Partitions per existing topic. A topic created a moment ago can show no partitions in
+    the metadata yet: asked again (bounded by ``wait_s``); one still not shown is left out."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            described = await admin.describe_topics(names)
+        except Exception:
+            described = []
+        counts = {
+            d["topic"]: len(d["partitions"])
+            for d in described
+            if isinstance(d, dict) and not d.get("error_code") and d.get("partitions")
+        }
+        unknown = {
+            d.get("topic") for d in described if isinstance(d, dict) and d.get("error_code") == 3
+        }  # UNKNOWN_TOPIC_OR_PARTITION: it does not exist, nothing to wait for
+        if set(names) <= set(counts) | unknown or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(0.2)  # metadata propagation after a create: re-ask, bounded
+
+
+async def _check_state_partitions(admin: AIOKafkaAdminClient, settings: BridgeSettings) -> None:
+    """Refuse an order state topic with fewer partitions than the commands topic."""
+    t = settings.topics
+    counts = await _partition_counts(admin, [t.commands, t.order_state])
+    check_partitions(counts.get(t.order_state), counts.get(t.commands))
 
 
 async def _check_record_limits(admin: AIOKafkaAdminClient, settings: BridgeSettings) -> None:

@@ -7,6 +7,8 @@ Wire format (JSON, UTF-8, camelCase)::
      "expectedState": "processing", "expiresAt": "2026-11-27T10:05:00Z", "correlationId": "x"}
     {"type": "DeleteOrder", "commandId": "c-2", "orderId": "o_...", "merchant": "norce",
      "channel": "1", "issuedAt": "2026-11-27T10:00:00Z"}
+    {"type": "RefreshOrder", "commandId": "c-3", "orderId": "o_...", "merchant": "norce",
+     "channel": "1", "issuedAt": "2026-11-27T10:00:00Z", "reason": "notification"}
 
 The same commands may be Avro-encoded (``schemas/OrderCommand.avsc``, single-object encoding),
 told apart by a ``content-type`` of ``application/avro`` or ``application/vnd.apache.avro+binary``
@@ -61,6 +63,8 @@ JSON_CONTENT_TYPE = "application/json"
 AVRO_COMMAND_SCHEMA = "OrderCommand"
 MAX_ID_LENGTH = 128
 MAX_SCOPE_LENGTH = 64
+MAX_REASON_LENGTH = 200
+COMMAND_TYPES: Final = ("SetOrderState", "DeleteOrder", "RefreshOrder")
 
 # The published contract, as regular expressions the JSON Schema carries too (ECMA 262 and
 # Python agree on these). The validators below use the same expressions, so the schema and the
@@ -157,7 +161,7 @@ def _token_schema(limit: int, pattern: str) -> dict[str, Any]:
     return {"minLength": 1, "maxLength": limit, "pattern": pattern}
 
 
-class _CommandBase(BaseModel):
+class _BaseCommand(BaseModel):
     model_config = ConfigDict(
         frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
     )
@@ -179,9 +183,6 @@ class _CommandBase(BaseModel):
         json_schema_extra=_token_schema(MAX_SCOPE_LENGTH, SCOPE_PATTERN),
     )
     issued_at: Rfc3339 = Field(description="When the producer issued it (RFC 3339).")
-    expected_state: StrictStatus | None = Field(
-        default=None, description="Precondition: apply only if the order is in this state."
-    )
     expires_at: Rfc3339 | None = Field(
         default=None, description="Do not execute after this instant (RFC 3339)."
     )
@@ -217,6 +218,14 @@ class _CommandBase(BaseModel):
             raise ValueError(f"bad order id: {exc.message}") from None
 
 
+class _CommandBase(_BaseCommand):
+    """The commands that write to Norce: they may carry a precondition."""
+
+    expected_state: StrictStatus | None = Field(
+        default=None, description="Precondition: apply only if the order is in this state."
+    )
+
+
 class SetOrderState(_CommandBase):
     """Move an order to ``state`` (PUT state, then re-fetch)."""
 
@@ -230,8 +239,27 @@ class DeleteOrder(_CommandBase):
     type: Literal["DeleteOrder"] = "DeleteOrder"
 
 
-Command = Annotated[SetOrderState | DeleteOrder, Field(discriminator="type")]
-_ADAPTER: TypeAdapter[SetOrderState | DeleteOrder] = TypeAdapter(Command)
+class RefreshOrder(_BaseCommand):
+    """Re-read an order (GET, no write) and publish what changed since the bridge last published
+    it: its snapshot, and ``OrderStateChanged`` (``source=external``) when its status moved."""
+
+    type: Literal["RefreshOrder"] = "RefreshOrder"
+    reason: str | None = Field(
+        default=None,
+        description="Why the refresh was asked for (notification, backfill, manual, ...).",
+        json_schema_extra=_token_schema(MAX_REASON_LENGTH, ID_PATTERN),
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_token(cls, v: str | None) -> str | None:
+        return None if v is None else _check_token(v, "reason", MAX_REASON_LENGTH)
+
+
+AnyCommand = SetOrderState | DeleteOrder | RefreshOrder
+"""Every command type (the discriminated union's members)."""
+Command = Annotated[AnyCommand, Field(discriminator="type")]
+_ADAPTER: TypeAdapter[AnyCommand] = TypeAdapter(Command)
 
 
 def command_json_schema() -> dict[str, Any]:
@@ -305,7 +333,7 @@ def parse_command(
     *,
     codec: AvroCodec | None = None,
     max_bytes: int = 64 * 1024,
-) -> SetOrderState | DeleteOrder:
+) -> AnyCommand:
     """Parse one record value into a command or raise InvalidCommandError(reason, message).
 
     Never raises anything else, whatever the bytes and headers.
@@ -334,7 +362,7 @@ def parse_command(
     return _validate(raw)
 
 
-def _validate(raw: Any) -> SetOrderState | DeleteOrder:
+def _validate(raw: Any) -> AnyCommand:
     if not isinstance(raw, dict):
         raise InvalidCommandError(
             "not_an_object", f"command must be a JSON object, got {type(raw).__name__}"
@@ -342,7 +370,7 @@ def _validate(raw: Any) -> SetOrderState | DeleteOrder:
     kind = raw.get("type")
     if kind is None:
         raise InvalidCommandError("missing_field", "type: Field required")
-    if kind not in ("SetOrderState", "DeleteOrder"):
+    if kind not in COMMAND_TYPES:
         shown = (
             kind
             if isinstance(kind, str) and len(kind) <= 40 and not _has_surrogate(kind)
@@ -371,17 +399,17 @@ def decode_avro_command(value: bytes, codec: AvroCodec | None) -> dict[str, Any]
     return {k: v for k, v in record.items() if v is not None}
 
 
-def _parse_avro(value: bytes, codec: AvroCodec | None) -> SetOrderState | DeleteOrder:
+def _parse_avro(value: bytes, codec: AvroCodec | None) -> AnyCommand:
     # The same rules as JSON: a DeleteOrder carrying a state is an unknown field, not ignored.
     return _validate(decode_avro_command(value, codec))
 
 
-def command_to_json(command: SetOrderState | DeleteOrder) -> bytes:
+def command_to_json(command: AnyCommand) -> bytes:
     """Serialise a command to its JSON wire form (used by ``order-bridge send`` and tests)."""
     return command.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
-def command_to_avro_record(command: SetOrderState | DeleteOrder) -> dict[str, Any]:
+def command_to_avro_record(command: AnyCommand) -> dict[str, Any]:
     """The ``OrderCommand`` Avro record for a command."""
     data = command.model_dump(mode="json", by_alias=True)
     return {
@@ -395,6 +423,7 @@ def command_to_avro_record(command: SetOrderState | DeleteOrder) -> dict[str, An
         "expectedState": data.get("expectedState"),
         "expiresAt": data.get("expiresAt"),
         "correlationId": data.get("correlationId"),
+        "reason": data.get("reason"),
     }
 
 
@@ -405,9 +434,19 @@ def header_map(
     return {k: v for k, v in headers or ()}
 
 
-def is_expired(
-    command: SetOrderState | DeleteOrder, now: datetime, max_age_s: float | None
-) -> str | None:
+RECEIVED_AT_HEADER: Final = "norce.notification.received-at"
+"""When the ingress received the notification a RefreshOrder came from (ms since the epoch)."""
+
+
+def received_at_ms(headers: Sequence[tuple[str, bytes | None]] | None) -> int | None:
+    """The ``norce.notification.received-at`` header as milliseconds, None if absent or bad."""
+    value = header_map(headers).get(RECEIVED_AT_HEADER)
+    if not value or len(value) > 16 or not value.isdigit():
+        return None
+    return int(value)
+
+
+def is_expired(command: AnyCommand, now: datetime, max_age_s: float | None) -> str | None:
     """Why the command must not run any more (``expiresAt`` passed, or older than the max age)."""
     if command.expires_at is not None and now >= command.expires_at:
         return f"expired at {command.expires_at.isoformat()}"

@@ -112,6 +112,8 @@ class TopicSettings(_Section):
     dlq: str = "norce.order.commands.dlq"
     # Accepted Norce notification deliveries (bridge.ingress), relayed as RefreshOrder commands.
     notifications: str = "norce.order.notifications"
+    # The order state store (compacted, internal; as many partitions as the commands topic).
+    order_state: str = "norce.order.bridge-state"
     create_missing: bool = True
     partitions: int = Field(default=12, ge=1)
     replication_factor: int = Field(default=1, ge=1)

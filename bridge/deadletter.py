@@ -16,8 +16,7 @@ from typing import Any
 from bridge.codec import AvroCodec
 from bridge.commands import (
     AVRO_CONTENT_TYPES,
-    DeleteOrder,
-    SetOrderState,
+    AnyCommand,
     decode_avro_command,
     media_type,
 )
@@ -100,7 +99,7 @@ def dead_letter(
     now: datetime,
     http_status: int | None = None,
     attempts: int | None = None,
-    ids: Ids | SetOrderState | DeleteOrder | None = None,
+    ids: Ids | AnyCommand | None = None,
     message: str | None = None,
     max_bytes: int = MAX_DEAD_LETTER_BYTES,
 ) -> Output:
@@ -255,7 +254,7 @@ def invalid_record(
 
 
 def internal_failure(
-    cmd: SetOrderState | DeleteOrder,
+    cmd: AnyCommand,
     src: SourceRecord,
     exc: BaseException,
     *,

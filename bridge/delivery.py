@@ -131,8 +131,8 @@ class AtLeastOnce(_Commits):
         while True:
             try:
                 futs = [
-                    await self._producer.send(t, value=v, key=k, headers=h)
-                    for t, k, v, h in records
+                    await self._producer.send(t, value=v, key=k, headers=h, partition=p)
+                    for t, k, v, h, p in records
                 ]
                 await _all(futs)
                 break
@@ -253,7 +253,8 @@ class ExactlyOnce(_Commits):
                     await txn.producer.begin_transaction()
                     txn.open = True
                 futs = [
-                    await txn.producer.send(t, value=v, key=k, headers=h) for t, k, v, h in records
+                    await txn.producer.send(t, value=v, key=k, headers=h, partition=p)
+                    for t, k, v, h, p in records
                 ]
             except Exception as exc:
                 self._failed(part, txn, exc, "transactional send")

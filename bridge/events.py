@@ -31,6 +31,8 @@ __all__ = [
     "ORDER_SNAPSHOT_SCHEMA",
     "OUTCOMES",
     "SNAPSHOT_SCHEMA_VERSION",
+    "SOURCE_BRIDGE",
+    "SOURCE_EXTERNAL",
     "STATE_CHANGED_KIND",
     "STATE_CHANGED_SCHEMA",
     "CommandOutcome",
@@ -53,6 +55,8 @@ COMMAND_RESULT_SCHEMA: Final = "CommandResult"
 ORDER_COMMAND_SCHEMA: Final = "OrderCommand"
 
 STATE_CHANGED_KIND: Final = "state-changed"
+SOURCE_BRIDGE: Final = "bridge"
+SOURCE_EXTERNAL: Final = "external"
 DELETED_KIND: Final = "deleted"
 
 
@@ -115,8 +119,12 @@ def state_changed_event(
     transition_at: str | None,
     correlation_id: str | None,
     occurred_at: datetime,
+    source: str | None = SOURCE_BRIDGE,
 ) -> dict[str, Any]:
     """Build an ``OrderStateChanged`` record with ``eventId = f"{command_id}:state-changed"``.
+
+    ``source`` says who changed the state: :data:`SOURCE_BRIDGE` (a ``SetOrderState``) or
+    :data:`SOURCE_EXTERNAL` (a change made outside the bridge, seen by a ``RefreshOrder``).
 
     ``transition_at`` is normally ``latest_transition_at(order, new_status)`` of the
     re-fetched order. ``occurred_at`` should be the transition's own time when known, so that a
@@ -133,6 +141,7 @@ def state_changed_event(
         "commandId": command_id,
         "correlationId": correlation_id,
         "occurredAt": format_rfc3339(occurred_at),
+        "source": source,
     }
 
 

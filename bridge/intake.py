@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from bridge.circuit import CircuitBreaker
 from bridge.codec import AvroCodec
-from bridge.commands import DeleteOrder, SetOrderState, parse_command
+from bridge.commands import AnyCommand, parse_command
 from bridge.commits import Committer
 from bridge.config import Ordering, ProcessingSettings
 from bridge.errors import InvalidCommandError, RecordHandlingError
@@ -108,7 +108,7 @@ class Fetcher:
         src = SourceRecord(
             tp.topic, tp.partition, offset, rec.key, rec.value, headers, rec.timestamp
         )
-        command: SetOrderState | DeleteOrder | None = None
+        command: AnyCommand | None = None
         error: InvalidCommandError | None = None
         try:
             command = parse_command(

@@ -42,14 +42,20 @@ __all__ = [
 OTHER: Final = "other"
 UNKNOWN_TYPE: Final = "unknown"
 
-COMMAND_TYPES: Final[tuple[str, ...]] = ("SetOrderState", "DeleteOrder")
+COMMAND_TYPES: Final[tuple[str, ...]] = ("SetOrderState", "DeleteOrder", "RefreshOrder")
 # One outcome per handled record (a dead-lettered command is ``failed``; dead letters are
 # counted by reason in their own counter, so the outcomes sum to the records handled).
 COMMAND_OUTCOMES: Final[tuple[Outcome, ...]] = tuple(Outcome)
 # (type, outcome) pairs that can occur: a valid command of either type ends in any outcome; a
 # record whose type cannot be read (``unknown``) is always dead-lettered, so only ``failed``.
+# RefreshOrder has no precondition: it is never ``rejected``.
 COMMAND_LABELS: Final[tuple[tuple[str, Outcome], ...]] = (
-    *((t, o) for t in COMMAND_TYPES for o in Outcome),
+    *(
+        (t, o)
+        for t in COMMAND_TYPES
+        for o in Outcome
+        if not (t == "RefreshOrder" and o == Outcome.REJECTED)
+    ),
     (UNKNOWN_TYPE, Outcome.FAILED),
 )
 RETRY_REASONS: Final[tuple[str, ...]] = ("429", "5xx", "timeout", "connection")

@@ -58,6 +58,7 @@ from bridge.metric_labels import (
     status_class,
     template_endpoint,
 )
+from bridge.refresh_metrics import RefreshMetrics
 from bridge.vocabulary import CircuitState
 
 __all__ = [
@@ -119,6 +120,7 @@ class BridgeMetrics:
 
         self.gc_pauses = GcPauses()
         registry.register(self.gc_pauses)
+        self.refresh = RefreshMetrics(registry)  # RefreshOrder and the order state store
 
         # Pre-initialise exactly the label values that can occur, at zero, so rate() and the
         # alerts have a series from the start (tests/unit/test_vocabulary.py checks the sets).

@@ -13,14 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bridge.commands import DeleteOrder, SetOrderState
+from bridge.commands import AnyCommand, DeleteOrder, RefreshOrder, SetOrderState
 from bridge.errors import UnmappableOrderError
 from bridge.events import (
+    SOURCE_BRIDGE,
     SnapshotMappingError,
     command_result,
     order_deleted_event,
     state_changed_event,
 )
+from bridge.order_state import OrderState
 from bridge.snapshot import tagged_snapshot_from_order
 from bridge.vocabulary import DeadLetterReason, Outcome, OutputKind
 
@@ -31,6 +33,7 @@ __all__ = [
     "Output",
     "SourceRecord",
     "deleted_outputs",
+    "new_order_state",
     "record_key",
     "result_output",
     "snapshot_output",
@@ -38,7 +41,7 @@ __all__ = [
 ]
 
 Headers = list[tuple[str, bytes | None]]
-Command = SetOrderState | DeleteOrder
+Command = AnyCommand
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +59,17 @@ class SourceRecord:
 
 @dataclass(slots=True)
 class Output:
-    """One record to publish; ``value`` None is a tombstone, DLQ values are the raw bytes."""
+    """One record to publish; ``value`` None is a tombstone, DLQ values are the raw bytes.
+
+    ``state``: on a snapshot or tombstone, the order's state it publishes (written to the order
+    state store with it, :mod:`bridge.order_state`)."""
 
     kind: OutputKind
     key: bytes | None
     schema: str | None
     value: dict[str, Any] | bytes | None
     headers: Headers = field(default_factory=list)
+    state: OrderState | None = None
 
 
 @dataclass(slots=True)
@@ -172,15 +179,27 @@ def snapshot_output(cmd: Command, order: dict[str, Any], now: datetime) -> Outpu
         "OrderSnapshot",
         snap,
         Ids.of(cmd).headers("OrderSnapshot"),
+        OrderState.of_order(order, now=now, command_id=cmd.command_id),
     )
 
 
+def new_order_state(outcome: Disposition) -> OrderState | None:
+    """The order state a disposition publishes (its last snapshot's or tombstone's), if any."""
+    found: OrderState | None = None
+    for o in outcome.outputs:
+        if o.state is not None:
+            found = o.state
+    return found
+
+
 def state_event_output(
-    cmd: SetOrderState,
+    cmd: SetOrderState | RefreshOrder,
     previous: str | None,
     new: str,
     transition_at: str | None,
     occurred_at: datetime,
+    *,
+    source: str = SOURCE_BRIDGE,
 ) -> Output:
     """The ``OrderStateChanged`` event of a set-state command."""
     event = state_changed_event(
@@ -193,6 +212,7 @@ def state_event_output(
         transition_at=transition_at,
         correlation_id=cmd.correlation_id,
         occurred_at=occurred_at,
+        source=source,
     )
     return Output(
         OutputKind.EVENT,
@@ -204,9 +224,10 @@ def state_event_output(
 
 
 def deleted_outputs(
-    cmd: DeleteOrder, previous: str | None, *, already: bool, now: datetime
+    cmd: DeleteOrder | RefreshOrder, previous: str | None, *, already: bool, now: datetime
 ) -> list[Output]:
-    """The tombstone and the ``OrderDeleted`` event of a delete command."""
+    """The tombstone and the ``OrderDeleted`` event of a delete (or a refresh that found the
+    order gone)."""
     event = order_deleted_event(
         command_id=cmd.command_id,
         order_id=cmd.order_id,
@@ -219,7 +240,14 @@ def deleted_outputs(
     )
     ids = Ids.of(cmd)
     return [
-        Output(OutputKind.SNAPSHOT, record_key(cmd.order_id), None, None, ids.headers(None)),
+        Output(
+            OutputKind.SNAPSHOT,
+            record_key(cmd.order_id),
+            None,
+            None,
+            ids.headers(None),
+            OrderState.gone(previous, now=now, command_id=cmd.command_id),
+        ),
         Output(
             OutputKind.EVENT,
             record_key(cmd.order_id),

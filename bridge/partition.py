@@ -17,10 +17,11 @@ from datetime import datetime
 
 from aiokafka import TopicPartition
 
-from bridge.commands import DeleteOrder, SetOrderState
+from bridge.commands import AnyCommand
 from bridge.errors import InvalidCommandError
 from bridge.lease import MembershipLease
 from bridge.ledger import PartitionLedger
+from bridge.order_state import OrderState
 from bridge.processor import SourceRecord
 from bridge.scheduler import KeyScheduler
 from bridge.vocabulary import Outcome
@@ -36,7 +37,7 @@ class WorkItem:
     offset: int
     key: Hashable
     src: SourceRecord
-    command: SetOrderState | DeleteOrder | None
+    command: AnyCommand | None
     error: InvalidCommandError | None
     epoch: int
     suspect_since: datetime | None
@@ -62,6 +63,9 @@ class Partition:
     # offsets whose command has sent a write or started publishing: a revoke lets these finish
     # (bounded); every other task of the partition is cancelled at once.
     committed_to: set[int] = field(default_factory=set)
+    # order id -> what the bridge last published for it (restored from the order state store
+    # before the partition's first record runs; updated when a command's outputs are acked)
+    states: dict[str, OrderState] = field(default_factory=dict)
 
     def complete(self, offset: int) -> None:
         """``offset`` is done (its outputs are acknowledged or in the partition's transaction)."""

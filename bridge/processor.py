@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from bridge.codec import AvroCodec
-from bridge.commands import DeleteOrder, SetOrderState
+from bridge.commands import AnyCommand
 from bridge.deadletter import (
     MAX_DEAD_LETTER_BYTES,
     STAGE_API,
@@ -58,6 +58,7 @@ from bridge.decision.history import ReplayBook
 from bridge.errors import InvalidCommandError, NorceInvalidRequestError, NorceNotFoundError
 from bridge.lease import write_gate
 from bridge.lru import Lru
+from bridge.order_state import OrderState
 from bridge.outputs import Disposition, Headers, Ids, Output, SourceRecord
 from bridge.vocabulary import OutputKind
 
@@ -144,7 +145,7 @@ class OrderViews:
         return len(self._lru)
 
 
-def _okey(cmd: SetOrderState | DeleteOrder) -> OrderKey:
+def _okey(cmd: AnyCommand) -> OrderKey:
     return (cmd.merchant, cmd.channel, cmd.order_id)
 
 
@@ -182,19 +183,21 @@ class Processor:
 
     async def handle(
         self,
-        command: SetOrderState | DeleteOrder,
+        command: AnyCommand,
         src: SourceRecord,
         *,
         suspect_since: datetime | None = None,
         scope: Hashable = None,
         delete_note: tuple[str | None] | None = None,
         dispatched_at: datetime | None = None,
+        published: OrderState | None = None,
     ) -> Disposition:
         """Execute ``command``; ``suspect_since`` marks a possible replay (its window start).
 
         ``scope`` identifies the partition assignment the record came from, ``delete_note`` is
         a suspect delete's durably noted state, ``dispatched_at`` the read-before-write guard's
-        window: see :class:`bridge.decision.Known`. A systemic API error propagates (the runtime
+        window, ``published`` what the bridge last published for the order (the order state
+        store): see :class:`bridge.decision.Known`. A systemic API error propagates (the runtime
         holds the command); a PUT that succeeded before it is remembered.
         """
         okey = _okey(command)
@@ -213,6 +216,7 @@ class Processor:
             scope=scope,
             delete_note=delete_note,
             dispatched_at=dispatched_at,
+            published=published,
         )
         decision = Decision(command, src, known, self._replays, self._policy)
         action = decision.start()
@@ -225,9 +229,7 @@ class Processor:
         self._puts.pop(command.command_id)
         return action
 
-    async def _perform(
-        self, cmd: SetOrderState | DeleteOrder, action: Get | Put | Delete
-    ) -> Answer:
+    async def _perform(self, cmd: AnyCommand, action: Get | Put | Delete) -> Answer:
         """One API call; command faults become :class:`Refused`, anything else propagates."""
         scope = {"merchant": cmd.merchant, "channel": cmd.channel}
         try:
@@ -261,7 +263,7 @@ class Processor:
         )
 
     def internal_failure(
-        self, cmd: SetOrderState | DeleteOrder, src: SourceRecord, exc: BaseException
+        self, cmd: AnyCommand, src: SourceRecord, exc: BaseException
     ) -> Disposition:
         """A command that kept failing for an unexpected reason (retried first): dead letter."""
         return internal_failure(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
@@ -13,11 +14,16 @@ from bridge.delivery import Delivery, FatalRuntimeError
 from bridge.kafka_compat import fetch_committed_with_metadata
 from bridge.ledger import PartitionLedger
 from bridge.metrics import BridgeMetrics
+from bridge.order_state import OrderState
 from bridge.partition import Partition, RuntimeState, WorkItem
 from bridge.processor import Processor
+from bridge.state_store import Restored
 from bridge.vocabulary import COMMANDS_ROLE
 
 log = logging.getLogger("bridge.runtime")
+
+RestoreStates = Callable[[Sequence[int]], Awaitable[list[Restored]]]
+"""Restores the order state store's partitions (:func:`bridge.state_store.restore`)."""
 
 
 class Rebalancer:
@@ -31,7 +37,9 @@ class Rebalancer:
         processor: Processor,
         metrics: BridgeMetrics,
         revoke_deadline_s: float,
+        restore_states: RestoreStates | None = None,
     ) -> None:
+        self._restore_states = restore_states
         self._state = state
         self._consumer = consumer
         self._delivery = delivery
@@ -45,6 +53,31 @@ class Rebalancer:
         consumer = self._consumer
         new = sorted(tp for tp in assigned if tp not in state.parts)
         await self._delivery.open(new)  # exactly-once: fences a zombie owner first
+        # The order state store, read before any record of the partitions runs (after the
+        # fencing above: a zombie's open transaction is aborted, its end offset final).
+        restored: dict[int, dict[str, OrderState]] = {}
+        if self._restore_states is not None and new:
+            try:
+                started = time.monotonic()
+                done = await self._restore_states([tp.partition for tp in new])
+            except Exception as exc:
+                log.error("order state restore failed", extra={"error": repr(exc)})
+                self._state.die(FatalRuntimeError(f"order state restore failed: {exc!r}"))
+                return
+            restored = {r.partition: r.states for r in done}
+            self._metrics.refresh.restored(
+                time.monotonic() - started,
+                {r.partition: (r.records, len(r.states)) for r in done},
+            )
+            log.info(
+                "order state restored",
+                extra={
+                    "partitions": sorted(restored),
+                    "orders": sum(len(m) for m in restored.values()),
+                    "records": sum(r.records for r in done),
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+            )
         committed = await fetch_committed_with_metadata(consumer, new)
         # Records at or beyond today's end offset were never dispatched by anyone: not suspect.
         ends = await consumer.end_offsets(new) if new else {}
@@ -55,6 +88,7 @@ class Rebalancer:
             if ledger.seek_to is not None:
                 consumer.seek(tp, ledger.seek_to)
             part = Partition(tp, state.epoch, ledger, self._committer.on_recovered)
+            part.states = restored.get(tp.partition, {})
             state.parts[tp] = part
             if ledger.recovering:
                 log.info(
@@ -110,6 +144,7 @@ class Rebalancer:
         for part in parts:
             state.parts.pop(part.tp, None)
             self._metrics.forget_partition(COMMANDS_ROLE, part.tp.partition)
+            self._metrics.refresh.forget(part.tp.partition)
             await self._delivery.close_partition(part.tp)
         log.info(
             "partitions revoked",

@@ -40,7 +40,9 @@ from bridge.lease import MembershipLease, lease_margin_s
 from bridge.metrics import BridgeMetrics
 from bridge.partition import Partition, RuntimeState, WorkItem
 from bridge.processor import Processor
-from bridge.rebalance import RebalanceListener, Rebalancer
+from bridge.rebalance import RebalanceListener, Rebalancer, RestoreStates
+from bridge.settle import ORDER_STATE_TOPIC
+from bridge.state_store import restore
 from bridge.vocabulary import COMMANDS_ROLE, TOPIC_ROLES
 from bridge.worker import Worker
 
@@ -160,6 +162,7 @@ class Runtime:
                 metrics=self._metrics,
                 codec=self._codec,
                 is_ready=lambda: self.ready,
+                restore_states=functools.partial(restore, s, self._kafka_options),
             )
             consumer.subscribe([s.topics.commands], listener=RebalanceListener(session.rebalancer))
             self._state.broker_ok = True
@@ -195,6 +198,7 @@ class _Session:
         metrics: BridgeMetrics,
         codec: AvroCodec,
         is_ready: Callable[[], bool],
+        restore_states: RestoreStates | None = None,
     ) -> None:
         p = settings.processing
         self._state = state
@@ -221,6 +225,7 @@ class _Session:
                 "event": topics.events,
                 "result": topics.results,
                 "dlq": topics.dlq,
+                ORDER_STATE_TOPIC: topics.order_state,
             },
             delivery=delivery,
             committer=self.committer,
@@ -242,6 +247,7 @@ class _Session:
             processor=processor,
             metrics=metrics,
             revoke_deadline_s=p.revoke_deadline_s,
+            restore_states=restore_states,
         )
 
     async def run(self) -> None:

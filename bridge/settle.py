@@ -8,24 +8,36 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Final
 
 from bridge.codec import AvroCodec
 from bridge.metrics import BridgeMetrics
-from bridge.outputs import Disposition
+from bridge.outputs import Disposition, new_order_state
 from bridge.vocabulary import Outcome, OutputKind
 
 log = logging.getLogger("bridge.runtime")
 
-EncodedRecord = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
+EncodedRecord = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]], int | None]
+"""(topic, key, value, headers, partition): partition None = the producer's partitioner."""
+
+ORDER_STATE_TOPIC: Final = "order_state"
+"""The key of the order state store's topic in the ``topics`` mapping."""
 
 
 def encode_outputs(
-    outcome: Disposition, topics: Mapping[str, str], codec: AvroCodec
+    outcome: Disposition,
+    topics: Mapping[str, str],
+    codec: AvroCodec,
+    *,
+    state_partition: int | None = None,
 ) -> list[EncodedRecord]:
-    """The records to publish for ``outcome``: (topic, key, value, headers) each.
+    """The records to publish for ``outcome``: (topic, key, value, headers, partition) each.
 
     Tombstones stay None and dead letters keep the original bytes; everything else is encoded
-    with its Avro schema (a value the schema cannot carry raises).
+    with its Avro schema (a value the schema cannot carry raises). When the outcome publishes
+    an order's snapshot or tombstone and ``topics`` names the order state store, the order's new
+    state record goes last, to partition ``state_partition`` (the command's source partition,
+    :mod:`bridge.order_state`).
     """
     out: list[EncodedRecord] = []
     for o in outcome.outputs:
@@ -35,7 +47,13 @@ def encode_outputs(
             raise ValueError(f"a {o.kind} output without a schema")
         else:
             value = codec.encode(o.schema, o.value)
-        out.append((topics[o.kind], o.key, value, o.headers))
+        out.append((topics[o.kind], o.key, value, o.headers, None))
+    state = new_order_state(outcome)
+    state_topic = topics.get(ORDER_STATE_TOPIC)
+    if state is not None and state_topic is not None and state_partition is not None:
+        headers: list[tuple[str, bytes | None]] = [("norce.command.id", state.command_id.encode())]
+        key = next((o.key for o in outcome.outputs if o.state is not None), None)
+        out.append((state_topic, key, state.encode(), headers, state_partition))
     return out
 
 

@@ -19,12 +19,14 @@ from datetime import UTC, datetime
 
 from bridge.circuit import CircuitBreaker
 from bridge.codec import AvroCodec
+from bridge.commands import RefreshOrder, received_at_ms
 from bridge.commits import Committer
 from bridge.delivery import Delivery, FatalRuntimeError
 from bridge.errors import NorceApiError
 from bridge.lease import LeaseLost, write_gate
 from bridge.logs import command_id_var, correlation_id_var, order_id_var
 from bridge.metrics import BridgeMetrics
+from bridge.outputs import new_order_state
 from bridge.partition import Partition, RuntimeState, WorkItem
 from bridge.processor import Outcome, Processor
 from bridge.settle import EncodedRecord, account_outcome, encode_outputs
@@ -73,11 +75,14 @@ class Worker:
             if outcome is None or not state.live(item, part):
                 return
             try:
-                records = encode_outputs(outcome, self._topics, self._codec)
+                records = encode_outputs(
+                    outcome, self._topics, self._codec, state_partition=item.tp.partition
+                )
             except Exception as exc:  # e.g. a value the schema cannot carry: last resort
                 outcome, records = self._last_resort(item, exc)
             if not await self._publish(item, part, records):
                 return
+            self._published_state(item, part, outcome)
             ts = item.src.timestamp_ms
             account_outcome(
                 self._metrics,
@@ -102,6 +107,19 @@ class Worker:
                 part.buffered -= 1
             state.wake.set()
             state.progress.set()
+
+    def _published_state(self, item: WorkItem, part: Partition, outcome: Outcome) -> None:
+        """The order's outputs are acknowledged: remember what was published (the order state
+        store's record went with them), and time a notification's way to its snapshot."""
+        cmd = item.command
+        state = new_order_state(outcome)
+        if cmd is None or state is None:
+            return
+        part.states[cmd.order_id] = state
+        if isinstance(cmd, RefreshOrder):
+            received = received_at_ms(item.src.headers)
+            if received is not None:
+                self._metrics.refresh.notification_to_snapshot(time.time() - received / 1000)
 
     def _last_resort(
         self, item: WorkItem, exc: BaseException
@@ -154,6 +172,7 @@ class Worker:
                     scope=(item.tp, item.epoch),
                     delete_note=item.delete_note,
                     dispatched_at=datetime.fromtimestamp(dispatched / 1000, UTC),
+                    published=part.states.get(item.command.order_id),
                 )
             except asyncio.CancelledError:
                 self._circuit.abandon()

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bridge.commands import DeleteOrder, SetOrderState
+from bridge.commands import AnyCommand, DeleteOrder, SetOrderState
 from bridge.decision.delete import delete
 from bridge.decision.history import ReplayBook
 from bridge.decision.protocol import (
@@ -47,6 +47,7 @@ from bridge.decision.protocol import (
     Steps,
     Written,
 )
+from bridge.decision.refresh import refresh
 from bridge.decision.report import Report
 from bridge.decision.set_state import REPLAYED_REASON, set_state
 from bridge.errors import InvalidCommandError
@@ -76,7 +77,7 @@ class Decision:
 
     def __init__(
         self,
-        command: SetOrderState | DeleteOrder,
+        command: AnyCommand,
         src: SourceRecord,
         known: Known,
         replays: ReplayBook,
@@ -87,11 +88,13 @@ class Decision:
         self._replays = replays
         self._rkey = (known.scope, command.merchant, command.channel, command.order_id)
         self._report = Report(command, src, policy, known.now)
-        self._steps: Steps = (
-            set_state(command, known, replays, self._rkey, policy, self._report)
-            if isinstance(command, SetOrderState)
-            else delete(command, known, replays, self._rkey, policy, self._report)
-        )
+        self._steps: Steps
+        if isinstance(command, SetOrderState):
+            self._steps = set_state(command, known, replays, self._rkey, policy, self._report)
+        elif isinstance(command, DeleteOrder):
+            self._steps = delete(command, known, replays, self._rkey, policy, self._report)
+        else:
+            self._steps = refresh(command, known, policy, self._report)
         self._started = False
         self._finished = False
 

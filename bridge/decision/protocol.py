@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 from bridge.deadletter import MAX_DEAD_LETTER_BYTES
 from bridge.decision.history import status_of, transition_statuses
 from bridge.errors import InvalidCommandError, NorceInvalidRequestError, NorceNotFoundError
+from bridge.order_state import OrderState
 from bridge.outputs import Disposition
 
 __all__ = [
@@ -120,7 +121,9 @@ class Known:
     ``scope``: the partition assignment the record came from (replay matching is per scope and
     order). ``delete_note``: for a suspect delete, the state its previous execution noted durably
     right before sending the DELETE. ``dispatched_at``: when the runtime dispatched it (the
-    read-before-write guard checks the order's history from there).
+    read-before-write guard checks the order's history from there). ``published``: what the
+    bridge last published for the order (the order state store; a ``RefreshOrder`` compares
+    its fresh read with it).
     """
 
     now: datetime
@@ -130,3 +133,4 @@ class Known:
     scope: Hashable = None
     delete_note: tuple[str | None] | None = None
     dispatched_at: datetime | None = None
+    published: OrderState | None = None

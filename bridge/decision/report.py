@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bridge.commands import DeleteOrder, SetOrderState
+from bridge.commands import AnyCommand
 from bridge.deadletter import STAGE_API, STAGE_PARSE, dead_letter
 from bridge.decision.protocol import Fetched, Policy, Refused, Written
 from bridge.errors import (
@@ -32,7 +32,7 @@ class Report:
 
     def __init__(
         self,
-        command: SetOrderState | DeleteOrder,
+        command: AnyCommand,
         src: SourceRecord,
         policy: Policy,
         started: datetime,

@@ -352,6 +352,7 @@ def expected_events(plan: Plan, run: Run) -> dict[str, dict[str, Any]]:
                 "newStatus": step,
                 "transitionAt": named,
                 "occurredAt": named,
+                "source": "bridge",
                 **common,
             }
             previous = step

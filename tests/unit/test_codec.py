@@ -138,6 +138,7 @@ def sample_records(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "expectedState": "accepted",
             "expiresAt": "2026-01-12T09:21:00Z",
             "correlationId": "corr-1",
+            "reason": None,
         },
     }
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bridge.commands import DeleteOrder, SetOrderState
+from bridge.commands import AnyCommand, DeleteOrder, SetOrderState
 from bridge.decision import (
     REPLAYED_REASON,
     Answer,
@@ -106,7 +106,7 @@ def bad_request() -> Refused:
 
 
 def run(
-    command: SetOrderState | DeleteOrder,
+    command: AnyCommand,
     answers: Sequence[Answer],
     *,
     known: Known | None = None,

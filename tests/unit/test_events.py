@@ -510,6 +510,7 @@ def test_state_changed_event(codec: AvroCodec, order: dict[str, Any]) -> None:
         "commandId": "cmd-1",
         "correlationId": None,
         "occurredAt": "2026-01-12T08:21:30.123456Z",
+        "source": "bridge",
     }
     replay = state_changed_event(**{**kwargs, "occurred_at": NOW + timedelta(minutes=5)})
     assert replay["eventId"] == event["eventId"]

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from bridge import runtime
 from bridge.circuit import CircuitBreaker
-from bridge.commands import DeleteOrder, SetOrderState, parse_command
+from bridge.commands import DeleteOrder, RefreshOrder, SetOrderState, parse_command
 from bridge.config import RetrySettings
 from bridge.errors import InvalidCommandError, NorceInvalidRequestError
 from bridge.events import OUTCOMES, CommandOutcome
@@ -29,6 +29,7 @@ from bridge.metric_collectors import NOTIFICATION_OUTCOMES, RELAY_OUTCOMES
 from bridge.metrics import BridgeMetrics
 from bridge.norce import NorceClient
 from bridge.norce_http import NorceHttpClient
+from bridge.outputs import new_order_state
 from bridge.processor import Disposition, Processor, SourceRecord
 from bridge.vocabulary import (
     TOPIC_ROLES,
@@ -112,6 +113,12 @@ def _command(state: str | None, cid: str, **extra: str) -> SetOrderState | Delet
     return SetOrderState.model_validate({**raw, "state": state})
 
 
+def _refresh(cid: str, **extra: str) -> RefreshOrder:
+    raw = {**BASE_COMMAND, "commandId": cid, "type": "RefreshOrder", **extra}
+    del raw["state"]
+    return RefreshOrder.model_validate(raw)
+
+
 async def _executions() -> list[Disposition]:
     """Every outcome of both command types, through the processor and the decision core."""
     out: list[Disposition] = []
@@ -126,6 +133,15 @@ async def _executions() -> list[Disposition]:
         out.append(await p.handle(_command(kind, "x"), SRC))
         out.append(await p.handle(_command(kind, "a"), SRC))
         out.append(await p.handle(_command(kind, "aa"), SRC))
+    # RefreshOrder: applied (first snapshot), already_applied (unchanged), expired, failed (400)
+    api = FakeApi(orders={"o_1": [("checkout", T0 - timedelta(hours=1))]})
+    p = Processor(api, clock=lambda: T0)
+    first = await p.handle(_refresh("f"), SRC)
+    out.append(first)
+    out.append(await p.handle(_refresh("u"), SRC, published=new_order_state(first)))
+    out.append(await p.handle(_refresh("e", expiresAt="2026-11-27T09:00:00Z"), SRC))
+    api.fail["GET"] = [NorceInvalidRequestError("no", status=400, code="Bad")]
+    out.append(await p.handle(_refresh("x"), SRC))
     missing = Processor(FakeApi(), clock=lambda: T0)  # no orders: GET 404
     out.append(await missing.handle(_command("accepted", "nf"), SRC))
     broken = FakeApi(orders={"o_1": [("accepted", T0)]}, unmappable=True)

@@ -25,7 +25,7 @@ from bridge_devkit.harness.bridge_process import (
     wait_exit,
 )
 from bridge_devkit.harness.broker import async_broker, broker
-from bridge_devkit.harness.commands import delete, set_state
+from bridge_devkit.harness.commands import delete, refresh, set_state
 from bridge_devkit.harness.inprocess import Bridge, running_bridge
 from bridge_devkit.harness.kafka import (
     JSON_HEADERS,
@@ -95,6 +95,7 @@ __all__ = [
     "poll_until",
     "process_env",
     "read_topic",
+    "refresh",
     "result_source",
     "running_bridge",
     "scrape_metric",

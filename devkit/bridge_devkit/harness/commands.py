@@ -1,4 +1,5 @@
-"""Command builders: valid ``SetOrderState``/``DeleteOrder`` with fresh ids (tests, demo, bench)."""
+"""Command builders: valid ``SetOrderState``/``DeleteOrder``/``RefreshOrder`` with fresh ids
+(tests, demo, bench)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.commands import DeleteOrder, SetOrderState
+from bridge.commands import DeleteOrder, RefreshOrder, SetOrderState
 from bridge.order_model import OrderStatus
 
 
@@ -33,3 +34,10 @@ def delete(
 ) -> DeleteOrder:
     """A ``DeleteOrder`` (``extra``: command_id, issued_at, expected_state, ...)."""
     return DeleteOrder(**_common(order_id, merchant, channel, extra))
+
+
+def refresh(
+    order_id: str, *, merchant: str = "norce", channel: str = "1", **extra: Any
+) -> RefreshOrder:
+    """A ``RefreshOrder`` (``extra``: command_id, issued_at, reason, correlation_id, ...)."""
+    return RefreshOrder(**_common(order_id, merchant, channel, extra))

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from bridge.app import Service, build_service, ensure_topics
 from bridge.codec import AvroCodec
-from bridge.commands import DeleteOrder, SetOrderState, command_to_json
+from bridge.commands import AnyCommand, command_to_json
 from bridge.config import BridgeSettings
 from bridge_devkit.harness.kafka import (
     JSON_HEADERS,
@@ -81,7 +81,7 @@ class Bridge:
         self.sent.append((md.partition, md.offset))
         return md.partition, md.offset
 
-    async def send(self, *commands: SetOrderState | DeleteOrder) -> list[tuple[int, int]]:
+    async def send(self, *commands: AnyCommand) -> list[tuple[int, int]]:
         return [
             await self.send_raw(command_to_json(c), key=c.order_id.encode(), headers=JSON_HEADERS)
             for c in commands

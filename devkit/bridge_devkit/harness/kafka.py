@@ -36,11 +36,12 @@ async def create_topics(
         "events": topics.events,
         "results": topics.results,
         "dlq": topics.dlq,
+        "order_state": topics.order_state,
     }
     new = []
     for role, name in roles.items():
         cfg = dict(configs.get(role, {}))
-        if role == "snapshots":
+        if role in ("snapshots", "order_state"):
             cfg.setdefault("cleanup.policy", "compact")
         new.append(NewTopic(name, topics.partitions, 1, topic_configs=cfg))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

@@ -251,8 +251,8 @@ class Outputs:
         with_snapshot = {s["commandId"] for _, s in self.snapshots if s is not None}
         missing = set()
         for r in self.results:
-            if r["outcome"] != "applied":
-                continue
+            if r["outcome"] != "applied" or r["commandType"] == "RefreshOrder":
+                continue  # a refresh publishes an event only when the state moved
             if r["commandId"] not in with_event:
                 missing.add(r["commandId"])
             if r["commandType"] == "SetOrderState" and r["commandId"] not in with_snapshot:

@@ -31,7 +31,7 @@ def unique(prefix: str) -> str:
 
 
 def fresh_topics(prefix: str, partitions: int = 3) -> TopicSettings:
-    """Five topics of one run (``<prefix>-<random>.commands`` ...), with ``partitions`` each."""
+    """The topics of one run (``<prefix>-<random>.commands`` ...), with ``partitions`` each."""
     base = unique(prefix)
     return TopicSettings(
         commands=f"{base}.commands",
@@ -39,6 +39,7 @@ def fresh_topics(prefix: str, partitions: int = 3) -> TopicSettings:
         events=f"{base}.events",
         results=f"{base}.results",
         dlq=f"{base}.dlq",
+        order_state=f"{base}.state",
         partitions=partitions,
     )
 
@@ -93,6 +94,7 @@ def deployment_env(
         BRIDGE_TOPICS__EVENTS=topics.events,
         BRIDGE_TOPICS__RESULTS=topics.results,
         BRIDGE_TOPICS__DLQ=topics.dlq,
+        BRIDGE_TOPICS__ORDER_STATE=topics.order_state,
         BRIDGE_TOPICS__CREATE_MISSING="false",
         BRIDGE_NORCE__BASE_URL=sim_url,
         BRIDGE_NORCE__API_KEY=api_key,
