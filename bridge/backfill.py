@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
+from bridge.commands import RefreshOrder, command_record
 from bridge.config import BridgeSettings
 from bridge.errors import ConfigError, InvalidCommandError, InvalidOrderIdError
 from bridge.kafka_clients import build_producer
@@ -35,7 +35,7 @@ from bridge.norce import NorceClient
 from bridge.norce_http import http_client_from_settings
 from bridge.order_ids import validate_header_value, validate_order_id
 from bridge.progress import Progress, format_duration, rate
-from bridge.timestamps import format_rfc3339, parse_rfc3339
+from bridge.timestamps import parse_rfc3339
 
 __all__ = [
     "MAX_REASON_LENGTH",
@@ -137,32 +137,28 @@ def refresh_command(
     issued_at: datetime,
     command_id: str | None = None,
     correlation_id: str | None = None,
-) -> dict[str, Any]:
-    """A ``RefreshOrder`` command as its JSON object (contract 1 of issue 14)."""
-    command: dict[str, Any] = {
-        "type": "RefreshOrder",
-        "commandId": command_id or f"refresh-{uuid.uuid4().hex}",
-        "orderId": order_id,
-        "merchant": merchant,
-        "channel": channel,
-        "issuedAt": format_rfc3339(issued_at),
-        "reason": reason,
-    }
-    if correlation_id:
-        command["correlationId"] = correlation_id
-    return command
+) -> RefreshOrder:
+    """A ``RefreshOrder`` command (the shared model: the bridge reads exactly this); a value the
+    model refuses is a ConfigError naming the field (the same for every order of a run)."""
+    try:
+        return RefreshOrder(
+            command_id=command_id or f"refresh-{uuid.uuid4().hex}",
+            order_id=order_id,
+            merchant=merchant,
+            channel=channel,
+            issued_at=issued_at,
+            reason=reason,
+            correlation_id=correlation_id or None,
+        )
+    except ValidationError as exc:
+        where = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        raise ConfigError(f"refresh: not a valid RefreshOrder ({where})") from None
 
 
-def refresh_record(command: dict[str, Any]) -> tuple[bytes, bytes, Headers]:
+def refresh_record(command: RefreshOrder) -> tuple[bytes, bytes, Headers]:
     """Key (the order id), JSON value and headers of a command record, as ``send`` writes them."""
-    headers: Headers = [
-        ("content-type", b"application/json"),
-        ("norce.command.id", command["commandId"].encode()),
-        ("norce.order.id", command["orderId"].encode()),
-    ]
-    if command.get("correlationId"):
-        headers.append(("norce.correlation.id", command["correlationId"].encode()))
-    return command["orderId"].encode(), orjson.dumps(command), headers
+    key, value, headers = command_record(command)
+    return key, value, list(headers)
 
 
 def select_page(orders: Sequence[Any], since: datetime | None) -> tuple[list[str], int, bool]:
@@ -277,7 +273,7 @@ class _Enqueuer:
         self.summary = summary
         self.pending: list[asyncio.Future[Any]] = []
 
-    async def send(self, command: dict[str, Any]) -> None:
+    async def send(self, command: RefreshOrder) -> None:
         if self.producer is None:  # dry run
             self.summary.enqueued += 1
             return
@@ -336,7 +332,7 @@ async def run_refresh(
     enqueuer = _Enqueuer(producer, topic, summary)
     now = datetime.now(UTC)
 
-    def command(order_id: str) -> dict[str, Any]:
+    def command(order_id: str) -> RefreshOrder:
         return refresh_command(
             order_id,
             merchant=request.merchant,
@@ -372,7 +368,7 @@ async def _refresh_all(
     key: SecretStr,
     summary: RefreshSummary,
     enqueuer: _Enqueuer,
-    command: Callable[[str], dict[str, Any]],
+    command: Callable[[str], RefreshOrder],
     progress: Progress,
 ) -> None:
     n = settings.norce

@@ -427,6 +427,23 @@ def command_to_avro_record(command: AnyCommand) -> dict[str, Any]:
     }
 
 
+def command_record(
+    command: AnyCommand, *extra_headers: tuple[str, bytes]
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """Key (the order id), JSON value and headers of a command record, as ``order-bridge send``,
+    ``order-bridge refresh`` and the notification relay write it (the default partitioner then
+    puts every command of one order on one partition)."""
+    headers = [
+        ("content-type", JSON_CONTENT_TYPE.encode()),
+        ("norce.command.id", command.command_id.encode()),
+        ("norce.order.id", command.order_id.encode()),
+    ]
+    if command.correlation_id:
+        headers.append(("norce.correlation.id", command.correlation_id.encode()))
+    headers.extend(extra_headers)
+    return command.order_id.encode(), command_to_json(command), headers
+
+
 def header_map(
     headers: Sequence[tuple[str, bytes | None]] | None,
 ) -> Mapping[str, bytes | None]:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from bridge.commands import MAX_SCOPE_LENGTH, SCOPE_PATTERN
+from bridge.commands import MAX_SCOPE_LENGTH, RECEIVED_AT_HEADER, SCOPE_PATTERN
 from bridge.config import MIN_INGRESS_SECRET_LENGTH, IngressSettings
 from bridge.errors import ConfigError, InvalidCommandError, InvalidOrderIdError
 from bridge.jsonstrict import JsonInputError, loads_strict
@@ -44,7 +44,7 @@ _SCOPE = re.compile(SCOPE_PATTERN)
 H_CONTENT_TYPE: Final = "content-type"
 H_ORDER_ID: Final = "norce.order.id"
 H_NOTIFICATION_ID: Final = "norce.notification.id"
-H_RECEIVED_AT: Final = "norce.notification.received-at"
+H_RECEIVED_AT: Final = RECEIVED_AT_HEADER
 
 
 # -- the payload ---------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,10 +26,13 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 
+from bridge.commands import RefreshOrder, command_record
+from bridge.commands import received_at_ms as command_received_at_ms
 from bridge.config import BridgeSettings
 from bridge.deadletter import STAGE_PARSE, dead_letter
-from bridge.events import format_rfc3339
+from bridge.decision.refresh import NOTIFICATION_REASON
 from bridge.ingress import (
     IngressServer,
     NotificationWriter,
@@ -47,6 +49,7 @@ from bridge.notification import (
     parse_notification,
 )
 from bridge.outputs import SourceRecord
+from bridge.vocabulary import DeadLetterReason
 
 __all__ = [
     "NotificationRelay",
@@ -58,7 +61,7 @@ __all__ = [
 
 log = logging.getLogger("bridge.notify_relay")
 
-REASON: Final = "notification"
+REASON: Final = NOTIFICATION_REASON
 _BATCH: Final = 200
 _MAX_BACKOFF_S: Final = 10.0
 
@@ -70,10 +73,8 @@ def command_id(notification_id: str, body: bytes) -> str:
 
 def received_at_ms(headers: Any, fallback_ms: int) -> int:
     """The ingress's ``norce.notification.received-at`` (ms), else ``fallback_ms``."""
-    for name, value in headers or ():
-        if name == H_RECEIVED_AT and value is not None and value.isdigit() and len(value) <= 16:
-            return int(value)
-    return fallback_ms
+    stamped = command_received_at_ms(headers)
+    return fallback_ms if stamped is None else stamped
 
 
 def refresh_command(
@@ -84,24 +85,21 @@ def refresh_command(
     ``issuedAt`` is when the ingress received the delivery (a re-relayed duplicate carries the
     same command, byte for byte).
     """
-    cid = command_id(n.notification_id, body)
-    issued = format_rfc3339(datetime.fromtimestamp(received_ms / 1000, UTC))
-    value = {
-        "type": "RefreshOrder",
-        "commandId": cid,
-        "orderId": n.order_id,
-        "merchant": n.merchant,
-        "channel": n.channel,
-        "issuedAt": issued,
-        "reason": REASON,
-    }
-    headers = [
-        ("content-type", b"application/json"),
-        ("norce.command.id", cid.encode()),
-        ("norce.order.id", n.order_id.encode()),
-        (H_RECEIVED_AT, str(received_ms).encode()),
-    ]
-    return n.order_id.encode(), json.dumps(value, separators=(",", ":")).encode(), headers
+    try:
+        command = RefreshOrder(
+            command_id=command_id(n.notification_id, body),
+            order_id=n.order_id,
+            merchant=n.merchant,
+            channel=n.channel,
+            issued_at=datetime.fromtimestamp(received_ms / 1000, UTC),
+            reason=REASON,
+        )
+    except ValidationError as exc:  # a value the command model refuses: dead-lettered
+        field = ".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else None
+        raise NotificationError(
+            "invalid", DeadLetterReason.INVALID_FIELD, "not a valid RefreshOrder value", field
+        ) from None
+    return command_record(command, (H_RECEIVED_AT, str(received_ms).encode()))
 
 
 class NotificationRelay:
@@ -162,6 +160,9 @@ class NotificationRelay:
                 body = m.value or b""
                 try:
                     n = parse_notification(body)
+                    key, value, headers = refresh_command(
+                        n, body, received_at_ms(m.headers, m.timestamp)
+                    )
                 except NotificationError as exc:
                     src = SourceRecord(
                         m.topic,
@@ -173,10 +174,10 @@ class NotificationRelay:
                         m.timestamp,
                     )
                     out = dead_letter(src, exc.reason, exc, stage=STAGE_PARSE, now=self._now())
-                    value = out.value if isinstance(out.value, bytes) else None
+                    letter = out.value if isinstance(out.value, bytes) else None
                     pending.append(
                         await self._producer.send(
-                            topics.dlq, value=value, key=out.key, headers=out.headers
+                            topics.dlq, value=letter, key=out.key, headers=out.headers
                         )
                     )
                     outcomes.append(("invalid", exc.reason))
@@ -190,9 +191,6 @@ class NotificationRelay:
                         },
                     )
                     continue
-                key, value, headers = refresh_command(
-                    n, body, received_at_ms(m.headers, m.timestamp)
-                )
                 pending.append(
                     await self._producer.send(
                         topics.commands, value=value, key=key, headers=headers

@@ -5,7 +5,9 @@ GET (always: the snapshot must come from a fresh read), compared with what the b
 *published* for the order (``Known.published``, the durable order state store), and the outcome:
 
 * ``applied``: the snapshot is published; with ``OrderStateChanged`` (``source=external``) when
-  the status differs from the last published one; a 404 publishes the tombstone and
+  the status differs from the last published one — or, for an order the bridge never published,
+  when the refresh comes from a notification (reason ``notification``: Norce says it changed; the
+  previous status is the one before its latest transition); a 404 publishes the tombstone and
   ``OrderDeleted``.
 * ``already_applied``: nothing is published, because the order is exactly as last published
   (reason ``unchanged``), the read is older than what was published (``stale read``: fewer
@@ -21,6 +23,7 @@ store (the first execution's state record is committed with its outputs).
 from __future__ import annotations
 
 from bridge.commands import RefreshOrder, is_expired
+from bridge.decision.history import transition_statuses
 from bridge.decision.protocol import Get, Known, OrderView, Policy, Refused, Steps
 from bridge.decision.report import Report
 from bridge.errors import NorceInvalidRequestError
@@ -29,8 +32,10 @@ from bridge.order_state import order_digest
 from bridge.outputs import Output, deleted_outputs, snapshot_output, state_event_output
 from bridge.vocabulary import DeadLetterReason, Outcome
 
-__all__ = ["STALE_REASON", "UNCHANGED_REASON", "refresh"]
+__all__ = ["NOTIFICATION_REASON", "STALE_REASON", "UNCHANGED_REASON", "refresh"]
 
+NOTIFICATION_REASON = "notification"
+"""The ``reason`` of the RefreshOrder commands the notification relay produces."""
 UNCHANGED_REASON = "unchanged"
 STALE_REASON = "stale read"
 
@@ -79,18 +84,28 @@ def refresh(cmd: RefreshOrder, k: Known, policy: Policy, report: Report) -> Step
         return report.result(Outcome.ALREADY_APPLIED, current=view.status, reason=UNCHANGED_REASON)
     outputs: list[Output] = [snapshot_output(cmd, order, report.started)]
     reason = "snapshot published" if last is not None else "first snapshot of the order"
-    if last is not None and view.status is not None and view.status != last.status:
+    previous = last.status if last is not None else None
+    if last is None and cmd.reason == NOTIFICATION_REASON and view.status is not None:
+        # Never published, but Norce says it changed: announce the change the notification is
+        # about (the order's latest transition; the status before it from the order's own
+        # history). A backfill's or an operator's first refresh is only a baseline.
+        history = transition_statuses(order)
+        previous = history[-2] if len(history) >= 2 and history[-1] == view.status else None
+        changed = True
+    else:
+        changed = last is not None and view.status is not None and view.status != last.status
+    if changed and view.status is not None:
         stamp = latest_transition_at(order, view.status)
         at = parse_rfc3339(stamp) if stamp else None
         outputs.append(
             state_event_output(
                 cmd,
-                last.status,
+                previous,
                 view.status,
                 stamp,
                 at or report.started,
                 source=SOURCE_EXTERNAL,
             )
         )
-        reason = f"state changed outside the bridge: {last.status} -> {view.status}"
+        reason = f"state changed outside the bridge: {previous} -> {view.status}"
     return report.result(Outcome.APPLIED, current=view.status, reason=reason, outputs=outputs)

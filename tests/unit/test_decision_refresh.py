@@ -113,10 +113,32 @@ def test_stale_read_publishes_nothing() -> None:
 
 
 def test_first_sight_publishes_the_snapshot_without_event() -> None:
-    """Nothing published yet: the snapshot is the baseline, no change was observed."""
-    _, done = run(refresh(), [Fetched(ACCEPTED, 1)], known=known(None))
+    """Nothing published yet (a backfill or an operator's refresh): the snapshot is the baseline,
+    no change was observed."""
+    for why in ({"reason": None}, {"reason": "backfill"}, {"reason": "manual"}):
+        _, done = run(refresh(**why), [Fetched(ACCEPTED, 1)], known=known(None))
+        assert done.outcome is Outcome.APPLIED
+        assert kinds(done) == [OutputKind.SNAPSHOT, OutputKind.RESULT]
+
+
+def test_first_sight_from_a_notification_announces_the_latest_transition() -> None:
+    """Norce said the order changed: the change is its latest transition, announced once, with
+    the status before it from the order's own history."""
+    _, done = run(refresh(reason="notification"), [Fetched(PROCESSING, 1)], known=known(None))
     assert done.outcome is Outcome.APPLIED
-    assert kinds(done) == [OutputKind.SNAPSHOT, OutputKind.RESULT]
+    assert kinds(done) == [OutputKind.SNAPSHOT, OutputKind.EVENT, OutputKind.RESULT]
+    event = one(done, OutputKind.EVENT)
+    assert (event["previousStatus"], event["newStatus"]) == ("accepted", "processing")
+    assert event["source"] == "external"
+    created = order(("checkout", -60))
+    _, done = run(refresh(reason="notification"), [Fetched(created, 1)], known=known(None))
+    event = one(done, OutputKind.EVENT)
+    assert (event["previousStatus"], event["newStatus"]) == (None, "checkout")
+    # once published, a second notification of the same state announces nothing
+    _, again = run(
+        refresh(reason="notification"), [Fetched(PROCESSING, 1)], known=known(published(PROCESSING))
+    )
+    assert again.outcome is Outcome.ALREADY_APPLIED
 
 
 def test_404_publishes_tombstone_and_order_deleted() -> None:
