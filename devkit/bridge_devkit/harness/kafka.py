@@ -26,7 +26,7 @@ async def create_topics(
     topics: TopicSettings,
     configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
-    """Create the five topics of a run (snapshots compacted; ``configs`` adds per-topic configs
+    """Create the topics of a run (snapshots compacted; ``configs`` adds per-topic configs
     by role: ``{"results": {"message.timestamp.type": "LogAppendTime"}}``), then wait until every
     partition has a leader."""
     configs = configs or {}
@@ -37,6 +37,7 @@ async def create_topics(
         "results": topics.results,
         "dlq": topics.dlq,
         "order_state": topics.order_state,
+        "notifications": topics.notifications,
     }
     new = []
     for role, name in roles.items():

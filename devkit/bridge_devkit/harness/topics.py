@@ -40,6 +40,7 @@ def fresh_topics(prefix: str, partitions: int = 3) -> TopicSettings:
         results=f"{base}.results",
         dlq=f"{base}.dlq",
         order_state=f"{base}.state",
+        notifications=f"{base}.notifications",
         partitions=partitions,
     )
 
@@ -95,6 +96,7 @@ def deployment_env(
         BRIDGE_TOPICS__RESULTS=topics.results,
         BRIDGE_TOPICS__DLQ=topics.dlq,
         BRIDGE_TOPICS__ORDER_STATE=topics.order_state,
+        BRIDGE_TOPICS__NOTIFICATIONS=topics.notifications,
         BRIDGE_TOPICS__CREATE_MISSING="false",
         BRIDGE_NORCE__BASE_URL=sim_url,
         BRIDGE_NORCE__API_KEY=api_key,
