@@ -5,7 +5,11 @@ creates topics, seeds orders, sends a scripted mix of commands (full lifecycles,
 processing → checkout loop, deletes and a repeated delete, a failed precondition, an expired
 command, an illegal transition, malformed records), runs the bridge until every record is
 accounted for (a command result or a dead letter), then prints counts by outcome, the dead letters
-with their reasons and a decoded snapshot and event. Exit code 0 when everything was handled.
+with their reasons and a decoded snapshot and event. Then the change feed (issue 14): the bridge's
+notification ingress is registered with the simulator as a channel notification, a "payment
+adapter" moves an order through the simulator's admin API, and the demo waits until Norce's
+notification has come back as that order's snapshot and an ``OrderStateChanged`` with
+``source=external``. Exit code 0 when everything was handled.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from norce_simulator.admin_client import SimulatorAdmin
 from pydantic import SecretStr
 
 from bridge.app import build_service
@@ -30,6 +35,7 @@ from bridge.commands import DeleteOrder, SetOrderState, command_to_avro_record, 
 from bridge.config import (
     BridgeSettings,
     HttpSettings,
+    IngressSettings,
     KafkaSettings,
     NorceSettings,
     ProcessingSettings,
@@ -184,13 +190,18 @@ async def _run(bootstrap: str, orders: int, started: float) -> int:
     async with contextlib.AsyncExitStack() as stack:
         sim = await stack.enter_async_context(simulator(api_keys=(api_key,), seed=7))
         order_ids = sim.app.seed(max(orders, 8), "norce", "1")
-        _say(f"[demo] Norce API simulator at {sim.url} with {len(order_ids)} seeded orders")
+        [feed_order] = sim.app.seed(1, "norce", "1", status="processing")
+        _say(f"[demo] Norce API simulator at {sim.url} with {len(order_ids) + 1} seeded orders")
+        webhook_secret = secrets.token_urlsafe(24)
         settings = BridgeSettings(
             kafka=KafkaSettings(bootstrap_servers=bootstrap, group_id=unique("demo")),
             topics=fresh_topics("demo", 3),
             norce=NorceSettings(base_url=sim.url),
             processing=ProcessingSettings(drain_deadline_s=10, commit_interval_s=0.5),
             http=HttpSettings(host="127.0.0.1", port=0),
+            ingress=IngressSettings(
+                enabled=True, host="127.0.0.1", port=0, secret=SecretStr(webhook_secret)
+            ),
         )
         service = await build_service(settings, api_key=SecretStr(api_key))
         stack.push_async_callback(service.aclose)
@@ -211,10 +222,86 @@ async def _run(bootstrap: str, orders: int, started: float) -> int:
         _say(f"[demo] sent {len(script)} records ({len(script) - 10} commands, 10 malformed)")
         run_task = asyncio.create_task(service.runtime.run())
         outcome = await _watch(bootstrap, settings, expected, run_task)
+        if outcome == 0 and service.notifications and service.notifications.server:
+            feed = FeedDemo(sim.url, settings, service.notifications.server.port, webhook_secret)
+            outcome = await feed.run(bootstrap, feed_order, run_task)
         service.runtime.stop()
         await run_task
         _say(f"[demo] done in {time.monotonic() - started:.1f}s")
         return outcome
+
+
+class FeedDemo:
+    """The change feed, end to end: a change made in Norce by another adapter comes back as the
+    order's snapshot and an ``OrderStateChanged`` (``source=external``) through a notification."""
+
+    def __init__(self, sim_url: str, settings: BridgeSettings, port: int, secret: str) -> None:
+        self.sim_url = sim_url
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{port}"
+        self.secret = secret
+
+    async def run(self, bootstrap: str, order_id: str, run_task: asyncio.Task[None]) -> int:
+        _say("")
+        _say("=== change feed (Norce notifications) ===")
+        async with SimulatorAdmin(self.sim_url) as admin:
+            # What a Norce adapter channel configuration does: notify the bridge's ingress of
+            # every status change of the channel's orders, with the shared secret as a header.
+            await admin.set_adapter(
+                "order-bridge", self.url, {self.settings.ingress.secret_header: self.secret}
+            )
+            await admin.register_channel(
+                "norce",
+                "1",
+                [
+                    {
+                        "adapterId": "order-bridge",
+                        "reference": "order-bridge-change-feed",
+                        "description": "every status change, to norce-order-bridge",
+                        "scope": "/state/currentStatus",
+                        "invoke": "{configuration.adapter.internalUrl}/notifications",
+                    }
+                ],
+            )
+            _say(f"[demo] notification ingress at {self.url}/notifications (shared secret)")
+            started = time.monotonic()
+            await admin.change_state(order_id, "accepted", adapter_id="payment-adapter")
+            _say(
+                f"[demo] the payment adapter moved order {order_id} processing -> accepted "
+                "in Norce (simulator admin API), not through the bridge"
+            )
+            codec = AvroCodec.load(self.settings.schemas_dir)
+
+            def external(out: Outputs) -> dict[str, Any] | None:
+                for name, ev in out.events:
+                    mine = name == "OrderStateChanged" and ev.get("orderId") == order_id
+                    if mine and ev.get("source") == "external":
+                        return ev
+                return None
+
+            async with OutputCollector(bootstrap, self.settings.topics, codec) as collector:
+                out = await collector.collect(
+                    lambda o: external(o) is not None or run_task.done(), timeout_s=60
+                )
+            attempts = await admin.attempts(order_id=order_id)
+        event = external(out)
+        if event is None:
+            _say("[demo] FAILED: no OrderStateChanged with source=external arrived within 60 s")
+            return 1
+        took = time.monotonic() - started
+        snapshot = [snap for key, snap in out.snapshots if key == order_id and snap is not None]
+        delivered = [a for a in attempts if a.get("status") == 200]
+        _say(f"notification    : {len(delivered)} delivery answered 200 by the bridge's ingress")
+        _say(
+            "external event  : "
+            + json.dumps(
+                {k: event[k] for k in ("orderId", "previousStatus", "newStatus", "source")}
+            )
+        )
+        if snapshot:
+            _say(f"snapshot        : status {snapshot[-1]['state']['currentStatus']}")
+        _say(f"change -> event : {took * 1000:,.0f} ms")
+        return 0
 
 
 async def _watch(

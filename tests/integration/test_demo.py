@@ -33,3 +33,8 @@ def test_demo_runs_end_to_end_on_embedded_defaults() -> None:
         assert reason in out
     assert "sample snapshot" in out
     assert "sample event" in out
+    # The change feed: a change by another adapter comes back through a Norce notification.
+    assert "=== change feed (Norce notifications) ===" in out
+    assert "1 delivery answered 200 by the bridge's ingress" in out
+    assert '"previousStatus": "processing", "newStatus": "accepted", "source": "external"' in out
+    assert "snapshot        : status accepted" in out
