@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge import cli
+from bridge import cli, cli_ops
 from bridge.commands import SetOrderState
 from bridge.deadletter import dead_letter, internal_error
 from bridge.dlq_tool import (
@@ -135,7 +135,7 @@ def test_show_redacts_credentials_and_shows_binary_as_base64() -> None:
         assert is_secret_header(name), name
     assert not is_secret_header("content-type")
     assert printable_headers([("PASSWORD", b"x")]) == [["PASSWORD", REDACTED]]
-    text = cli._show_text(details)
+    text = cli_ops.show_text(details)
     assert "Authorization: [redacted]" in text
     assert "s3cret" not in text
 
