@@ -289,6 +289,29 @@ def check_chain(events: list[dict[str, Any]], final: str, order_id: str) -> None
     assert pairs[-1][1] == final, f"{order_id}: ends at {pairs[-1]}, the order is {final}"
 
 
+def check_chain_with_unannounced(
+    events: list[dict[str, Any]], final: str, order_id: str, history: list[str]
+) -> int:
+    """``check_chain``, except that a ``bridge`` event may follow an unannounced external
+    change (its previousStatus is the order's real one, after a change made elsewhere whose
+    notification came after the command; see the xfail test below): the gap must then be a
+    real transition of the order. Returns how many such gaps there were."""
+    ids = [e["eventId"] for e in events]
+    assert len(ids) == len(set(ids)), f"{order_id}: duplicate eventIds {ids}"
+    steps = set(itertools.pairwise(history))
+    gaps = 0
+    for a, b in itertools.pairwise(events):
+        if b["previousStatus"] != a["newStatus"]:
+            pairs = [(e["previousStatus"], e["newStatus"], e["source"]) for e in events]
+            assert b["source"] == "bridge", f"{order_id}: broken chain {pairs}"
+            assert (a["newStatus"], b["previousStatus"]) in steps, f"{order_id}: {pairs}"
+            gaps += 1
+    assert all(e["previousStatus"] != e["newStatus"] for e in events), events
+    assert events, f"{order_id}: no event"
+    assert events[-1]["newStatus"] == final, f"{order_id}: {events}"
+    return gaps
+
+
 def base_transitions(run: Feed, order_id: str) -> int:
     return len(run.order(order_id)["state"]["transitions"])
 
@@ -495,36 +518,73 @@ async def test_kill_9_during_a_burst_of_deliveries(kafka_bootstrap: str, tmp_pat
 async def test_own_commands_and_external_changes_interleave(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    """5. The bridge's own ``SetOrderState`` and external changes race on the same orders."""
-    rounds = 5
+    """5. The bridge's own ``SetOrderState`` and external changes on the same orders: each round
+    another adapter moves the order to ``processing``, then the bridge is told to set it back to
+    ``checkout``; by a seeded draw the command is sent once the external change's snapshot is
+    published, or at once (racing its notification, which then arrives after the bridge's own
+    change, and so do the notifications of the bridge's own PUTs)."""
+    rounds = 6
     async with feed(kafka_bootstrap, tmp_path, duplicate_rate=1.0, seed=5) as run:
         orders = run.sim.app.seed(4, MERCHANT, CHANNEL, status="checkout")
         own: set[str] = set()
+        rng = random.Random(5)
 
         async def race(order_id: str) -> None:
+            base = base_transitions(run, order_id)
             for r in range(rounds):
-                mine, theirs = (
-                    ("processing", "checkout") if r % 2 == 0 else ("checkout", "processing")
-                )
-                cmd = set_state(order_id, mine, command_id=f"own-{order_id}-{r}")
+                wait_first = rng.random() < 0.5
+                await change(run, order_id, "processing")
+                count = base + 2 * r + 1
+                if wait_first:
+                    await run.wait(
+                        snapshot_with(order_id, count, "processing"), 60, "external snapshot"
+                    )
+                cmd = set_state(order_id, "checkout", command_id=f"own-{order_id}-{r}")
                 own.add(cmd.command_id)
-                await asyncio.gather(
-                    run.io.send(cmd),
-                    run.admin.change_state(order_id, theirs, adapter_id="payment-x"),
-                )
+                await run.io.send(cmd)
+                await run.wait(snapshot_with(order_id, count + 1, "checkout"), 60, "own snapshot")
 
         await asyncio.gather(*(race(o) for o in orders))
         await run.wait(lambda o: own <= set(o.results_by_command()), 90, "own results")
         await run.settle()
+        unannounced = 0
         for o in orders:
             events = events_of(run.outputs, o)
             final = run.order(o)["state"]["currentStatus"]
-            check_chain(events, final, o)
+            history = run.sim.app.history(o)
             for e in events:
                 want = "bridge" if e["commandId"] in own else "external"
                 assert e["source"] == want, e
                 assert e["commandId"] in own or e["commandId"].startswith("ntf-"), e
+            unannounced += check_chain_with_unannounced(events, final, o, history)
             check_monotonic_and_final(run, o)
         assert run.outputs.stale_snapshots == 0
-        sources = {e["source"] for _, e in run.outputs.events if "source" in e}
-        print(f"\ninterleaving: event sources {sorted(map(str, sources))}")
+        assert not run.outputs.dlq
+        sources = [e["source"] for s, e in run.outputs.events if s.endswith(STATE_CHANGED)]
+        counts = {x: sources.count(x) for x in ("bridge", "external")}
+        assert all(counts.values()), f"not interleaved: {counts}"
+        print(f"\ninterleaving: events by source {counts}, unannounced changes {unannounced}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an external change whose notification arrives after the bridge's own SetOrderState "
+    "is never announced (the own event's previousStatus skips it); see the report of issue 14",
+)
+async def test_an_external_change_raced_by_an_own_command_is_announced(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Another adapter moves the order to ``checkout``; before its (delayed) notification
+    arrives, the bridge sets ``processing``. The order went processing -> checkout ->
+    processing; the feed should say so, in a chain."""
+    async with feed(kafka_bootstrap, tmp_path) as run:
+        [o] = run.sim.app.seed(1, MERCHANT, CHANNEL, status="checkout")
+        base = base_transitions(run, o)
+        await sequential(run, o, ["processing"])
+        await run.admin.set_faults(delay_s=1.0)
+        await change(run, o, "checkout")
+        await run.io.send(set_state(o, "processing", command_id=f"own-{o}"))
+        await run.wait(snapshot_with(o, base + 3, "processing"), 60, "own snapshot")
+        await run.settle()
+        assert run.sim.app.history(o)[-3:] == ["processing", "checkout", "processing"]
+        check_chain(events_of(run.outputs, o), "processing", o)
