@@ -393,6 +393,7 @@ async def test_sequential_external_changes_through_delivery_faults(
         check_exact(run, orders, states)
         stats = (await run.admin.call("GET", "/stats"))["notifications"]
         assert stats["duplicates_delivered"] >= len(orders) * len(states), stats
+        assert stats["reordered_batches"] > 0, stats
         # The duplicates reached the ingress and the relay; they published nothing new.
         assert len(records) >= 2 * len(orders) * len(states)
 
@@ -411,6 +412,9 @@ async def test_bursts_of_changes_form_a_consistent_chain(
 
         await asyncio.gather(*(burst(o) for o in orders))
         await run.settle()
+        stats = (await run.admin.call("GET", "/stats"))["notifications"]
+        assert stats["duplicates_delivered"] >= len(orders) * len(states), stats
+        assert stats["reordered_batches"] > 0, stats
         for o in orders:
             assert run.order(o)["state"]["currentStatus"] == states[-1]
             events = events_of(run.outputs, o)
