@@ -120,8 +120,16 @@ def state_changed_event(
     correlation_id: str | None,
     occurred_at: datetime,
     source: str | None = SOURCE_BRIDGE,
+    transitions: int | None = None,
 ) -> dict[str, Any]:
-    """Build an ``OrderStateChanged`` record with ``eventId = f"{command_id}:state-changed"``.
+    """Build an ``OrderStateChanged`` record with ``eventId = f"{command_id}:state-changed"``,
+    or ``f"{command_id}:state-changed:{transitions}"`` when ``transitions`` is given.
+
+    ``transitions`` (a ``RefreshOrder``'s event: the number of transitions of the order it
+    read) makes the id name the change, not only the command: one refresh command can run
+    again after a later change (a duplicate notification delivered late) and announce *that*
+    change, which must not share the first one's id (consumers deduplicate by ``eventId``).
+    A replay that reads the same order still rebuilds the same id.
 
     ``source`` says who changed the state: :data:`SOURCE_BRIDGE` (a ``SetOrderState``) or
     :data:`SOURCE_EXTERNAL` (a change made outside the bridge, seen by a ``RefreshOrder``).
@@ -131,7 +139,8 @@ def state_changed_event(
     replay rebuilds the same record (same id, same content).
     """
     return {
-        "eventId": event_id(command_id, STATE_CHANGED_KIND),
+        "eventId": event_id(command_id, STATE_CHANGED_KIND)
+        + (f":{transitions}" if transitions is not None else ""),
         "orderId": order_id,
         "merchant": merchant,
         "channel": channel,

@@ -200,8 +200,10 @@ def state_event_output(
     occurred_at: datetime,
     *,
     source: str = SOURCE_BRIDGE,
+    transitions: int | None = None,
 ) -> Output:
-    """The ``OrderStateChanged`` event of a set-state command."""
+    """The ``OrderStateChanged`` event of a set-state command (``transitions``: a refresh's,
+    see :func:`bridge.events.state_changed_event`)."""
     event = state_changed_event(
         command_id=cmd.command_id,
         order_id=cmd.order_id,
@@ -213,6 +215,7 @@ def state_event_output(
         correlation_id=cmd.correlation_id,
         occurred_at=occurred_at,
         source=source,
+        transitions=transitions,
     )
     return Output(
         OutputKind.EVENT,

@@ -105,6 +105,7 @@ def refresh(cmd: RefreshOrder, k: Known, policy: Policy, report: Report) -> Step
                 stamp,
                 at or report.started,
                 source=SOURCE_EXTERNAL,
+                transitions=view.transitions,
             )
         )
         reason = f"state changed outside the bridge: {previous} -> {view.status}"

@@ -92,7 +92,7 @@ def assigned(path: Path) -> bool:
 def check_one_announcement(out: Outputs, orders: list[str], guarantee: str) -> None:
     for o in orders:
         events = state_events(out, o)
-        assert {e["eventId"] for e in events} == {f"ntf1-{o}:state-changed"}, events
+        assert {e["eventId"] for e in events} == {f"ntf1-{o}:state-changed:2"}, events
         assert all(e == events[0] for e in events), "copies of one event differ"
         if guarantee == "exactly_once":
             assert len(events) == 1, events

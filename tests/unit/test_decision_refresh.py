@@ -69,6 +69,18 @@ def known(last: OrderState | None) -> Known:
 # -- rows --------------------------------------------------------------------------------------
 
 
+def test_one_command_run_again_after_a_later_change_announces_it_under_another_id() -> None:
+    """A duplicate notification relayed late is the same command (same id) run after the next
+    change: its event is that change's, so it must not reuse the first run's eventId; a replay
+    that reads the same order rebuilds the same id."""
+    checkout = order(("checkout", -60))
+    _, first = run(refresh(), [Fetched(ACCEPTED, 1)], known=known(published(checkout)))
+    _, again = run(refresh(), [Fetched(PROCESSING, 1)], known=known(published(ACCEPTED)))
+    _, replay = run(refresh(), [Fetched(ACCEPTED, 1)], known=known(published(checkout)))
+    ids = [one(d, OutputKind.EVENT)["eventId"] for d in (first, again, replay)]
+    assert ids == ["r-1:state-changed:2", "r-1:state-changed:3", "r-1:state-changed:2"]
+
+
 def test_changed_status_publishes_snapshot_and_external_event() -> None:
     calls, done = run(refresh(), [Fetched(PROCESSING, 1)], known=known(published(ACCEPTED)))
     assert calls == [Get()]  # always a fresh read
@@ -77,7 +89,7 @@ def test_changed_status_publishes_snapshot_and_external_event() -> None:
     event = one(done, OutputKind.EVENT)
     assert (event["previousStatus"], event["newStatus"]) == ("accepted", "processing")
     assert event["source"] == "external"
-    assert event["eventId"] == "r-1:state-changed"
+    assert event["eventId"] == "r-1:state-changed:3"  # the command and the change it saw
     assert event["transitionAt"] == stamp(5)
     assert event["occurredAt"].startswith("2026-11-27T10:00:05")  # the transition's own time
     state = new_order_state(done)
