@@ -5,12 +5,18 @@
 #   * helm-docs - generates the chart's values table (helm/norce-order-bridge/README.md), built
 #                the same way (`go install`), pinned, cached beside helm
 #   * promtool - from Debian's `prometheus` package (/usr/bin/promtool, /usr/bin/prometheus)
+#   * the official AsyncAPI parser - `@asyncapi/parser` with `@asyncapi/avro-schema-parser` (the
+#                Avro payloads of asyncapi.yaml), from the npm registry with `npm install`, pinned,
+#                cached under .../tools/asyncapi/ (tests/deploy/test_asyncapi_valid.py runs it
+#                with node >= 18 through tests/deploy/asyncapi_validate.cjs)
 # Idempotent: each tool is skipped when it is already present at the expected version.
 # Afterwards put the helm directory on PATH:  export PATH="$(scripts/install-tools.sh --print-bin-dir):$PATH"
 set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
 HELM_DOCS_VERSION="${HELM_DOCS_VERSION:-v1.14.2}"
+ASYNCAPI_PARSER_VERSION="${ASYNCAPI_PARSER_VERSION:-3.6.3}"
+ASYNCAPI_AVRO_PARSER_VERSION="${ASYNCAPI_AVRO_PARSER_VERSION:-3.0.24}"
 TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/norce-order-bridge/tools"
 BIN_DIR="$TOOLS_DIR/bin"
 
@@ -92,7 +98,30 @@ install_promtool() {
     log "promtool installed: $(promtool --version 2>&1 | head -n1)"
 }
 
+install_asyncapi_parser() {
+    local dir="$TOOLS_DIR/asyncapi" stamp
+    stamp="@asyncapi/parser@${ASYNCAPI_PARSER_VERSION} @asyncapi/avro-schema-parser@${ASYNCAPI_AVRO_PARSER_VERSION}"
+    command -v node >/dev/null 2>&1 || die "node not found on PATH (needed to run the AsyncAPI parser); install Node.js >= 18 (Debian package 'nodejs')"
+    command -v npm >/dev/null 2>&1 || die "npm not found on PATH (needed to install the AsyncAPI parser); install Debian's 'npm' package"
+    if [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$stamp" \
+          && -d "$dir/node_modules/@asyncapi/parser" && -d "$dir/node_modules/@asyncapi/avro-schema-parser" ]]; then
+        log "AsyncAPI parser already installed in $dir ($stamp)"
+        return
+    fi
+    mkdir -p "$dir"
+    rm -f "$dir/.stamp"
+    log "installing $stamp into $dir with npm"
+    local start=$SECONDS
+    # A private package.json, so npm installs exactly these pins here and nowhere else.
+    printf '{"name":"norce-order-bridge-tools","private":true}\n' > "$dir/package.json"
+    # shellcheck disable=SC2086  # $stamp is the list of package@version arguments
+    npm install --prefix "$dir" --no-audit --no-fund --save-exact --loglevel=error $stamp
+    printf '%s' "$stamp" > "$dir/.stamp"
+    log "AsyncAPI parser installed in $((SECONDS - start))s"
+}
+
 install_helm
 install_helm_docs
 install_promtool
+install_asyncapi_parser
 log "done; add helm and helm-docs to PATH with: export PATH=\"$BIN_DIR:\$PATH\""
