@@ -126,7 +126,7 @@ _CHANNEL_TEXT: Final[dict[str, tuple[str, str]]] = {
         "Commands (and notifications) the bridge could not handle: the original key, value "
         "and headers, plus Kafka Connect style `__connect.errors.*` headers "
         "(`__connect.errors.reason` is one of the dead-letter reasons). Re-drive with "
-        "`order-bridge dlq replay`.",
+        "`order-bridge dlq replay`. Key: the original record's key (normally the order id).",
     ),
     NOTIFICATIONS: (
         "Norce order notifications",
