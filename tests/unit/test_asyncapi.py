@@ -397,3 +397,25 @@ def test_command_and_notification_headers_are_documented(doc: dict[str, Any]) ->
     values = {name: value.decode() for name, value in notification_headers(stored, 1)}
     jsonschema.Draft7Validator(schema).validate(values)
     assert set(schema["required"]) == set(values)
+
+
+def test_from_env_documents_the_deployment_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BRIDGE_TOPICS__EVENTS", "acme.order.events")
+    monkeypatch.setenv("BRIDGE_KAFKA__GROUP_ID", "acme-bridge")
+    assert main(["asyncapi", "--from-env", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["channels"]["events"]["address"] == "acme.order.events"
+    receive = doc["operations"]["receiveCommands"]["bindings"]["kafka"]["groupId"]
+    assert receive["enum"] == ["acme-bridge"]
+    relay = doc["operations"]["receiveNotifications"]["bindings"]["kafka"]["groupId"]
+    assert relay["enum"] == ["acme-bridge.notifications"]
+    # Without --from-env the environment does not matter: the committed defaults.
+    assert main(["asyncapi", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["channels"]["events"]["address"] == (
+        "norce.order.events"
+    )
+    monkeypatch.setenv("BRIDGE_TOPICS__PARTITIONS", "0")
+    assert main(["asyncapi", "--from-env"]) == 2  # a bad setting: one line, exit 2
+    assert "BRIDGE_TOPICS__PARTITIONS" in capsys.readouterr().err
