@@ -6,17 +6,16 @@
 #                the same way (`go install`), pinned, cached beside helm
 #   * promtool - from Debian's `prometheus` package (/usr/bin/promtool, /usr/bin/prometheus)
 #   * the official AsyncAPI parser - `@asyncapi/parser` with `@asyncapi/avro-schema-parser` (the
-#                Avro payloads of asyncapi.yaml), from the npm registry with `npm install`, pinned,
-#                cached under .../tools/asyncapi/ (tests/deploy/test_asyncapi_valid.py runs it
-#                with node >= 18 through tests/deploy/asyncapi_validate.cjs)
+#                Avro payloads of asyncapi.yaml), from the npm registry with `npm ci`: every package
+#                pinned with its integrity hash by scripts/asyncapi-tools/package-lock.json, cached
+#                under .../tools/asyncapi/ (tests/deploy/test_asyncapi_valid.py runs it with
+#                node >= 18 through tests/deploy/asyncapi_validate.cjs)
 # Idempotent: each tool is skipped when it is already present at the expected version.
 # Afterwards put the helm directory on PATH:  export PATH="$(scripts/install-tools.sh --print-bin-dir):$PATH"
 set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
 HELM_DOCS_VERSION="${HELM_DOCS_VERSION:-v1.14.2}"
-ASYNCAPI_PARSER_VERSION="${ASYNCAPI_PARSER_VERSION:-3.6.3}"
-ASYNCAPI_AVRO_PARSER_VERSION="${ASYNCAPI_AVRO_PARSER_VERSION:-3.0.24}"
 TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/norce-order-bridge/tools"
 BIN_DIR="$TOOLS_DIR/bin"
 
@@ -99,25 +98,28 @@ install_promtool() {
 }
 
 install_asyncapi_parser() {
-    local dir="$TOOLS_DIR/asyncapi" stamp
-    stamp="@asyncapi/parser@${ASYNCAPI_PARSER_VERSION} @asyncapi/avro-schema-parser@${ASYNCAPI_AVRO_PARSER_VERSION}"
+    # To change a version: edit scripts/asyncapi-tools/package.json, then re-lock with
+    # `npm install --package-lock-only --prefix scripts/asyncapi-tools` and commit both files.
+    local src dir="$TOOLS_DIR/asyncapi" stamp
+    src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/asyncapi-tools"
+    [[ -f "$src/package.json" && -f "$src/package-lock.json" ]] || die "missing $src/package.json or package-lock.json"
     command -v node >/dev/null 2>&1 || die "node not found on PATH (needed to run the AsyncAPI parser); install Node.js >= 18 (Debian package 'nodejs')"
     command -v npm >/dev/null 2>&1 || die "npm not found on PATH (needed to install the AsyncAPI parser); install Debian's 'npm' package"
+    stamp="$(cat "$src/package.json" "$src/package-lock.json" | sha256sum | cut -c1-16)"
     if [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$stamp" \
-          && -d "$dir/node_modules/@asyncapi/parser" && -d "$dir/node_modules/@asyncapi/avro-schema-parser" ]]; then
-        log "AsyncAPI parser already installed in $dir ($stamp)"
+          && -f "$dir/node_modules/@asyncapi/parser/package.json" \
+          && -f "$dir/node_modules/@asyncapi/avro-schema-parser/package.json" ]]; then
+        log "AsyncAPI parser already installed in $dir (lock $stamp)"
         return
     fi
     mkdir -p "$dir"
     rm -f "$dir/.stamp"
-    log "installing $stamp into $dir with npm"
+    cp "$src/package.json" "$src/package-lock.json" "$dir/"
+    log "installing the AsyncAPI parser into $dir with 'npm ci' (lock $stamp)"
     local start=$SECONDS
-    # A private package.json, so npm installs exactly these pins here and nowhere else.
-    printf '{"name":"norce-order-bridge-tools","private":true}\n' > "$dir/package.json"
-    # shellcheck disable=SC2086  # $stamp is the list of package@version arguments
-    npm install --prefix "$dir" --no-audit --no-fund --save-exact --loglevel=error $stamp
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
     printf '%s' "$stamp" > "$dir/.stamp"
-    log "AsyncAPI parser installed in $((SECONDS - start))s"
+    log "AsyncAPI parser installed in $((SECONDS - start))s: @asyncapi/parser $(node -p "require('$dir/node_modules/@asyncapi/parser/package.json').version"), @asyncapi/avro-schema-parser $(node -p "require('$dir/node_modules/@asyncapi/avro-schema-parser/package.json').version")"
 }
 
 install_helm
