@@ -34,6 +34,7 @@ from bridge.commands import (
 )
 from bridge.config import BridgeSettings, TopicSettings
 from bridge.deadletter import dead_letter
+from bridge.dlq_tool import parse_dead_letter, redrive_headers
 from bridge.errors import InvalidCommandError
 from bridge.notification import notification_headers, parse_notification
 from bridge.order_model import OrderStatus
@@ -381,9 +382,23 @@ def test_command_and_notification_headers_are_documented(doc: dict[str, Any]) ->
         reason="notification",
         correlation_id="corr",
     )
-    _key, _value, headers = command_record(cmd, ("norce.notification.received-at", b"1"))
+    _key, value, headers = command_record(cmd, ("norce.notification.received-at", b"1"))
+    # ... and as `order-bridge dlq replay` re-drives it after it was dead-lettered.
+    letter = dead_letter(
+        SourceRecord("norce.order.commands", 1, 5, b"o_1", value, tuple(headers), 0),
+        "processing_error",
+        RuntimeError("boom"),
+        stage="execute",
+        now=NOW,
+        ids=cmd,
+    )
+    assert isinstance(letter.value, bytes)  # a dead letter keeps the original bytes
+    dl = parse_dead_letter(1, 9, 0, letter.key, letter.value, letter.headers)
+    redriven = redrive_headers(dl, "norce.order.commands.dlq", NOW)
+    assert any(name.startswith("norce.redrive.") for name, _ in redriven)
     for message in channel_messages(doc, "commands").values():
         assert {name for name, _ in headers} <= header_names(doc, message)
+        assert {name for name, _ in redriven} <= header_names(doc, message)
     stored = parse_notification(
         json.dumps(
             {
