@@ -73,8 +73,12 @@ def kafka_options(settings: BridgeSettings) -> dict[str, Any]:
     return kafka_client_options(settings, sasl_password(settings))
 
 
-async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> list[str]:
-    """Create missing topics (if allowed) or fail naming them. Returns the topics created."""
+def topic_configs(
+    settings: BridgeSettings, *, notifications: bool = True
+) -> dict[str, dict[str, str]]:
+    """The topics the bridge creates when missing -> their topic configuration (pure;
+    ``bridge.asyncapi`` documents the same). The notifications topic only with
+    ``notifications`` (the ingress or the relay on)."""
     t = settings.topics
     wanted: dict[str, dict[str, str]] = {
         t.commands: {},
@@ -84,12 +88,19 @@ async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> li
         t.dlq: {"retention.ms": str(30 * 24 * 3600 * 1000)},
         t.order_state: {"cleanup.policy": "compact"},  # the order state store (internal)
     }
-    ingress = settings.ingress
-    if ingress.enabled or ingress.relay_enabled():
+    if notifications:
         # Room for a body of max_body_bytes with its headers (Kafka's default is ~1 MiB).
         wanted[t.notifications] = {
-            "max.message.bytes": str(max(1_048_588, ingress.max_body_bytes + 64 * 1024))
+            "max.message.bytes": str(max(1_048_588, settings.ingress.max_body_bytes + 64 * 1024))
         }
+    return wanted
+
+
+async def ensure_topics(settings: BridgeSettings, options: dict[str, Any]) -> list[str]:
+    """Create missing topics (if allowed) or fail naming them. Returns the topics created."""
+    t = settings.topics
+    ingress = settings.ingress
+    wanted = topic_configs(settings, notifications=ingress.enabled or ingress.relay_enabled())
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         client_id=f"{settings.kafka.client_id}-admin",

@@ -1,4 +1,4 @@
-"""``order-bridge``: run | send | refresh | dlq | schema.
+"""``order-bridge``: run | send | refresh | dlq | schema | asyncapi.
 
 Development tools (the demo, the Norce API simulator, a local broker) are not part of the
 service: they live in the devkit (``order-bridge-dev``, ``norce-simulator``).
@@ -150,6 +150,23 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_asyncapi(args: argparse.Namespace) -> int:
+    from bridge.asyncapi import build_document, dump_document
+    from bridge.config import load_settings
+
+    def run() -> int:
+        settings = load_settings() if args.from_env else None
+        text = dump_document(build_document(settings), args.format)
+        if args.output:
+            Path(args.output).write_text(text, encoding="utf-8")
+            print(f"wrote {args.output}")
+        else:
+            sys.stdout.write(text)
+        return 0
+
+    return _guarded(run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="order-bridge", description=__doc__)
     parser.add_argument("--version", action="version", version=f"order-bridge {__version__}")
@@ -189,6 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print (or --write) the JSON Schema of the commands")
     p.add_argument("--write", nargs="?", const="schemas/order-command.schema.json")
     p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser(
+        "asyncapi",
+        help="print (or --output) the AsyncAPI 3.0 contract of the topics (asyncapi.yaml)",
+    )
+    p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    p.add_argument(
+        "--from-env",
+        action="store_true",
+        help="topic names, partitions and group ids from the BRIDGE_* settings "
+        "(default: the defaults, as the committed asyncapi.yaml)",
+    )
+    p.set_defaults(func=_cmd_asyncapi)
     return parser
 
 

@@ -5,6 +5,11 @@
 #   * helm-docs - generates the chart's values table (helm/norce-order-bridge/README.md), built
 #                the same way (`go install`), pinned, cached beside helm
 #   * promtool - from Debian's `prometheus` package (/usr/bin/promtool, /usr/bin/prometheus)
+#   * the official AsyncAPI parser - `@asyncapi/parser` with `@asyncapi/avro-schema-parser` (the
+#                Avro payloads of asyncapi.yaml), from the npm registry with `npm ci`: every package
+#                pinned with its integrity hash by scripts/asyncapi-tools/package-lock.json, cached
+#                under .../tools/asyncapi/ (tests/deploy/test_asyncapi_valid.py runs it with
+#                node >= 18 through tests/deploy/asyncapi_validate.cjs)
 # Idempotent: each tool is skipped when it is already present at the expected version.
 # Afterwards put the helm directory on PATH:  export PATH="$(scripts/install-tools.sh --print-bin-dir):$PATH"
 set -euo pipefail
@@ -92,7 +97,33 @@ install_promtool() {
     log "promtool installed: $(promtool --version 2>&1 | head -n1)"
 }
 
+install_asyncapi_parser() {
+    # To change a version: edit scripts/asyncapi-tools/package.json, then re-lock with
+    # `npm install --package-lock-only --prefix scripts/asyncapi-tools` and commit both files.
+    local src dir="$TOOLS_DIR/asyncapi" stamp
+    src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/asyncapi-tools"
+    [[ -f "$src/package.json" && -f "$src/package-lock.json" ]] || die "missing $src/package.json or package-lock.json"
+    command -v node >/dev/null 2>&1 || die "node not found on PATH (needed to run the AsyncAPI parser); install Node.js >= 18 (Debian package 'nodejs')"
+    command -v npm >/dev/null 2>&1 || die "npm not found on PATH (needed to install the AsyncAPI parser); install Debian's 'npm' package"
+    stamp="$(cat "$src/package.json" "$src/package-lock.json" | sha256sum | cut -c1-16)"
+    if [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$stamp" \
+          && -f "$dir/node_modules/@asyncapi/parser/package.json" \
+          && -f "$dir/node_modules/@asyncapi/avro-schema-parser/package.json" ]]; then
+        log "AsyncAPI parser already installed in $dir (lock $stamp)"
+        return
+    fi
+    mkdir -p "$dir"
+    rm -f "$dir/.stamp"
+    cp "$src/package.json" "$src/package-lock.json" "$dir/"
+    log "installing the AsyncAPI parser into $dir with 'npm ci' (lock $stamp)"
+    local start=$SECONDS
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+    printf '%s' "$stamp" > "$dir/.stamp"
+    log "AsyncAPI parser installed in $((SECONDS - start))s: @asyncapi/parser $(node -p "require('$dir/node_modules/@asyncapi/parser/package.json').version"), @asyncapi/avro-schema-parser $(node -p "require('$dir/node_modules/@asyncapi/avro-schema-parser/package.json').version")"
+}
+
 install_helm
 install_helm_docs
 install_promtool
+install_asyncapi_parser
 log "done; add helm and helm-docs to PATH with: export PATH=\"$BIN_DIR:\$PATH\""
