@@ -312,6 +312,9 @@ class OtelSettings(_Section):
 
     # True/False decide; unset: on when the standard OTEL_* variables ask for traces.
     enabled: bool | None = None
+    # One PRODUCER span per command for all its outputs (a batch send; cheaper), or one per
+    # output record (per-topic spans; each costs about as much as the command's other spans).
+    producer_spans: Literal["command", "record"] = "command"
 
 
 _TRUE = ("true", "1", "yes", "on")

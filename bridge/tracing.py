@@ -129,8 +129,8 @@ def build_tracing(settings: BridgeSettings, environ: Mapping[str, str]) -> Traci
     return tracing_otel.OtelTracing.with_processors(
         processors,
         group_id=settings.kafka.group_id,
-        client_id=settings.kafka.client_id,
         norce_base_url=settings.norce.resolved_base_url(),
+        producer_spans=settings.otel.producer_spans,
     )
 
 

@@ -126,12 +126,15 @@ class _OtelClientSpan(ClientSpan):
 
 
 class _OtelCommandTrace(CommandTrace):
-    __slots__ = ("_producers", "_span", "_token", "_tracer")
+    __slots__ = ("_per_record", "_producers", "_span", "_token", "_tracer")
 
-    def __init__(self, span: trace.Span, token: Token[Context], tracer: trace.Tracer) -> None:
+    def __init__(
+        self, span: trace.Span, token: Token[Context], tracer: trace.Tracer, *, per_record: bool
+    ) -> None:
         self._span = span
         self._token = token
         self._tracer = tracer
+        self._per_record = per_record
         self._producers: list[trace.Span] = []
 
     def outcome(self, outcome: Disposition) -> None:
@@ -145,36 +148,50 @@ class _OtelCommandTrace(CommandTrace):
     def produce(
         self, records: list[EncodedRecord], roles: Mapping[str, str]
     ) -> list[EncodedRecord]:
-        parent = trace.set_span_in_context(self._span)
-        tracer = self._tracer
-        propagator = get_global_textmap()
-        out: list[EncodedRecord] = []
-        for topic, key, value, headers, partition in records:
-            attributes: dict[str, str | int | bool] = {
-                "messaging.system": KAFKA,
-                "messaging.operation.type": "send",
-                "messaging.operation.name": "send",
-                "messaging.destination.name": topic,
-                "norce.output.kind": roles.get(topic, "unknown"),
-            }
-            text = _key_text(key)
+        if self._per_record:
+            return [out for record in records for out in self._send_span([record], roles)]
+        return self._send_span(records, roles) if records else records
+
+    def _send_span(
+        self, records: list[EncodedRecord], roles: Mapping[str, str]
+    ) -> list[EncodedRecord]:
+        """One PRODUCER span for ``records`` (a batch: the outputs of one command), its context
+        appended to each record's headers."""
+        topics = list(dict.fromkeys(r[0] for r in records))
+        keys = {r[1] for r in records}
+        attributes: dict[str, str | int | bool] = {
+            "messaging.system": KAFKA,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "norce.output.kinds": ",".join(roles.get(t, t) for t in topics),
+        }
+        if len(topics) == 1:
+            name = f"send {topics[0]}"
+            attributes["messaging.destination.name"] = topics[0]
+        else:
+            name = "send"  # several destinations: the operation alone (semantic conventions)
+        if len(records) > 1:
+            attributes["messaging.batch.message_count"] = len(records)
+        else:
+            if records[0][2] is None:
+                attributes["messaging.kafka.message.tombstone"] = True
+            if records[0][4] is not None:
+                attributes["messaging.destination.partition.id"] = str(records[0][4])
+        if len(keys) == 1:
+            text = _key_text(next(iter(keys)))
             if text is not None:
                 attributes["messaging.kafka.message.key"] = text
-            if value is None:
-                attributes["messaging.kafka.message.tombstone"] = True
-            else:
-                attributes["messaging.message.body.size"] = len(value)
-            if partition is not None:
-                attributes["messaging.destination.partition.id"] = str(partition)
-            span = tracer.start_span(
-                f"send {topic}", context=parent, kind=SpanKind.PRODUCER, attributes=attributes
-            )
-            self._producers.append(span)
-            carrier: dict[str, str] = {}
-            propagator.inject(carrier, context=trace.set_span_in_context(span))
-            traced = [*headers, *((k, v.encode("latin-1")) for k, v in carrier.items())]
-            out.append((topic, key, value, traced, partition))
-        return out
+        span = self._tracer.start_span(
+            name,
+            context=trace.set_span_in_context(self._span),
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+        )
+        self._producers.append(span)
+        carrier: dict[str, str] = {}
+        get_global_textmap().inject(carrier, context=trace.set_span_in_context(span))
+        trace_headers = [(k, v.encode("latin-1")) for k, v in carrier.items()]
+        return [(t, k, v, [*h, *trace_headers], p) for t, k, v, h, p in records]
 
     def published(self, ok: bool) -> None:
         for span in self._producers:
@@ -200,13 +217,13 @@ class OtelTracing(Tracing):
         provider: TracerProvider,
         *,
         group_id: str,
-        client_id: str,
         norce_base_url: str,
+        producer_spans: str = "command",
     ) -> None:
         self.provider = provider
+        self._per_record = producer_spans == "record"
         self._tracer = provider.get_tracer("bridge", __version__)
         self._group_id = group_id
-        self._client_id = client_id
         url = httpx.URL(norce_base_url)
         # No user info, query or fragment: only scheme, host, port and path.
         path = url.path if url.path.endswith("/") else url.path + "/"
@@ -223,8 +240,8 @@ class OtelTracing(Tracing):
         processors: Iterable[SpanProcessor],
         *,
         group_id: str,
-        client_id: str,
         norce_base_url: str,
+        producer_spans: str = "command",
     ) -> OtelTracing:
         """A provider with the standard resource (``OTEL_SERVICE_NAME``,
         ``OTEL_RESOURCE_ATTRIBUTES``; service name ``norce-order-bridge`` by default) and
@@ -235,7 +252,12 @@ class OtelTracing(Tracing):
         provider = TracerProvider(resource=resource)
         for processor in processors:
             provider.add_span_processor(processor)
-        return cls(provider, group_id=group_id, client_id=client_id, norce_base_url=norce_base_url)
+        return cls(
+            provider,
+            group_id=group_id,
+            norce_base_url=norce_base_url,
+            producer_spans=producer_spans,
+        )
 
     def consume(self, src: SourceRecord, command: AnyCommand | None) -> CommandTrace:
         parent = get_global_textmap().extract(src.headers, getter=_GETTER)
@@ -246,17 +268,13 @@ class OtelTracing(Tracing):
             "messaging.destination.name": src.topic,
             "messaging.destination.partition.id": str(src.partition),
             "messaging.consumer.group.name": self._group_id,
-            "messaging.client.id": self._client_id,
             "messaging.kafka.offset": src.offset,
         }
         key = _key_text(src.key)
         if key is not None:
             attributes["messaging.kafka.message.key"] = key
-        if src.value is not None:
-            attributes["messaging.message.body.size"] = len(src.value)
         if command is not None:
             attributes["norce.command.id"] = command.command_id
-            attributes["messaging.message.id"] = command.command_id
             attributes["norce.command.type"] = command.type
             attributes["norce.order.id"] = command.order_id
             if command.correlation_id:
@@ -265,7 +283,7 @@ class OtelTracing(Tracing):
             f"process {src.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
         )
         token = otel_context.attach(trace.set_span_in_context(span, parent))
-        return _OtelCommandTrace(span, token, self._tracer)
+        return _OtelCommandTrace(span, token, self._tracer, per_record=self._per_record)
 
     def client(self, method: str, endpoint: str, path: str, resend_count: int) -> ClientSpan:
         template = self._base_path + _TEMPLATES.get(endpoint, endpoint)
@@ -275,7 +293,6 @@ class OtelTracing(Tracing):
             "url.full": self._base + path,
             "server.address": self._server_address,
             "server.port": self._server_port,
-            "norce.endpoint": endpoint,
         }
         if resend_count:
             attributes["http.request.resend_count"] = resend_count

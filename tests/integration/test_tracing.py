@@ -57,7 +57,7 @@ class TracedBridge(Bridge):
 
 @contextlib.asynccontextmanager
 async def traced_bridge(
-    bootstrap: str, sim: SimulatorHandle
+    bootstrap: str, sim: SimulatorHandle, producer_spans: str = "command"
 ) -> AsyncIterator[tuple[TracedBridge, InMemorySpanExporter]]:
     settings = make_settings(bootstrap, sim.url, partitions=2)
     await ensure_topics(settings, {})
@@ -67,8 +67,8 @@ async def traced_bridge(
     tracing = OtelTracing(
         provider,
         group_id=settings.kafka.group_id,
-        client_id=settings.kafka.client_id,
         norce_base_url=sim.url,
+        producer_spans=producer_spans,
     )
     bridge = TracedBridge(bootstrap, sim, settings, tracing=tracing)
     try:
@@ -113,10 +113,14 @@ def parent_id(span: ReadableSpan) -> int | None:
     return span.parent.span_id if span.parent is not None else None
 
 
+@pytest.mark.parametrize("producer_spans", ["command", "record"])
 async def test_a_command_is_one_trace_from_the_upstream_producer_to_every_output(
-    kafka_bootstrap: str,
+    kafka_bootstrap: str, producer_spans: str
 ) -> None:
-    async with simulator() as sim, traced_bridge(kafka_bootstrap, sim) as (bridge, exporter):
+    async with (
+        simulator() as sim,
+        traced_bridge(kafka_bootstrap, sim, producer_spans) as (bridge, exporter),
+    ):
         (order_id,) = sim.app.seed(1, "norce", "1")
         cmd = set_state(order_id, "processing", correlation_id="corr-t")
         headers, upstream = upstream_headers()
@@ -160,25 +164,28 @@ async def test_a_command_is_one_trace_from_the_upstream_producer_to_every_output
         received = [parse_traceparent(c["headers"]["traceparent"]) for c in sim.app.calls(order_id)]
         assert sorted(received) == sorted((c.context.trace_id, c.context.span_id) for c in clients)
 
-        # PRODUCER spans: one per output record, children of the consumer span, their context
-        # in the record's headers (with the upstream tracestate carried on).
+        # PRODUCER spans, children of the consumer span: one for the command's outputs (a
+        # batch send), or one per output record; their context is in the records' headers
+        # (with the upstream tracestate carried on).
         producers = by_kind(spans, SpanKind.PRODUCER)
         assert all(parent_id(p) == consumer.context.span_id for p in producers)
         topics = bridge.topics
-        assert sorted(p.name for p in producers) == sorted(
-            f"send {t}"
-            for t in (topics.snapshots, topics.events, topics.results, topics.order_state)
-        )
-        producer_ids = {p.context.span_id for p in producers}
-        outputs = [
-            m for t, m in bridge.raw if t in (topics.snapshots, topics.events, topics.results)
-        ]
+        sent_to = (topics.snapshots, topics.events, topics.results, topics.order_state)
+        if producer_spans == "command":
+            (batch,) = producers
+            assert batch.name == "send"
+            assert attr(batch, "messaging.batch.message_count") == 4
+            assert attr(batch, "norce.output.kinds") == "snapshot,event,result,order_state"
+            assert attr(batch, "messaging.kafka.message.key") == order_id
+            span_of = dict.fromkeys(sent_to, batch.context.span_id)
+        else:
+            assert sorted(p.name for p in producers) == sorted(f"send {t}" for t in sent_to)
+            span_of = {attr(p, "messaging.destination.name"): p.context.span_id for p in producers}
+        outputs = [(t, m) for t, m in bridge.raw if t in sent_to]
         assert len(outputs) == 3
-        for message in outputs:
+        for topic, message in outputs:
             (tp,) = header_values(message, "traceparent")
-            trace_id, span_id = parse_traceparent(tp)
-            assert trace_id == upstream.trace_id
-            assert span_id in producer_ids
+            assert parse_traceparent(tp) == (upstream.trace_id, span_of[topic])
             assert header_values(message, "tracestate") == [b"upstream=1"]
 
         # No secret in any attribute.
@@ -207,8 +214,9 @@ async def test_a_dead_letter_carries_the_bridge_context_after_the_original_heade
         assert consumer.status.status_code == StatusCode.ERROR
         assert attr(consumer, "norce.dead_letter.reason") == "invalid_json"
         assert not by_kind(spans, SpanKind.CLIENT)
-        (dlq_span,) = [p for p in by_kind(spans, SpanKind.PRODUCER) if p.name.endswith(".dlq")]
-        assert attr(dlq_span, "norce.output.kind") == "dlq"
+        (dlq_span,) = by_kind(spans, SpanKind.PRODUCER)
+        assert dlq_span.name == f"send {bridge.topics.dlq}"
+        assert attr(dlq_span, "norce.output.kinds") == "dlq"
         (dead,) = [m for t, m in bridge.raw if t == bridge.topics.dlq]
         original, ours = header_values(dead, "traceparent")
         # The original header stays as it was (first, before the diagnosis: a replay re-sends

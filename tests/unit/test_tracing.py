@@ -179,7 +179,7 @@ def spans() -> Iterator[tuple[OtelTracing, InMemorySpanExporter]]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield (
-        OtelTracing(provider, group_id="g", client_id="c", norce_base_url=BASE),
+        OtelTracing(provider, group_id="g", norce_base_url=BASE),
         exporter,
     )
     provider.shutdown()
