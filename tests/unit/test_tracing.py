@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -18,6 +18,8 @@ from pydantic import SecretStr
 from bridge.config import BridgeSettings, OtelSettings, RetrySettings, otel_requested
 from bridge.errors import ConfigError
 from bridge.norce import NorceClient, build_http_client
+from bridge.outputs import SourceRecord
+from bridge.settle import EncodedRecord
 from bridge.tracing import NO_TRACING, build_tracing
 from bridge.tracing_otel import OtelTracing
 
@@ -253,3 +255,91 @@ async def test_a_transport_failure_names_its_class_not_its_message(
     assert span.name == "GET /checkout/order/api/v0/checkout/orders/{orderId}"
     assert not span.events  # no exception message recorded
     assert all(API_KEY not in str(v) for v in span.attributes.values())
+
+
+def _source(headers: tuple[tuple[str, bytes | None], ...]) -> SourceRecord:
+    return SourceRecord("cmds", 2, 41, b"o_1", b"{}", headers, 0)
+
+
+def _records() -> list[EncodedRecord]:
+    return [
+        ("snaps", b"o_1", b"s", [("norce.command.id", b"c-1")], None),
+        ("snaps", b"o_1", None, [], None),
+        ("state", b"o_1", b"{}", [], 2),
+    ]
+
+
+@pytest.mark.parametrize("producer_spans", ["command", "record"])
+def test_the_outputs_carry_their_producer_span_and_the_last_traceparent_is_continued(
+    producer_spans: str,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = OtelTracing(
+        provider, group_id="g", norce_base_url=BASE, producer_spans=producer_spans
+    )
+    stale = b"00-11111111111111111111111111111111-2222222222222222-01"
+    upstream = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    trace = tracing.consume(_source((("traceparent", stale), ("traceparent", upstream))), None)
+    out = trace.produce(_records(), {"snaps": "snapshot", "state": "order_state"})
+    trace.published(True)
+    trace.end()
+    spans = exporter.get_finished_spans()
+    (consumer,) = [s for s in spans if s.kind == SpanKind.CONSUMER]
+    assert consumer.parent is not None
+    assert consumer.parent.trace_id == 0x0AF7651916CD43DD8448EB211C80319C  # the last header
+    producers = {s.context.span_id: s for s in spans if s.kind == SpanKind.PRODUCER}
+    assert len(producers) == (1 if producer_spans == "command" else 3)
+    for (topic, key, value, headers, partition), original in zip(out, _records(), strict=True):
+        assert (topic, key, value, partition) == (
+            original[0],
+            original[1],
+            original[2],
+            original[4],
+        )
+        assert headers[: len(original[3])] == original[3]  # the record's own headers first
+        (name, tp), *_ = headers[len(original[3]) :]
+        assert name == "traceparent"
+        assert tp is not None
+        assert int(tp.split(b"-")[2], 16) in producers
+    if producer_spans == "record":
+        tombstone = [
+            s for s in producers.values() if attr_of(s, "messaging.kafka.message.tombstone")
+        ]
+        assert len(tombstone) == 1
+        (state,) = [s for s in producers.values() if s.name == "send state"]
+        assert attr_of(state, "messaging.destination.partition.id") == "2"
+    provider.shutdown()
+
+
+def attr_of(span: ReadableSpan, name: str) -> object:
+    return (span.attributes or {}).get(name)
+
+
+def test_outputs_not_published_end_their_spans_as_errors() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = OtelTracing(provider, group_id="g", norce_base_url=BASE)
+    trace = tracing.consume(_source(()), None)
+    trace.produce(_records(), {})
+    trace.end()  # the partition was revoked before publishing
+    (producer,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert producer.status.status_code == StatusCode.ERROR
+    (consumer,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    assert consumer.parent is None  # no context on the record: a new trace
+    provider.shutdown()
+
+
+def test_the_no_op_hands_records_back_untouched() -> None:
+    records = _records()
+    trace = NO_TRACING.consume(_source(()), None)
+    assert trace.produce(records, {}) is records
+    trace.published(True)
+    trace.end()
+    span = NO_TRACING.client("GET", "get_order", "x", 0)
+    headers = {"a": "b"}
+    assert span.inject(headers) is headers
+    span.succeeded(200)
+    NO_TRACING.shutdown()
