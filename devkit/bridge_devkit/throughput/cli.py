@@ -265,6 +265,9 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
                         tracing=variant,
                     )
                     await run(spec)
+            if "otlp" in variants:  # the exported spans really arrived
+                sink = bench.otlp_sink
+                say(f"  OTLP sink received {sink.exports:,} exports, {sink.bytes:,} bytes")
         if args.instances:
             results.extend(await run_scaleout(bench, args))
     finally:
