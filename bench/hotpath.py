@@ -15,7 +15,14 @@ Four rows, measured in one process and interleaved round by round (``--rounds``)
   the mapping alone both ways (``map only, one pass`` vs ``map + tagged copy``: fastavro's
   cost and noise left out, the difference is what the one pass saves);
 * **(d) fastavro floor**: ``fastavro.schemaless_writer`` with the pre-parsed schema on an
-  already tagged record (what is left when mapping and tagging cost nothing).
+  already tagged record (what is left when mapping and tagging cost nothing);
+* **(e) tracing** (``--part tracing``, issue 15): the tracing hooks of one command exactly as the
+  worker and the Norce client call them (:mod:`bridge.tracing`: the consumer span continuing a
+  ``traceparent``, two client spans with their context injected into the request headers, the
+  producer span(s) of four output records, published, ended): off (the no-op), on without an
+  exporter, on with one producer span per record, and on with the OTLP exporter's encoding
+  (``BatchSpanProcessor`` → protobuf ``ExportTraceServiceRequest`` serialised, then dropped: no
+  network; flushed inside each round so its thread's CPU is counted).
 
 Figures are CPU time of this process (``time.process_time``) per request or per snapshot. The
 HTTP rows include the in-process simulator's own CPU for each request, the same in (a) and (b),
@@ -30,6 +37,7 @@ Usage::
 
     python bench/hotpath.py                       # defaults: 10 rounds x 500 requests/snapshots
     python bench/hotpath.py --part snapshots --rounds 40 --snapshots 100
+    python bench/hotpath.py --part tracing --rounds 20 --commands 1000
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ import io
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -279,6 +287,120 @@ def snapshot_rows(orders: list[dict[str, Any]], rounds: int, snapshots: int) -> 
     return rows
 
 
+def tracing_rows(rounds: int, commands: int) -> list[str]:
+    """Rows (e): CPU per command of the tracing hooks, each variant alternating per round."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from bridge.commands import SetOrderState
+    from bridge.outputs import SourceRecord
+    from bridge.settle import EncodedRecord
+    from bridge.tracing import NO_TRACING, Tracing
+    from bridge.tracing_otel import OtelTracing
+
+    class EncodeOnly(SpanExporter):
+        """The OTLP exporter's CPU without its network: encode, serialise, drop."""
+
+        def __init__(self) -> None:
+            self.spans = 0
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            encode_spans(spans).SerializeToString()
+            self.spans += len(spans)
+            return SpanExportResult.SUCCESS
+
+    base = "http://127.0.0.1:8089/"
+    order_id = "o_yClTSySjyAuuBjmiBlHCjuEcTf"
+    cmd = SetOrderState.model_validate(
+        {
+            "type": "SetOrderState",
+            "commandId": "c-42",
+            "orderId": order_id,
+            "merchant": "norce",
+            "channel": "1",
+            "issuedAt": "2026-11-27T10:00:00Z",
+            "state": "accepted",
+            "correlationId": "checkout-7",
+        }
+    )
+    parent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    src = SourceRecord(
+        "norce.order.commands",
+        3,
+        1234,
+        order_id.encode(),
+        b"x" * 300,
+        (("content-type", b"application/json"), ("traceparent", parent)),
+        0,
+    )
+    topics = ("norce.order.snapshots", "norce.order.events", "norce.order.command-results")
+    roles = dict(zip(topics, ("snapshot", "event", "result"), strict=True))
+    headers = {"authorization": "Bearer x", "x-merchant": "norce", "x-channel": "1"}
+    path = f"api/v0/checkout/orders/{order_id}"
+
+    def outputs() -> list[EncodedRecord]:
+        out: list[EncodedRecord] = [
+            (t, order_id.encode(), b"v" * 500, [("norce.command.id", b"c-42")], None)
+            for t in topics
+        ]
+        out.append(("norce.order.bridge-state", order_id.encode(), b"{}", [], 3))
+        return out
+
+    def provider(encode: bool) -> TracerProvider:
+        p = TracerProvider()
+        if encode:
+            p.add_span_processor(BatchSpanProcessor(EncodeOnly(), max_queue_size=1 << 20))
+        return p
+
+    variants: dict[str, tuple[Tracing, TracerProvider | None]] = {"off": (NO_TRACING, None)}
+    for name, encode, per in (
+        ("on, no exporter", False, "command"),
+        ("on, span per record", False, "record"),
+        ("on, OTLP encoding", True, "command"),
+    ):
+        made = provider(encode)
+        otel = OtelTracing(made, group_id="g", norce_base_url=base, producer_spans=per)
+        variants[name] = (otel, made)
+    calls = (("PUT", "set_state", path + "/state"), ("GET", "get_order", path))
+
+    def one(tracing: Tracing) -> None:
+        trace = tracing.consume(src, cmd)
+        for method, endpoint, at in calls:
+            span = tracing.client(method, endpoint, at, 0)
+            span.inject(headers)
+            span.succeeded(200)
+        trace.produce(outputs(), roles)
+        trace.published(True)
+        trace.end()
+
+    def round_of(tracing: Tracing, prov: TracerProvider | None) -> float:
+        started = time.process_time()
+        for _ in range(commands):
+            one(tracing)
+        if prov is not None:
+            prov.force_flush()
+        return (time.process_time() - started) / commands * 1e6
+
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    for hooks, prov in variants.values():
+        round_of(hooks, prov)  # warm-up
+    for _ in range(rounds):
+        for name, (hooks, prov) in variants.items():
+            cpu[name].append(round_of(hooks, prov))
+    for _, prov in variants.values():
+        if prov is not None:
+            prov.shutdown()
+    rows = ["  one command: consumer span, 2 client spans, 4 output records"]
+    for name in variants:
+        rows.append(line(f"(e) tracing {name}", cpu[name], cpu["off"], "off"))
+    return rows
+
+
 async def main(args: argparse.Namespace) -> None:
     """Measure and print."""
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -294,6 +416,10 @@ async def main(args: argparse.Namespace) -> None:
         print(f"Snapshots: {args.rounds} rounds x {args.snapshots} per row (CPU us per snapshot)")
         for row in snapshot_rows(orders, args.rounds, args.snapshots):
             print(row)
+    if args.part in ("all", "tracing"):
+        print(f"Tracing: {args.rounds} rounds x {args.commands} commands per row (CPU us/command)")
+        for row in tracing_rows(args.rounds, args.commands):
+            print(row)
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
@@ -303,5 +429,6 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--snapshots", type=int, default=500)
     parser.add_argument("--orders", type=int, default=20)
-    parser.add_argument("--part", choices=("all", "http", "snapshots"), default="all")
+    parser.add_argument("--commands", type=int, default=1000, help="per tracing row and round")
+    parser.add_argument("--part", choices=("all", "http", "snapshots", "tracing"), default="all")
     asyncio.run(main(parser.parse_args()))

@@ -47,6 +47,7 @@ from bridge.runtime import Runtime
 from bridge.secret_files import load_secret
 from bridge.startup import KafkaStartupError, wait_for_kafka
 from bridge.state_store import check_partitions
+from bridge.tracing import Tracing, build_tracing
 from bridge.tuning import tune_gc, warm_http_pool
 
 log = logging.getLogger("bridge.app")
@@ -296,15 +297,28 @@ class Service:
 
 
 async def build_service(
-    settings: BridgeSettings, *, api_key: SecretStr | None = None, start_http: bool = True
+    settings: BridgeSettings,
+    *,
+    api_key: SecretStr | None = None,
+    start_http: bool = True,
+    tracing: Tracing | None = None,
 ) -> Service:
-    """Build every part in an AsyncExitStack; the caller runs ``service.runtime.run()``."""
+    """Build every part in an AsyncExitStack; the caller runs ``service.runtime.run()``.
+
+    ``tracing`` None: as the settings and the ``OTEL_*`` variables say (:mod:`bridge.tracing`).
+    """
     stack = contextlib.AsyncExitStack()
     try:
         codec = _load_codec(settings)
         key = api_key or load_secret(
             settings.norce.api_key, settings.norce.api_key_file, variable="BRIDGE_NORCE__API_KEY"
         )
+        # Before connecting to anything: tracing asked for but not installed fails at once.
+        if tracing is None:
+            tracing = build_tracing(settings, os.environ)
+            stack.callback(tracing.shutdown)  # flushes the spans still batched
+        if tracing.enabled:
+            log.info("tracing on: OpenTelemetry spans per command, context in every output")
         # Before connecting to anything: a bad webhook secret fails start-up at once.
         ingress_auth = load_ingress_auth(settings.ingress) if settings.ingress.enabled else None
         registry = CollectorRegistry()
@@ -357,7 +371,12 @@ async def build_service(
         # (its own log line and a counter on the global registry).
         stamina.instrumentation.set_on_retry_hooks([])
         client = NorceClient(
-            http, api_key=key, adapter_id=n.adapter_id, retry=n.retry, observer=metrics
+            http,
+            api_key=key,
+            adapter_id=n.adapter_id,
+            retry=n.retry,
+            observer=metrics,
+            tracing=tracing,
         )
         processor = Processor(
             client,
@@ -378,6 +397,7 @@ async def build_service(
             metrics=metrics,
             kafka_options=options,
             circuit=circuit,
+            tracing=tracing,
         )
         # The notification ingress and relay (BRIDGE_INGRESS__*): their own port, producer and
         # consumer group; closed before the runtime's clients (the stack unwinds in reverse).

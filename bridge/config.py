@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import urllib.parse
+from collections.abc import Mapping
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -305,6 +306,41 @@ class RuntimeSettings(_Section):
     warm_deadline_s: float = Field(default=2.0, gt=0, le=60)
 
 
+class OtelSettings(_Section):
+    """OpenTelemetry tracing (``BRIDGE_OTEL__*``; the rest is the standard ``OTEL_*`` variables,
+    read by the OpenTelemetry SDK itself). See :func:`otel_requested` for when it is on."""
+
+    # True/False decide; unset: on when the standard OTEL_* variables ask for traces.
+    enabled: bool | None = None
+    # One PRODUCER span per command for all its outputs (a batch send; cheaper), or one per
+    # output record (per-topic spans; each costs about as much as the command's other spans).
+    producer_spans: Literal["command", "record"] = "command"
+
+
+_TRUE = ("true", "1", "yes", "on")
+
+
+def otel_requested(otel: OtelSettings, environ: Mapping[str, str]) -> tuple[bool, str]:
+    """Whether tracing is on, and which variable decided (for the start-up log).
+
+    ``OTEL_SDK_DISABLED=true`` (the specification's kill switch) wins over everything; then
+    ``BRIDGE_OTEL__ENABLED`` when set; otherwise tracing is on when ``OTEL_TRACES_EXPORTER`` names
+    an exporter other than ``none``, or an OTLP endpoint is set (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``). ``environ`` is the process environment.
+    """
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
+        return False, "OTEL_SDK_DISABLED"
+    if otel.enabled is not None:
+        return otel.enabled, "BRIDGE_OTEL__ENABLED"
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter:
+        return exporter != "none", "OTEL_TRACES_EXPORTER"
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        if environ.get(name, "").strip():
+            return True, name
+    return False, "default"
+
+
 class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -321,6 +357,7 @@ class BridgeSettings(BaseSettings):
     http: HttpSettings = HttpSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     ingress: IngressSettings = IngressSettings()
+    otel: OtelSettings = OtelSettings()
 
     @model_validator(mode="after")
     def _revoke_fits_in_the_group_timeouts(self) -> BridgeSettings:

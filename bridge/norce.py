@@ -54,6 +54,7 @@ from bridge.order_ids import (
 )
 from bridge.order_model import Order
 from bridge.secret_files import load_secret
+from bridge.tracing import NO_TRACING, Tracing
 
 __all__ = [
     "MAX_ORDER_ID_LENGTH",
@@ -126,6 +127,7 @@ class NorceClient:
         observer: ApiObserver | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         key = api_key.get_secret_value()
         if not key or not is_header_value(key):
@@ -142,6 +144,7 @@ class NorceClient:
         self._observer = observer
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
+        self._tracing = tracing if tracing.enabled else None
         self._closed = False
         self._prepared: dict[tuple[str, str, bool], dict[str, str]] = {}
         self._segments: dict[str, str] = {}
@@ -340,7 +343,33 @@ class NorceClient:
         headers: dict[str, str],
         content: bytes | None,
     ) -> ApiResponse:
-        """One HTTP attempt: wait for the write gate (writes only), send, map failures."""
+        """One HTTP attempt: wait for the write gate (writes only), send, map failures.
+
+        With tracing on, the attempt is a CLIENT span whose context goes to Norce as
+        ``traceparent`` (:mod:`bridge.tracing`)."""
+        tracing = self._tracing
+        if tracing is None:
+            return await self._send_once(run, method, endpoint, path, headers, content)
+        span = tracing.client(method, endpoint, path, run.attempts)
+        try:
+            response = await self._send_once(
+                run, method, endpoint, path, span.inject(headers), content
+            )
+        except BaseException as exc:
+            span.failed(exc)
+            raise
+        span.succeeded(response.status_code)
+        return response
+
+    async def _send_once(
+        self,
+        run: RetryRun,
+        method: str,
+        endpoint: str,
+        path: str,
+        headers: dict[str, str],
+        content: bytes | None,
+    ) -> ApiResponse:
         attempt = run.start_attempt()
         started = self._clock()
         # Writes go out only while the runtime's gate says the partition is ours (bridge.lease);

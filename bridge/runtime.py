@@ -43,6 +43,7 @@ from bridge.processor import Processor
 from bridge.rebalance import RebalanceListener, Rebalancer, RestoreStates
 from bridge.settle import ORDER_STATE_TOPIC
 from bridge.state_store import restore
+from bridge.tracing import NO_TRACING, Tracing
 from bridge.vocabulary import COMMANDS_ROLE, TOPIC_ROLES
 from bridge.worker import Worker
 
@@ -66,8 +67,10 @@ class Runtime:
         metrics: BridgeMetrics,
         kafka_options: dict[str, Any],
         circuit: CircuitBreaker,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self._s = settings
+        self._tracing = tracing
         self._codec = codec
         self._processor = processor
         self._metrics = metrics
@@ -163,6 +166,7 @@ class Runtime:
                 codec=self._codec,
                 is_ready=lambda: self.ready,
                 restore_states=functools.partial(restore, s, self._kafka_options),
+                tracing=self._tracing,
             )
             consumer.subscribe([s.topics.commands], listener=RebalanceListener(session.rebalancer))
             self._state.broker_ok = True
@@ -199,6 +203,7 @@ class _Session:
         codec: AvroCodec,
         is_ready: Callable[[], bool],
         restore_states: RestoreStates | None = None,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         p = settings.processing
         self._state = state
@@ -229,6 +234,7 @@ class _Session:
             },
             delivery=delivery,
             committer=self.committer,
+            tracing=tracing,
         )
         self.fetcher = Fetcher(
             state,

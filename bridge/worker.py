@@ -30,6 +30,7 @@ from bridge.outputs import new_order_state
 from bridge.partition import Partition, RuntimeState, WorkItem
 from bridge.processor import Outcome, Processor
 from bridge.settle import EncodedRecord, account_outcome, encode_outputs
+from bridge.tracing import NO_TRACING, CommandTrace, Tracing
 
 log = logging.getLogger("bridge.runtime")
 
@@ -48,6 +49,7 @@ class Worker:
         topics: Mapping[str, str],
         delivery: Delivery,
         committer: Committer,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self._state = state
         self._processor = processor
@@ -58,6 +60,8 @@ class Worker:
         self._delivery = delivery
         self.committer = committer
         self._rng = random.Random()
+        self._tracing = tracing
+        self._roles = {topic: role for role, topic in topics.items()}  # for the producer spans
 
     async def run(self, item: WorkItem, part: Partition) -> None:
         """The task of one dispatched record."""
@@ -70,6 +74,8 @@ class Worker:
         )
         gate_token = write_gate.set(ItemGate(self, item, part))
         started = time.monotonic()
+        # The consumer span (no-op unless tracing is on): current while the command runs.
+        trace = self._tracing.consume(item.src, cmd)
         try:
             outcome = await self._execute(item, part)
             if outcome is None or not state.live(item, part):
@@ -80,7 +86,8 @@ class Worker:
                 )
             except Exception as exc:  # e.g. a value the schema cannot carry: last resort
                 outcome, records = self._last_resort(item, exc)
-            if not await self._publish(item, part, records):
+            trace.outcome(outcome)
+            if not await self._publish(item, part, trace.produce(records, self._roles), trace):
                 return
             self._published_state(item, part, outcome)
             ts = item.src.timestamp_ms
@@ -96,6 +103,7 @@ class Worker:
         except FatalRuntimeError as exc:
             state.die(exc)
         finally:
+            trace.end()
             for var, token in zip(
                 (command_id_var, order_id_var, correlation_id_var), tokens, strict=True
             ):
@@ -219,16 +227,20 @@ class Worker:
             self._circuit.success()
             return outcome
 
-    async def _publish(self, item: WorkItem, part: Partition, records: list[EncodedRecord]) -> bool:
+    async def _publish(
+        self, item: WorkItem, part: Partition, records: list[EncodedRecord], trace: CommandTrace
+    ) -> bool:
         try:
             await self.hold_lease(item, part)
         except LeaseLost:
             self._metrics.command_abandoned()
             return False
         part.committed_to.add(item.offset)
-        return await self._delivery.publish(
+        ok = await self._delivery.publish(
             part, item.offset, records, lambda: self._state.live(item, part)
         )
+        trace.published(ok)
+        return ok
 
     async def hold_lease(self, item: WorkItem, part: Partition) -> None:
         """Return while this instance provably owns ``item``'s partition (:mod:`bridge.lease`).

@@ -314,6 +314,7 @@ class SimulatorApp:
             headers.get("x-channel"),
             headers.get("x-adapterid"),
             body,
+            headers.get("traceparent"),
         )
         self._log.append(entry)
         if order_id is not None:
@@ -714,6 +715,7 @@ _CallRecord = tuple[
     str | None,  # x-channel
     str | None,  # x-adapterid
     bytes,  # raw request body
+    str | None,  # traceparent (W3C trace context), listed in the headers only when sent
 ]
 
 
@@ -733,7 +735,9 @@ def _allowed_methods(segments: list[str]) -> tuple[str, ...] | None:
 
 
 def _call_entry(record: _CallRecord) -> dict[str, Any]:
-    seq, ts, mono, method, path, order_id, status, fault, merchant, channel, adapter, body = record
+    seq, ts, mono, method, path, order_id, status, fault, merchant, channel, adapter, body, tp = (
+        record
+    )
     parsed: Any = None
     if body:
         try:
@@ -749,7 +753,8 @@ def _call_entry(record: _CallRecord) -> dict[str, Any]:
         "order_id": order_id,
         "status": status,
         "fault": fault,
-        "headers": {"x-merchant": merchant, "x-channel": channel, "x-adapterid": adapter},
+        "headers": {"x-merchant": merchant, "x-channel": channel, "x-adapterid": adapter}
+        | ({} if tp is None else {"traceparent": tp}),
         "body": parsed,
     }
 

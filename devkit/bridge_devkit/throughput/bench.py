@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 from bridge.codec import AvroCodec
@@ -76,6 +77,57 @@ class ReferenceProcess(BridgeProcess):
         self.started = time.monotonic()
 
 
+class OtlpSink:
+    """An OTLP/HTTP trace receiver that accepts every export and discards it (runs with
+    ``tracing=otlp`` export to it: the bridge pays for encoding and sending, not a collector)."""
+
+    def __init__(self) -> None:
+        self.exports = 0
+        self.bytes = 0
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _accept(self, request: web.Request) -> web.Response:
+        self.bytes += len(await request.read())
+        self.exports += 1
+        # An empty ExportTraceServiceResponse: everything accepted.
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    async def start(self) -> str:
+        if self._runner is None:
+            app = web.Application(client_max_size=64 * 1024 * 1024)
+            app.router.add_post("/v1/traces", self._accept)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            host, port = self._runner.addresses[0][:2]
+            self.url = f"http://{host}:{port}"
+        return self.url
+
+    async def aclose(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def tracing_env(tracing: str, sink_url: str) -> dict[str, str]:
+    """The variables of a run's tracing variant (``off``: none; the bench's own OTEL_* are
+    overridden so that ``off`` really is off)."""
+    if tracing == "off":
+        return {"BRIDGE_OTEL__ENABLED": "false"}
+    if tracing == "on":
+        return {"BRIDGE_OTEL__ENABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
+    if tracing == "otlp":
+        return {
+            "BRIDGE_OTEL__ENABLED": "true",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{sink_url}/v1/traces",
+        }
+    raise ValueError(f"unknown tracing variant {tracing!r} (off, on, otlp)")
+
+
 class Bench:
     """Shared clients: a producer of commands, a probe of end offsets, the simulator, the codec."""
 
@@ -100,16 +152,19 @@ class Bench:
         self.rng = random.Random(seed)
         self.producer = command_producer(bootstrap, linger_ms=5, max_batch_size=256 * 1024)
         self.probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.otlp_sink = OtlpSink()
 
     async def start(self) -> None:
         await self.producer.start()
         await self.probe.start()
+        await self.otlp_sink.start()
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
             await self.producer.stop()
         with contextlib.suppress(Exception):
             await self.probe.stop()
+        await self.otlp_sink.aclose()
 
     async def produce(
         self, topic: str, commands: Sequence[Planned], rate: float | None = None
@@ -152,7 +207,7 @@ class Bench:
             processing__write_guard=spec.write_guard,
             event_loop=spec.event_loop,
             log_level="INFO",  # a handful of lines per run: port, assignment, stop
-        )
+        ) | tracing_env(spec.tracing, self.otlp_sink.url)
 
     async def _outputs(self, topics: TopicSettings) -> RunOutputs:
         return RunOutputs(

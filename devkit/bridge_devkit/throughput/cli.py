@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeat times each (e.g. asyncio,uvloop; '' skips)",
     )
     p.add_argument("--loop-latency", type=float, default=0.0, help="L of the event-loop comparison")
+    p.add_argument(
+        "--tracing",
+        default="",
+        help="tracing variants compared in key mode at --tracing-latency, run alternately "
+        "--repeat times each: off, on (OpenTelemetry spans, no exporter), otlp (exported over "
+        "OTLP/HTTP to a local sink); e.g. off,on,otlp ('' skips)",
+    )
+    p.add_argument("--tracing-latency", type=float, default=0.0, help="L of the tracing comparison")
     p.add_argument("--http-latency", type=float, default=20.0, help="L of the comparison")
     p.add_argument("--paced-latencies", default="20,100", help="L of the paced runs")
     p.add_argument("--paced-seconds", type=float, default=10.0)
@@ -243,6 +251,23 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
                         "loop", "key", args.loop_latency, n, repetition=rep, event_loop=loop
                     )
                     await run(spec)
+        variants = words(args.tracing)
+        if variants:
+            n = plan.commands("key", args.tracing_latency, args.http_backend)
+            for rep in range(max(1, args.repeat)):
+                for variant in variants:
+                    spec = plan.spec(
+                        "tracing",
+                        "key",
+                        args.tracing_latency,
+                        n,
+                        repetition=rep,
+                        tracing=variant,
+                    )
+                    await run(spec)
+            if "otlp" in variants:  # the exported spans really arrived
+                sink = bench.otlp_sink
+                say(f"  OTLP sink received {sink.exports:,} exports, {sink.bytes:,} bytes")
         if args.instances:
             results.extend(await run_scaleout(bench, args))
     finally:

@@ -275,7 +275,7 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
     )
     say("=" * len(HEADER))
     say(HEADER)
-    for kind in ("throughput", "paced", "memory", "http", "loop"):
+    for kind in ("throughput", "paced", "memory", "http", "loop", "tracing"):
         rows = [r for r in results if r.spec.kind == kind]
         if rows:
             say(f"-- {kind}")
@@ -314,6 +314,7 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
             f"event loop {name} (key mode, mean of {len(mine)}): {rate:,.0f} cmd/s, "
             f"{cpu:.3f} CPU s/1k"
         )
+    tracing_cost(results)
     say()
     say("cmd/s: N / (first Norce API request of the run -> log-append time of the last result)")
     say("bound: max_in_flight (key) or partitions (partition) / (2 x L); req/cmd: API requests")
@@ -341,3 +342,26 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
             say(f"FAIL {r.spec.label}")
             for f in r.failures[:10]:
                 say(f"     - {f[:400]}")
+
+
+def tracing_cost(results: list[RunResult]) -> None:
+    """The tracing comparison: CPU per command of each variant (mean of its passed runs) and
+    the difference to ``off``."""
+    runs = [r for r in results if r.spec.kind == "tracing" and r.passed]
+    means: dict[str, tuple[float, float, int]] = {}
+    for name in dict.fromkeys(r.spec.tracing for r in runs):
+        mine = [r for r in runs if r.spec.tracing == name]
+        rate = sum(r.throughput for r in mine) / len(mine)
+        # CPU s per 1,000 commands = ms per command; x 1000 = us per command
+        cpu_us = 1000 * sum(r.cpu_ms_per_command for r in mine) / len(mine)
+        means[name] = (rate, cpu_us, len(mine))
+    base = means.get("off")
+    for name, (rate, cpu_us, n) in means.items():
+        delta = f", {cpu_us - base[1]:+.0f} us vs off" if base is not None and name != "off" else ""
+        spread = ", ".join(
+            f"{1000 * r.cpu_ms_per_command:.0f}" for r in runs if r.spec.tracing == name
+        )
+        say(
+            f"tracing {name} (key mode, mean of {n}): {rate:,.0f} cmd/s, "
+            f"{cpu_us:.0f} us CPU/command{delta} (runs: {spread})"
+        )
