@@ -67,10 +67,11 @@ schemas: install
 	cp bridge/schemas/*.avsc bridge/schemas/*.json schemas/
 
 ## Re-resolve the pinned, hash-checked lock files after changing dependencies in pyproject.toml
-## (existing pins are kept where they still fit; LOCK_FLAGS=--upgrade takes the newest).
+## (existing pins are kept where they still fit; LOCK_FLAGS=--upgrade takes the newest). The
+## runtime lock includes the `otel` extra, so the image can trace when BRIDGE_OTEL__* asks for it.
 lock: install
 	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
-	$(BIN)/uv pip compile -q pyproject.toml --universal --python-version 3.11 --generate-hashes \
+	$(BIN)/uv pip compile -q pyproject.toml --extra otel --universal --python-version 3.11 --generate-hashes \
 		--custom-compile-command "make lock" $(LOCK_FLAGS) -o requirements.lock
 	$(BIN)/uv pip compile -q requirements-build.in --universal --python-version 3.11 \
 		--generate-hashes --custom-compile-command "make lock" $(LOCK_FLAGS) -o requirements-build.lock

@@ -195,7 +195,11 @@ def _lock(path: Path) -> dict[str, tuple[Version, list[str]]]:
 @pytest.mark.parametrize(
     ("lock", "requirements"),
     [
-        ("requirements.lock", PYPROJECT["project"]["dependencies"]),
+        (
+            "requirements.lock",
+            PYPROJECT["project"]["dependencies"]
+            + PYPROJECT["project"]["optional-dependencies"]["otel"],
+        ),
         ("requirements-build.lock", PYPROJECT["build-system"]["requires"]),
     ],
 )
