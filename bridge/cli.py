@@ -164,7 +164,7 @@ def _cmd_asyncapi(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         return 0
 
-    return _guarded(run)
+    return guarded(run)
 
 
 def build_parser() -> argparse.ArgumentParser:
