@@ -224,7 +224,10 @@ class LocalRegistry:
                 "-Djava.awt.headless=true",
                 f"-Dquarkus.http.port={self.port}",
                 "-Dquarkus.http.host=127.0.0.1",
-                "-Dquarkus.management.enabled=false",
+                # The management interface (health, metrics) is built in: its own free port,
+                # else every instance binds 0.0.0.0:9000 and a second one fails to start.
+                f"-Dquarkus.management.port={free_port()}",
+                "-Dquarkus.management.host=127.0.0.1",
                 "-Dquarkus.log.level=WARN",
                 "-jar",
                 str(home / "quarkus-run.jar"),
