@@ -339,7 +339,7 @@ def test_decode_rejects_non_single_object(codec: AvroCodec, data: bytes) -> None
     """Bytes without a full C3 01 header raise AvroDecodeError (a 00 byte: the Confluent
     framing, whose id this codec does not know)."""
     assert not AvroCodec.is_single_object(data)
-    with pytest.raises(AvroDecodeError, match="marker|unknown Confluent schema id"):
+    with pytest.raises(AvroDecodeError, match=r"marker|unknown Confluent schema id"):
         codec.decode(data)
 
 
