@@ -81,6 +81,7 @@ class Planner:
         pipeline: str = "bridge",
         repetition: int = 0,
         event_loop: str = "asyncio",
+        encoding: str = "single-object",
     ) -> RunSpec:
         """The run's spec; reference runs are labelled ``reference`` instead of the mode (they
         are always per key), repetitions after the first ``#2``, ``#3``..."""
@@ -94,6 +95,8 @@ class Planner:
             label = f"memory {label}"
         elif kind == "loop":
             label = f"{event_loop} {label}"
+        elif kind == "encoding":
+            label = f"{encoding} {label}"
         if self.args.write_guard != "lease" and pipeline == "bridge":
             label = f"{label} guard={self.args.write_guard}"
         if repetition:
@@ -113,4 +116,5 @@ class Planner:
             write_guard=self.args.write_guard,
             pipeline=pipeline,
             event_loop=event_loop,
+            encoding=encoding,
         )

@@ -20,7 +20,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 @dataclass(frozen=True)
 class RunSpec:
     label: str
-    kind: str  # throughput | paced | memory | http | loop
+    kind: str  # throughput | paced | memory | http | loop | encoding
     mode: str  # key | partition
     latency_ms: float
     commands: int
@@ -33,6 +33,7 @@ class RunSpec:
     write_guard: str = "lease"  # BRIDGE_PROCESSING__WRITE_GUARD
     pipeline: str = "bridge"  # bridge | reference (bridge_devkit.throughput.reference)
     event_loop: str = "asyncio"  # BRIDGE_EVENT_LOOP of the bridge (asyncio | uvloop)
+    encoding: str = "single-object"  # BRIDGE_AVRO__ENCODING (confluent: the bench's registry)
 
     @property
     def width(self) -> int:
