@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import shutil
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -26,10 +27,12 @@ import pytest
 from bridge_devkit.harness import (
     API_KEY,
     Bridge,
+    console_script,
     delete,
     free_port,
     make_settings,
     poll_until,
+    process_env,
     running_bridge,
     set_state,
     simulator,
@@ -218,8 +221,32 @@ async def test_compatible_v2_is_accepted_and_an_incompatible_one_refused_in_one_
         assert "\n" not in message
         assert "incompatible" in message
         assert subject in message
+        # The console script: exit 2 and one human line (the rest are JSON log lines).
+        env = process_env(settings, sim.url, schemas_dir=str(v3_dir))
+        env["BRIDGE_SCHEMA_REGISTRY__URL"] = registry_url
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [console_script(), "run"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        human = [line for line in proc.stderr.splitlines() if line and not _is_json(line)]
+        assert len(human) == 1, proc.stderr[-2000:]
+        assert human[0].startswith("order-bridge: schema registry rejected")
         async with SchemaRegistryClient(registry_url) as client:
             assert (await client.latest(subject))[0] == latest_id  # v3 not registered
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 async def _readyz(port: int) -> tuple[int, str]:
