@@ -19,7 +19,8 @@ record such as ``OrderSnapshot``. A :class:`bridge.snapshot.TaggedRecord` (tagge
 byte), the 4-byte big-endian schema id a registry gave, then the Avro binary body (for a union
 subject, the union branch index first). :meth:`AvroCodec.framed` returns a codec whose outputs
 carry those headers (still precomputed: encoding costs the same). :meth:`AvroCodec.decode` reads
-both framings, told apart by the first byte (``C3`` or ``00``). A Confluent id the codec has not
+both framings, told apart by the first byte (``C3`` or ``00``; the latter only once framed: a
+codec without a registry reads bytes exactly as before). A Confluent id the codec has not
 seen raises :class:`UnknownSchemaIdError`; :meth:`AvroCodec.resolve` fetches its writer schema
 once (the fetch function is given by the caller: the codec does no I/O itself) and caches it;
 records are then read with the writer schema resolved to the codec's own (Avro schema
@@ -332,7 +333,7 @@ class AvroCodec:
         loaded schema, the body is truncated or corrupt, or bytes are left over after it;
         :class:`UnknownSchemaIdError` for a Confluent schema id not seen yet (:meth:`resolve`).
         """
-        if len(data) >= CONFLUENT_HEADER_SIZE and data[0] == CONFLUENT_MAGIC:
+        if self.is_confluent(data):
             return self._decode_confluent(data)
         if len(data) < HEADER_SIZE or data[:2] != MARKER:
             raise AvroDecodeError("not an Avro single-object message (missing C3 01 marker)")
@@ -387,10 +388,15 @@ class AvroCodec:
         """True when ``data`` starts with the single-object marker and a full header."""
         return len(data) >= HEADER_SIZE and data[:2] == MARKER
 
-    @staticmethod
-    def is_confluent(data: bytes | bytearray | memoryview) -> bool:
-        """True when ``data`` starts with the Confluent magic byte and a full header."""
-        return len(data) >= CONFLUENT_HEADER_SIZE and data[0] == CONFLUENT_MAGIC
+    def is_confluent(self, data: bytes | bytearray | memoryview) -> bool:
+        """True when this codec reads the Confluent framing (:meth:`framed`) and ``data``
+        starts with its magic byte and a full header. A codec without a registry reads a
+        leading ``00`` as before (not Avro: e.g. UTF-16 text stays ``invalid_json``)."""
+        return (
+            self._content_type == CONFLUENT_CONTENT_TYPE
+            and len(data) >= CONFLUENT_HEADER_SIZE
+            and data[0] == CONFLUENT_MAGIC
+        )
 
     @staticmethod
     def confluent_id(data: bytes | bytearray | memoryview) -> int | None:

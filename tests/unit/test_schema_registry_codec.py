@@ -24,6 +24,7 @@ from bridge.commands import (
     command_to_avro_record,
     parse_command,
 )
+from bridge.errors import InvalidCommandError
 from bridge.events import command_result, order_deleted_event
 from bridge.outputs import Disposition, Output
 from bridge.settle import encode_outputs
@@ -236,3 +237,16 @@ def test_encode_outputs_labels_confluent_records(framed: AvroCodec, plain: AvroC
     ]
     ((_, _, _, plain_headers, _),) = encode_outputs(outcome, topics, plain)
     assert plain_headers == output.headers
+
+
+def test_a_leading_zero_byte_is_confluent_only_for_a_framed_codec(
+    plain: AvroCodec, framed: AvroCodec
+) -> None:
+    utf16 = '{"type": "DeleteOrder"}'.encode("utf-16-be")  # starts with 00
+    with pytest.raises(InvalidCommandError) as as_json:
+        parse_command(utf16, [], codec=plain)
+    assert as_json.value.reason == "invalid_json"  # as before issue 15
+    assert not plain.is_confluent(utf16)
+    assert framed.is_confluent(utf16)
+    with pytest.raises(UnresolvedSchemaError):
+        parse_command(utf16, [], codec=framed)
