@@ -177,10 +177,14 @@ class Worker:
                 return True  # dead-lettered as invalid_avro
         value = item.src.value
         try:
-            item.command = parse_command(
+            command = parse_command(
                 value, item.src.headers, codec=self._codec, max_bytes=len(value or b"")
             )
-            item.error = None
+            item.command, item.error = command, None
+            # The log context run() set while the command was still unknown (reset by run()).
+            command_id_var.set(command.command_id)
+            order_id_var.set(command.order_id)
+            correlation_id_var.set(command.correlation_id)
         except InvalidCommandError as exc:
             item.error = exc
         return True
