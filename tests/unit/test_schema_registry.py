@@ -337,3 +337,41 @@ async def test_use_latest_writes_with_the_registered_version() -> None:
     with pytest.raises(ConfigError, match="subject"):
         async with client(FakeRegistry()) as c:
             await confluent_codec(plain, c, s)
+
+
+# --- TLS with a CA file, against a real HTTPS server on loopback ----------------------------
+
+
+async def test_tls_with_the_ca_file_and_refused_without_it(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+    from aiohttp import web
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def schema(request: web.Request) -> web.Response:
+        return web.json_response({"schema": '"string"'})
+
+    app = web.Application()
+    app.router.add_get("/apis/ccompat/v7/schemas/ids/{id}", schema)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        url = f"https://127.0.0.1:{port}/apis/ccompat/v7"
+        trusted = SchemaRegistrySettings(url=url, ca_file=ca_file, timeout_s=5)
+        async with client_from_settings(trusted) as c:
+            assert await c.schema_by_id(1) == '"string"'
+        async with client_from_settings(SchemaRegistrySettings(url=url, timeout_s=5)) as c:
+            with pytest.raises(RegistryUnavailableError, match="ConnectError"):
+                await c.schema_by_id(1)
+    finally:
+        await runner.cleanup()
