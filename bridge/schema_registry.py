@@ -222,6 +222,10 @@ class SchemaFetcher:
         self._pending: dict[int, asyncio.Future[str]] = {}
         self.fetches = 0
 
+    @property
+    def client(self) -> SchemaRegistryClient:
+        return self._client
+
     async def __call__(self, schema_id: int) -> str:
         pending = self._pending.get(schema_id)
         if pending is not None:

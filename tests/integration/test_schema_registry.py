@@ -127,6 +127,10 @@ async def test_every_output_decodes_with_confluent_kafka_and_confluent_commands_
         # Handled first: a record with a schema id not yet fetched is not ordered behind the
         # earlier commands of its order (its order id is known only once decoded; README).
         await bridge.all_handled()
+        fetcher = bridge.codec.fetcher
+        assert isinstance(fetcher, SchemaFetcher)
+        at_start = fetcher.client.requests  # registration: compatibility + register per subject
+        assert at_start == 2 * (3 if strategy == "topic" else 4)
         # A producer with its own (registered) command schema: Confluent framing, no content
         # type; the bridge has never seen the id and fetches it once for the three records.
         async with SchemaRegistryClient(registry_url) as client:
@@ -143,9 +147,8 @@ async def test_every_output_decodes_with_confluent_kafka_and_confluent_commands_
         assert {results[c.command_id][0]["outcome"] for c in commands} == {"applied"}
         assert [results[c.command_id][0]["outcome"] for c in framed] == ["applied"] * 3
         assert len(out.dlq) == 1
-        fetcher = bridge.codec.fetcher
-        assert isinstance(fetcher, SchemaFetcher)
         assert fetcher.fetches == 1
+        assert fetcher.client.requests == at_start + 1  # no registry call on the hot path
 
         t = bridge.topics
         avro_topics = [t.snapshots, t.events, t.results]
