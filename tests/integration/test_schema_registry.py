@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -350,3 +351,29 @@ async def test_registry_down_at_start_up_then_up_and_down_again_in_steady_state(
                     starting.cancel()
                     with contextlib.suppress(BaseException):
                         await starting
+
+
+@pytest.mark.slow
+def test_demo_runs_with_a_schema_registry() -> None:
+    """``order-bridge-dev demo --schema-registry``: a local Apicurio, Confluent-framed outputs,
+    the same summary as without a registry."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL")
+    }
+    proc = subprocess.run(
+        [console_script("order-bridge-dev"), "demo", "--schema-registry", "--orders", "8"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "schema registry at http://127.0.0.1:" in out
+    assert f"content-type {CONFLUENT_CONTENT_TYPE}" in out
+    assert "records handled : 27/27" in out
+    assert "dead letters    : 11" in out
+    assert "snapshot        : status accepted" in out
