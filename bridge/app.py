@@ -33,7 +33,7 @@ from pydantic import SecretStr
 from bridge import __version__
 from bridge.circuit import CircuitBreaker
 from bridge.codec import AvroCodec
-from bridge.config import BridgeSettings
+from bridge.config import AvroEncoding, BridgeSettings
 from bridge.errors import ConfigError, SchemaLoadError
 from bridge.health import HealthServer, start_health_server
 from bridge.kafka_clients import kafka_client_options
@@ -44,6 +44,7 @@ from bridge.notification import load_ingress_auth
 from bridge.notify_relay import NotificationService, start_notifications
 from bridge.processor import Processor, check_record_limits
 from bridge.runtime import Runtime
+from bridge.schema_registry import client_from_settings, confluent_codec
 from bridge.secret_files import load_secret
 from bridge.startup import KafkaStartupError, wait_for_kafka
 from bridge.state_store import check_partitions
@@ -277,6 +278,7 @@ class Service:
     http: NorceHttpClient | None = None
     state: _Health | None = None
     notifications: NotificationService | None = None
+    codec: AvroCodec | None = None  # what the outputs are encoded with (Confluent ids or not)
 
     async def aclose(self) -> None:
         await self.stack.aclose()
@@ -321,6 +323,10 @@ async def build_service(
             log.info("tracing on: OpenTelemetry spans per command, context in every output")
         # Before connecting to anything: a bad webhook secret fails start-up at once.
         ingress_auth = load_ingress_auth(settings.ingress) if settings.ingress.enabled else None
+        confluent = settings.avro_encoding == AvroEncoding.CONFLUENT
+        schema_registry = client_from_settings(settings.schema_registry) if confluent else None
+        if schema_registry is not None:
+            stack.push_async_callback(schema_registry.aclose)
         registry = CollectorRegistry()
         p = settings.processing
         metrics = BridgeMetrics(
@@ -364,6 +370,13 @@ async def build_service(
                 "BRIDGE_TOPICS__CREATE_MISSING=false",
                 refused=True,
             ) from None
+        if schema_registry is not None:
+            # Registered once here (retried while the registry is down: /readyz says why);
+            # afterwards only an unknown command schema id calls the registry.
+            state.waiting("registering the Avro schemas with the schema registry")
+            codec = await confluent_codec(
+                codec, schema_registry, settings, on_waiting=state.waiting
+            )
         n = settings.norce
         http = http_client_from_settings(n)
         stack.push_async_callback(http.aclose)
@@ -415,6 +428,7 @@ async def build_service(
             http=http,
             state=state,
             notifications=notifications,
+            codec=codec,
         )
     except BaseException:
         await stack.aclose()

@@ -15,6 +15,17 @@ nested value against it, at every nesting level, which more than doubles the cos
 record such as ``OrderSnapshot``. A :class:`bridge.snapshot.TaggedRecord` (tagged while mapping,
 ``bridge.snapshot.tagged_snapshot_from_order``) is written as it is.
 
+**Confluent wire format** (issue 15, ``BRIDGE_AVRO__ENCODING=confluent``): ``00`` (the magic
+byte), the 4-byte big-endian schema id a registry gave, then the Avro binary body (for a union
+subject, the union branch index first). :meth:`AvroCodec.framed` returns a codec whose outputs
+carry those headers (still precomputed: encoding costs the same). :meth:`AvroCodec.decode` reads
+both framings, told apart by the first byte (``C3`` or ``00``; the latter only once framed: a
+codec without a registry reads bytes exactly as before). A Confluent id the codec has not
+seen raises :class:`UnknownSchemaIdError`; :meth:`AvroCodec.resolve` fetches its writer schema
+once (the fetch function is given by the caller: the codec does no I/O itself) and caches it;
+records are then read with the writer schema resolved to the codec's own (Avro schema
+resolution), so a producer's compatible newer schema decodes.
+
 Errors: ``SchemaLoadError`` and ``AvroDecodeError`` come from :mod:`bridge.errors` (both
 ``AvroError``); ``AvroEncodeError`` and ``UnknownSchemaError`` are the codec's own ``AvroError``
 subclasses, re-exported here with the others.
@@ -23,7 +34,7 @@ subclasses, re-exported here with the others.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -44,8 +55,10 @@ __all__ = [
     "AvroDecodeError",
     "AvroEncodeError",
     "AvroError",
+    "ConfluentId",
     "SchemaLoadError",
     "UnknownSchemaError",
+    "UnknownSchemaIdError",
     "packaged_schemas",
 ]
 
@@ -56,6 +69,14 @@ FINGERPRINT_SIZE = 8
 HEADER_SIZE = len(MARKER) + FINGERPRINT_SIZE
 """Marker plus CRC-64-AVRO fingerprint: the bytes in front of the Avro body."""
 
+CONFLUENT_MAGIC = 0
+CONFLUENT_HEADER_SIZE = 5
+"""Magic byte 0 plus the 4-byte big-endian schema id."""
+
+SINGLE_OBJECT_CONTENT_TYPE = "application/avro"
+CONFLUENT_CONTENT_TYPE = "application/vnd.confluent.avro"
+"""Content types of the two framings (the latter has no registered media type; documented)."""
+
 
 class AvroEncodeError(AvroError, ValueError):
     """A record does not match its schema."""
@@ -63,6 +84,34 @@ class AvroEncodeError(AvroError, ValueError):
 
 class UnknownSchemaError(AvroError, LookupError):
     """A short schema name that the codec did not load."""
+
+
+class UnknownSchemaIdError(AvroDecodeError):
+    """A Confluent-framed record whose schema id the codec has not seen (yet)."""
+
+    def __init__(self, schema_id: int) -> None:
+        super().__init__(f"unknown Confluent schema id {schema_id}")
+        self.schema_id = schema_id
+
+
+@dataclass(frozen=True, slots=True)
+class ConfluentId:
+    """A schema's registry id; ``branch``: its index in a union subject's schema; ``writer``:
+    the registered schema text to write with when it is not the codec's own (use.latest)."""
+
+    schema_id: int
+    branch: int | None = None
+    writer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """How to read the body of one Confluent schema id."""
+
+    short_name: str | None  # None: a writer schema that is none of the codec's records
+    writer: Any
+    reader: Any  # None: the writer schema itself
+    branches: tuple[str, ...] = ()  # a union of the codec's own records, by branch index
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +123,27 @@ class _Entry:
     canonical_form: str
     fingerprint: bytes
     header: bytes
+    text: str = ""  # the schema as JSON text (what is registered)
 
 
 class AvroCodec:
     """Encodes and decodes records of the loaded schemas in Avro single-object encoding."""
 
-    __slots__ = ("_by_fingerprint", "_by_name")
+    __slots__ = (
+        "_by_fingerprint",
+        "_by_id",
+        "_by_name",
+        "_content_type",
+        "_fetch",
+    )
 
     def __init__(self, entries: Mapping[str, _Entry]) -> None:
         """Build from already parsed entries; use :meth:`load` instead."""
         self._by_name: dict[str, _Entry] = dict(entries)
         self._by_fingerprint: dict[bytes, _Entry] = {e.fingerprint: e for e in entries.values()}
+        self._by_id: dict[int, _Reader] = {}
+        self._content_type = SINGLE_OBJECT_CONTENT_TYPE
+        self._fetch: Callable[[int], Awaitable[str]] | None = None
 
     @classmethod
     def load(cls, schemas_dir: Path | Traversable | None = None) -> AvroCodec:
@@ -117,6 +176,99 @@ class AvroCodec:
             fingerprints[entry.fingerprint] = path
             entries[entry.short_name] = entry
         return cls(entries)
+
+    def framed(
+        self,
+        ids: Mapping[str, ConfluentId],
+        *,
+        fetch: Callable[[int], Awaitable[str]] | None = None,
+    ) -> AvroCodec:
+        """A codec writing the Confluent wire format with the registry's ``ids`` (by short name).
+
+        Every loaded schema must have an id. ``fetch`` (a registry look-up of a schema id) lets
+        :meth:`resolve` learn ids it has not seen. Raises :class:`SchemaLoadError` when a
+        ``writer`` schema given is not usable for its record.
+        """
+        missing = sorted(set(self._by_name) - set(ids) - {"OrderCommand"})
+        if missing:
+            raise SchemaLoadError(f"no schema registry id for {', '.join(missing)}")
+        entries: dict[str, _Entry] = {}
+        by_id: dict[int, _Reader] = {}
+        unions: dict[int, dict[int, str]] = {}
+        for name, entry in self._by_name.items():
+            cid = ids.get(name)
+            if cid is None:
+                entries[name] = entry
+                continue
+            if cid.writer is not None:
+                entry = _entry_from_writer(entry, cid.writer)
+            header = CONFLUENT_MAGIC.to_bytes(1, "big") + cid.schema_id.to_bytes(4, "big")
+            if cid.branch is not None:
+                header += _zigzag_varint(cid.branch)
+                unions.setdefault(cid.schema_id, {})[cid.branch] = name
+            else:
+                by_id[cid.schema_id] = _Reader(name, entry.parsed, None)
+            entries[name] = _replace_header(entry, header)
+        for schema_id, branches in unions.items():
+            ordered = tuple(branches[i] for i in sorted(branches))
+            by_id[schema_id] = _Reader(None, None, None, ordered)
+        codec = AvroCodec(entries)
+        codec._by_fingerprint = dict(self._by_fingerprint)  # single-object input still reads
+        codec._by_id = by_id
+        codec._content_type = CONFLUENT_CONTENT_TYPE
+        codec._fetch = fetch
+        return codec
+
+    @property
+    def content_type(self) -> str:
+        """The ``content-type`` header of this codec's Avro outputs."""
+        return self._content_type
+
+    @property
+    def fetcher(self) -> Callable[[int], Awaitable[str]] | None:
+        """The fetch function of unknown schema ids given to :meth:`framed` (None: none)."""
+        return self._fetch
+
+    @property
+    def can_resolve(self) -> bool:
+        """True when unknown Confluent schema ids can be fetched (a registry is configured)."""
+        return self._fetch is not None
+
+    def schema_text(self, schema_name: str) -> str:
+        """The schema as JSON text (what the bridge registers)."""
+        return self._entry(schema_name).text
+
+    def knows_id(self, schema_id: int) -> bool:
+        return schema_id in self._by_id
+
+    async def resolve(self, schema_id: int) -> None:
+        """Fetch the writer schema of ``schema_id`` with the ``fetch`` function given to
+        :meth:`framed` and cache it (the fetch function shares one request between concurrent
+        callers, :class:`bridge.schema_registry.SchemaFetcher`). Errors of the fetch propagate
+        (nothing is cached then)."""
+        if schema_id in self._by_id:
+            return
+        if self._fetch is None:
+            raise UnknownSchemaIdError(schema_id)
+        text = await self._fetch(schema_id)
+        if schema_id not in self._by_id:
+            self.learn(schema_id, text)
+
+    def learn(self, schema_id: int, writer_text: str) -> None:
+        """Cache the writer schema of ``schema_id``: records of one of the codec's own record
+        names are read into that record (schema resolution); others fail to decode."""
+        try:
+            writer = fastavro.parse_schema(json.loads(writer_text))
+        except Exception as exc:
+            self._by_id[schema_id] = _Reader(None, None, None)
+            raise AvroDecodeError(f"schema id {schema_id} is not a valid Avro schema") from exc
+        name = writer.get("name") if isinstance(writer, dict) else None
+        short = str(name).rpartition(".")[2] if name else None
+        entry = self._by_name.get(short) if short else None
+        if entry is None or entry.full_name != name:
+            self._by_id[schema_id] = _Reader(None, writer, None)
+            return
+        self._by_id[schema_id] = _Reader(entry.short_name, writer, entry.parsed)
 
     @property
     def schema_names(self) -> tuple[str, ...]:
@@ -175,11 +327,14 @@ class AvroCodec:
         return buf.getvalue()
 
     def decode(self, data: bytes | bytearray | memoryview) -> tuple[str, dict[str, Any]]:
-        """Decode a single-object message; returns ``(short schema name, record)``.
+        """Decode a single-object or Confluent-framed message; returns ``(short name, record)``.
 
         Raises :class:`AvroDecodeError` when the marker is missing, the fingerprint is not a
-        loaded schema, the body is truncated or corrupt, or bytes are left over after it.
+        loaded schema, the body is truncated or corrupt, or bytes are left over after it;
+        :class:`UnknownSchemaIdError` for a Confluent schema id not seen yet (:meth:`resolve`).
         """
+        if self.is_confluent(data):
+            return self._decode_confluent(data)
         if len(data) < HEADER_SIZE or data[:2] != MARKER:
             raise AvroDecodeError("not an Avro single-object message (missing C3 01 marker)")
         fp = bytes(data[2:HEADER_SIZE])
@@ -199,10 +354,121 @@ class AvroCodec:
             raise AvroDecodeError(f"{entry.short_name} body is not a record")
         return entry.short_name, record
 
+    def _decode_confluent(self, data: bytes | bytearray | memoryview) -> tuple[str, dict[str, Any]]:
+        schema_id = int.from_bytes(data[1:CONFLUENT_HEADER_SIZE], "big")
+        r = self._by_id.get(schema_id)
+        if r is None:
+            raise UnknownSchemaIdError(schema_id)
+        buf = BytesIO(data)
+        buf.seek(CONFLUENT_HEADER_SIZE)
+        short, writer, reader = r.short_name, r.writer, r.reader
+        try:
+            if r.branches:
+                index = _read_zigzag_varint(buf)
+                if not 0 <= index < len(r.branches):
+                    raise AvroDecodeError(f"union branch {index} out of range")
+                short = r.branches[index]
+                writer = self._by_name[short].parsed
+            if short is None or writer is None:
+                raise AvroDecodeError(f"schema id {schema_id} is none of the bridge's records")
+            record = fastavro.schemaless_reader(buf, writer, reader)
+        except AvroDecodeError:
+            raise
+        except Exception as exc:  # EOFError, UnicodeDecodeError, SchemaResolutionError, ...
+            raise AvroDecodeError(f"corrupt {short} body: {exc!r}") from exc
+        left = len(data) - buf.tell()
+        if left:
+            raise AvroDecodeError(f"{left} trailing bytes after the {short} body")
+        if not isinstance(record, dict):  # pragma: no cover - every schema is a record
+            raise AvroDecodeError(f"{short} body is not a record")
+        return short, record
+
     @staticmethod
     def is_single_object(data: bytes | bytearray | memoryview) -> bool:
         """True when ``data`` starts with the single-object marker and a full header."""
         return len(data) >= HEADER_SIZE and data[:2] == MARKER
+
+    def is_confluent(self, data: bytes | bytearray | memoryview) -> bool:
+        """True when this codec reads the Confluent framing (:meth:`framed`) and ``data``
+        starts with its magic byte and a full header. A codec without a registry reads a
+        leading ``00`` as before (not Avro: e.g. UTF-16 text stays ``invalid_json``)."""
+        return (
+            self._content_type == CONFLUENT_CONTENT_TYPE
+            and len(data) >= CONFLUENT_HEADER_SIZE
+            and data[0] == CONFLUENT_MAGIC
+        )
+
+    @staticmethod
+    def confluent_id(data: bytes | bytearray | memoryview) -> int | None:
+        """The schema id of a Confluent-framed message, None for other bytes."""
+        if len(data) >= CONFLUENT_HEADER_SIZE and data[0] == CONFLUENT_MAGIC:
+            return int.from_bytes(data[1:CONFLUENT_HEADER_SIZE], "big")
+        return None
+
+
+def _zigzag_varint(n: int) -> bytes:
+    """An Avro ``long`` (zig-zag, then base-128 varint): a union's branch index."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z & ~0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _read_zigzag_varint(buf: BytesIO) -> int:
+    shift = 0
+    z = 0
+    while True:
+        b = buf.read(1)
+        if not b:
+            raise AvroDecodeError("truncated union branch index")
+        z |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return (z >> 1) ^ -(z & 1)
+        shift += 7
+        if shift > 63:
+            raise AvroDecodeError("bad union branch index")
+
+
+def _replace_header(entry: _Entry, header: bytes) -> _Entry:
+    return _Entry(
+        short_name=entry.short_name,
+        full_name=entry.full_name,
+        parsed=entry.parsed,
+        tagger=entry.tagger,
+        canonical_form=entry.canonical_form,
+        fingerprint=entry.fingerprint,
+        header=header,
+        text=entry.text,
+    )
+
+
+def _entry_from_writer(entry: _Entry, writer_text: str) -> _Entry:
+    """``entry`` writing with a registered schema (use.latest): the record of the same full
+    name, alone or in a union. Raises SchemaLoadError when there is none."""
+    try:
+        parsed = fastavro.parse_schema(json.loads(writer_text))
+    except Exception as exc:
+        raise SchemaLoadError(f"{entry.short_name}: registered schema is not valid Avro") from exc
+    candidates = parsed if isinstance(parsed, list) else [parsed]
+    for candidate in candidates:
+        if isinstance(candidate, dict) and candidate.get("name") == entry.full_name:
+            canonical = fastavro.schema.to_parsing_canonical_form(candidate)
+            return _Entry(
+                short_name=entry.short_name,
+                full_name=entry.full_name,
+                parsed=candidate,
+                tagger=_compile_tagger(candidate),
+                canonical_form=canonical,
+                fingerprint=entry.fingerprint,
+                header=entry.header,
+                text=writer_text,
+            )
+    raise SchemaLoadError(
+        f"the registered schema of {entry.short_name} has no record {entry.full_name}"
+    )
 
 
 def packaged_schemas() -> Traversable:
@@ -240,6 +506,7 @@ def _load_one(path: Path | Traversable) -> _Entry:
         canonical_form=canonical,
         fingerprint=fp,
         header=MARKER + fp,
+        text=json.dumps(raw, separators=(",", ":")),
     )
 
 

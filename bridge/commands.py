@@ -13,9 +13,13 @@ Wire format (JSON, UTF-8, camelCase)::
 The same commands may be Avro-encoded (``schemas/OrderCommand.avsc``, single-object encoding),
 told apart by a ``content-type`` of ``application/avro`` or ``application/vnd.apache.avro+binary``
 (parameters such as ``; charset=binary`` allowed, any case) or, without a content type, the Avro
-marker bytes ``C3 01``. Both encodings obey the same rules: the JSON is read by the one strict
-parser (:mod:`bridge.jsonstrict`: bounded depth, strict UTF-8, no surrogates, no duplicate keys),
-and the decoded Avro record goes through the same validation as the JSON object.
+marker bytes ``C3 01``. Avro in the Confluent wire format (issue 15: magic byte ``00``, a 4-byte
+schema id, the body) is told apart by ``application/vnd.confluent.avro`` or that first byte (no
+JSON text starts with it); an id the codec has not seen raises :class:`UnresolvedSchemaError`,
+which the worker resolves with the registry before parsing the record again. Both encodings
+obey the same rules: the JSON is read by the one strict parser (:mod:`bridge.jsonstrict`:
+bounded depth, strict UTF-8, no surrogates, no duplicate keys), and the decoded Avro record goes
+through the same validation as the JSON object.
 
 The contract is exactly the published JSON Schema: enums are case-sensitive without whitespace,
 date-times are RFC 3339 strings (no epoch numbers), ids are non-empty, bounded and free of
@@ -47,7 +51,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from bridge.codec import AvroCodec
+from bridge.codec import AvroCodec, UnknownSchemaIdError
 from bridge.errors import (
     AvroDecodeError,
     InvalidCommandError,
@@ -58,7 +62,9 @@ from bridge.order_ids import validate_order_id
 from bridge.order_model import OrderStatus
 
 AVRO_CONTENT_TYPE = "application/avro"
-AVRO_CONTENT_TYPES: Final = frozenset({"application/avro", "application/vnd.apache.avro+binary"})
+AVRO_CONTENT_TYPES: Final = frozenset(
+    {"application/avro", "application/vnd.apache.avro+binary", "application/vnd.confluent.avro"}
+)
 JSON_CONTENT_TYPE = "application/json"
 AVRO_COMMAND_SCHEMA = "OrderCommand"
 MAX_ID_LENGTH = 128
@@ -347,7 +353,11 @@ def parse_command(
     ctype, params = media_type(headers)
     if ctype in AVRO_CONTENT_TYPES:
         return _parse_avro(value, codec)
-    if ctype is None and codec is not None and codec.is_single_object(value):
+    if (
+        ctype is None
+        and codec is not None
+        and (codec.is_single_object(value) or codec.is_confluent(value))
+    ):
         return _parse_avro(value, codec)
     charset = params.get("charset")
     if charset is not None and charset not in ("utf-8", "utf8", "us-ascii"):
@@ -384,12 +394,26 @@ def _validate(raw: Any) -> AnyCommand:
         raise InvalidCommandError(reason, msg) from None
 
 
+class UnresolvedSchemaError(InvalidCommandError):
+    """A Confluent-framed command whose writer schema id the codec has not fetched yet.
+
+    A dead letter (``invalid_avro``) only when no registry can resolve it; otherwise the
+    worker fetches the schema (holding the command while the registry is down) and parses the
+    record again."""
+
+    def __init__(self, schema_id: int) -> None:
+        super().__init__("invalid_avro", f"unknown Confluent schema id {schema_id}")
+        self.schema_id = schema_id
+
+
 def decode_avro_command(value: bytes, codec: AvroCodec | None) -> dict[str, Any]:
     """The ``OrderCommand`` record of an Avro value (nulls dropped: Avro null means absent)."""
     if codec is None:
         raise InvalidCommandError("invalid_avro", "Avro command received but no codec is loaded")
     try:
         name, record = codec.decode(value)
+    except UnknownSchemaIdError as exc:
+        raise UnresolvedSchemaError(exc.schema_id) from None
     except AvroDecodeError as exc:
         raise InvalidCommandError("invalid_avro", f"undecodable Avro command: {exc}") from None
     if name != AVRO_COMMAND_SCHEMA:

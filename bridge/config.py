@@ -341,6 +341,86 @@ def otel_requested(otel: OtelSettings, environ: Mapping[str, str]) -> tuple[bool
     return False, "default"
 
 
+class AvroEncoding(StrEnum):
+    SINGLE_OBJECT = "single-object"
+    CONFLUENT = "confluent"
+
+
+class AvroSettings(_Section):
+    """How Avro outputs are framed (``BRIDGE_AVRO__*``).
+
+    ``encoding`` unset: ``confluent`` when a schema registry is configured
+    (``BRIDGE_SCHEMA_REGISTRY__URL``), else ``single-object`` (the demo needs no registry).
+    """
+
+    encoding: AvroEncoding | None = None
+
+
+class SchemaRegistrySettings(_Section):
+    """The Confluent-compatible schema registry (``BRIDGE_SCHEMA_REGISTRY__*``), issue 15.
+
+    Used only at start-up (register or look up the bridge's schemas, set the subjects'
+    compatibility) and for a command's writer schema id never seen before (fetched once).
+    """
+
+    url: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    bearer_token: SecretStr | None = None
+    bearer_token_file: Path | None = None
+    ca_file: Path | None = None
+    # Every request, whole (connect to last byte): a response was once observed never arriving.
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Register the bridge's schemas at start-up (and set the subjects' compatibility); false:
+    # look them up (a locked-down registry where a pipeline registers them).
+    auto_register: bool = True
+    # Write with the subject's latest registered schema (Confluent's use.latest.version).
+    use_latest: bool = False
+    compatibility: Literal[
+        "BACKWARD",
+        "BACKWARD_TRANSITIVE",
+        "FORWARD",
+        "FORWARD_TRANSITIVE",
+        "FULL",
+        "FULL_TRANSITIVE",
+        "NONE",
+    ] = "BACKWARD"
+    # The events topic carries OrderStateChanged and OrderDeleted: one subject per record type
+    # (topic_record: <topic>-<full name>) or one <topic>-value subject with a union schema.
+    events_subject_strategy: Literal["topic_record", "topic"] = "topic_record"
+    # Start-up retries while the registry is unreachable: the first and the largest pause.
+    retry_initial_s: float = Field(default=0.5, gt=0, le=60)
+    retry_max_s: float = Field(default=10.0, gt=0, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None or v.strip() == "":
+            return None
+        parsed = urllib.parse.urlsplit(v.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("BRIDGE_SCHEMA_REGISTRY__URL must be an http(s):// URL")
+        if parsed.username or parsed.password:
+            raise ValueError(
+                "BRIDGE_SCHEMA_REGISTRY__URL must not carry credentials: use "
+                "BRIDGE_SCHEMA_REGISTRY__USERNAME and __PASSWORD(_FILE)"
+            )
+        return v.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> SchemaRegistrySettings:
+        basic = self.username is not None
+        bearer = self.bearer_token is not None or self.bearer_token_file is not None
+        if basic and bearer:
+            raise ValueError(
+                "BRIDGE_SCHEMA_REGISTRY__USERNAME and __BEARER_TOKEN(_FILE): choose one auth"
+            )
+        if not basic and (self.password is not None or self.password_file is not None):
+            raise ValueError("BRIDGE_SCHEMA_REGISTRY__PASSWORD needs __USERNAME")
+        return self
+
+
 class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -358,6 +438,23 @@ class BridgeSettings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     ingress: IngressSettings = IngressSettings()
     otel: OtelSettings = OtelSettings()
+    avro: AvroSettings = AvroSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
+
+    @property
+    def avro_encoding(self) -> AvroEncoding:
+        """The effective output encoding (``BRIDGE_AVRO__ENCODING``, else by the registry)."""
+        if self.avro.encoding is not None:
+            return self.avro.encoding
+        if self.schema_registry.url is not None:
+            return AvroEncoding.CONFLUENT
+        return AvroEncoding.SINGLE_OBJECT
+
+    @model_validator(mode="after")
+    def _confluent_needs_a_registry(self) -> BridgeSettings:
+        if self.avro.encoding == AvroEncoding.CONFLUENT and self.schema_registry.url is None:
+            raise ValueError("BRIDGE_AVRO__ENCODING=confluent needs BRIDGE_SCHEMA_REGISTRY__URL")
+        return self
 
     @model_validator(mode="after")
     def _revoke_fits_in_the_group_timeouts(self) -> BridgeSettings:

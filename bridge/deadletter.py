@@ -189,7 +189,9 @@ def best_effort_ids(
     ctype, _ = media_type(list(headers))
     try:
         if ctype in AVRO_CONTENT_TYPES or (
-            ctype is None and codec is not None and codec.is_single_object(value)
+            ctype is None
+            and codec is not None
+            and (codec.is_single_object(value) or codec.is_confluent(value))
         ):
             raw = decode_avro_command(value, codec)
         else:

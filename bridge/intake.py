@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from bridge.circuit import CircuitBreaker
 from bridge.codec import AvroCodec
-from bridge.commands import AnyCommand, parse_command
+from bridge.commands import AnyCommand, UnresolvedSchemaError, parse_command
 from bridge.commits import Committer
 from bridge.config import Ordering, ProcessingSettings
 from bridge.errors import InvalidCommandError, RecordHandlingError
@@ -124,6 +124,10 @@ class Fetcher:
             key = tp
         elif command is not None:
             key = command.order_id
+        elif isinstance(error, UnresolvedSchemaError) and rec.key:
+            # Decoded only once its schema is fetched: ordered by the record key meanwhile, the
+            # order id when producers key commands as recommended (README, Schema registry).
+            key = bytes(rec.key).decode("utf-8", "replace")
         else:
             key = ("invalid", tp, offset)
         return WorkItem(

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Final
 
+from bridge.codec import SINGLE_OBJECT_CONTENT_TYPE as AVRO_CONTENT_TYPE
 from bridge.codec import AvroCodec
 from bridge.metrics import BridgeMetrics
 from bridge.outputs import Disposition, new_order_state
@@ -40,20 +41,27 @@ def encode_outputs(
     :mod:`bridge.order_state`).
     """
     out: list[EncodedRecord] = []
+    # Outputs are built with the single-object content type; Confluent framing relabels them.
+    relabel = codec.content_type.encode() if codec.content_type != AVRO_CONTENT_TYPE else None
     for o in outcome.outputs:
+        headers = o.headers
         if o.kind == OutputKind.DLQ or o.value is None or isinstance(o.value, bytes):
             value = o.value if isinstance(o.value, bytes) else None
         elif o.schema is None:
             raise ValueError(f"a {o.kind} output without a schema")
         else:
             value = codec.encode(o.schema, o.value)
-        out.append((topics[o.kind], o.key, value, o.headers, None))
+            if relabel is not None:
+                headers = [(k, relabel if k == "content-type" else v) for k, v in headers]
+        out.append((topics[o.kind], o.key, value, headers, None))
     state = new_order_state(outcome)
     state_topic = topics.get(ORDER_STATE_TOPIC)
     if state is not None and state_topic is not None and state_partition is not None:
-        headers: list[tuple[str, bytes | None]] = [("norce.command.id", state.command_id.encode())]
+        state_headers: list[tuple[str, bytes | None]] = [
+            ("norce.command.id", state.command_id.encode())
+        ]
         key = next((o.key for o in outcome.outputs if o.state is not None), None)
-        out.append((state_topic, key, state.encode(), headers, state_partition))
+        out.append((state_topic, key, state.encode(), state_headers, state_partition))
     return out
 
 

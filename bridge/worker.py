@@ -19,16 +19,17 @@ from datetime import UTC, datetime
 
 from bridge.circuit import CircuitBreaker
 from bridge.codec import AvroCodec
-from bridge.commands import RefreshOrder, received_at_ms
+from bridge.commands import RefreshOrder, UnresolvedSchemaError, parse_command, received_at_ms
 from bridge.commits import Committer
 from bridge.delivery import Delivery, FatalRuntimeError
-from bridge.errors import NorceApiError
+from bridge.errors import AvroError, InvalidCommandError, NorceApiError
 from bridge.lease import LeaseLost, write_gate
 from bridge.logs import command_id_var, correlation_id_var, order_id_var
 from bridge.metrics import BridgeMetrics
 from bridge.outputs import new_order_state
 from bridge.partition import Partition, RuntimeState, WorkItem
 from bridge.processor import Outcome, Processor
+from bridge.schema_registry import RegistryError, RegistryUnavailableError
 from bridge.settle import EncodedRecord, account_outcome, encode_outputs
 from bridge.tracing import NO_TRACING, CommandTrace, Tracing
 
@@ -155,7 +156,55 @@ class Worker:
         except Exception as exc:  # last resort: never let a record stop us
             return self._last_resort(item, exc)[0]
 
+    async def _resolve_schema(self, item: WorkItem, part: Partition) -> bool:
+        """Fetch the writer schema of a Confluent-framed command (once per id, then cached)
+        and parse the record again. The registry down holds the command like Norce down
+        (backoff, never a dead letter); an id it does not know leaves the dead letter. False
+        when the partition went away meanwhile."""
+        error = item.error
+        assert isinstance(error, UnresolvedSchemaError)
+        waits = 0
+        while True:
+            if not self._state.live(item, part):
+                return False
+            try:
+                await self._codec.resolve(error.schema_id)
+                break
+            except RegistryUnavailableError as exc:
+                waits += 1
+                log.warning(
+                    "schema registry unavailable; holding the command",
+                    extra={"error": str(exc), "schema_id": error.schema_id},
+                )
+                await asyncio.sleep(min(5.0, 0.05 * 2 ** min(waits, 7)) * self._rng.random())
+            except (RegistryError, AvroError) as exc:
+                log.info(
+                    "a command's schema id cannot be resolved",
+                    extra={"error": str(exc), "schema_id": error.schema_id},
+                )
+                return True  # dead-lettered as invalid_avro
+        value = item.src.value
+        try:
+            command = parse_command(
+                value, item.src.headers, codec=self._codec, max_bytes=len(value or b"")
+            )
+            item.command, item.error = command, None
+            # The log context run() set while the command was still unknown (reset by run()).
+            command_id_var.set(command.command_id)
+            order_id_var.set(command.order_id)
+            correlation_id_var.set(command.correlation_id)
+        except InvalidCommandError as exc:
+            item.error = exc
+        return True
+
     async def _execute_once(self, item: WorkItem, part: Partition) -> Outcome | None:
+        if (
+            item.command is None
+            and isinstance(item.error, UnresolvedSchemaError)
+            and self._codec.can_resolve
+            and not await self._resolve_schema(item, part)
+        ):
+            return None
         if item.command is None:
             if item.error is None:
                 raise ValueError("a work item without a command nor an error")

@@ -15,6 +15,16 @@ def kafka_bootstrap() -> Iterator[str]:
         yield bootstrap
 
 
+@pytest.fixture(scope="session")
+def registry_url() -> Iterator[str]:
+    """The session's schema registry (Confluent API): a local Apicurio Registry unless
+    SCHEMA_REGISTRY_URL is set (issue 15)."""
+    from bridge_devkit.localregistry import registry_for_dev
+
+    with registry_for_dev() as url:
+        yield url
+
+
 @pytest.fixture
 def unique_name() -> Callable[[str], str]:
     """Factory of names unique to this test (topics, groups, transactional ids)."""

@@ -21,7 +21,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from bridge_devkit.demo import run_demo
 
     try:
-        return asyncio.run(run_demo(orders=args.orders, verbose=args.verbose))
+        return asyncio.run(
+            run_demo(orders=args.orders, verbose=args.verbose, schema_registry=args.schema_registry)
+        )
     except ConfigError as exc:
         print(f"order-bridge-dev: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -54,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="end to end on embedded defaults: local Kafka + API simulator")
     p.add_argument("--orders", type=int, default=24, help="orders to drive through lifecycles")
     p.add_argument("--verbose", action="store_true", help="show the bridge's JSON logs")
+    p.add_argument(
+        "--schema-registry",
+        action="store_true",
+        help="outputs in the Confluent wire format with a schema registry (SCHEMA_REGISTRY_URL, "
+        "else a local Apicurio Registry: needs Java 21+)",
+    )
     p.set_defaults(func=_cmd_demo)
     sub.add_parser(
         "simulate",

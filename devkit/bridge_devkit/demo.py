@@ -39,6 +39,7 @@ from bridge.config import (
     KafkaSettings,
     NorceSettings,
     ProcessingSettings,
+    SchemaRegistrySettings,
 )
 from bridge.logs import configure_logging
 from bridge.order_model import OrderStatus
@@ -174,7 +175,9 @@ def build_script(
     return out
 
 
-async def run_demo(*, orders: int = 24, verbose: bool = False) -> int:
+async def run_demo(
+    *, orders: int = 24, verbose: bool = False, schema_registry: bool = False
+) -> int:
     configure_logging("INFO" if verbose else "ERROR")
     if not verbose:
         # aiokafka logs the broker's transient "coordinator not available yet" at ERROR while a
@@ -182,12 +185,29 @@ async def run_demo(*, orders: int = 24, verbose: bool = False) -> int:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     started = time.monotonic()
     async with async_broker(lambda text: _say(f"[demo] {text}")) as bootstrap:
-        return await _run(bootstrap, orders, started)
+        return await _run(bootstrap, orders, started, schema_registry)
 
 
-async def _run(bootstrap: str, orders: int, started: float) -> int:
+async def _registry(stack: contextlib.AsyncExitStack) -> str:
+    """A schema registry for ``--schema-registry``: SCHEMA_REGISTRY_URL or a local Apicurio."""
+    from bridge_devkit.localregistry import LocalRegistry, external_registry
+
+    external = external_registry()
+    if external:
+        _say(f"[demo] schema registry {external} (SCHEMA_REGISTRY_URL)")
+        return external
+    registry = LocalRegistry()
+    _say("[demo] starting a local Apicurio Registry (needs Java 21+) ...")
+    await asyncio.to_thread(registry.start)
+    stack.push_async_callback(asyncio.to_thread, registry.cleanup)
+    _say(f"[demo] schema registry at {registry.url}, ready in {registry.cold_start_s:.1f}s")
+    return registry.url
+
+
+async def _run(bootstrap: str, orders: int, started: float, schema_registry: bool) -> int:
     api_key = secrets.token_urlsafe(24)
     async with contextlib.AsyncExitStack() as stack:
+        registry_url = await _registry(stack) if schema_registry else None
         sim = await stack.enter_async_context(simulator(api_keys=(api_key,), seed=7))
         order_ids = sim.app.seed(max(orders, 8), "norce", "1")
         [feed_order] = sim.app.seed(1, "norce", "1", status="processing")
@@ -202,9 +222,16 @@ async def _run(bootstrap: str, orders: int, started: float) -> int:
             ingress=IngressSettings(
                 enabled=True, host="127.0.0.1", port=0, secret=SecretStr(webhook_secret)
             ),
+            schema_registry=SchemaRegistrySettings(url=registry_url),
         )
         service = await build_service(settings, api_key=SecretStr(api_key))
         stack.push_async_callback(service.aclose)
+        codec = service.codec or AvroCodec.load(settings.schemas_dir)
+        if registry_url is not None:
+            _say(
+                "[demo] outputs in the Confluent wire format (content-type "
+                f"{codec.content_type}), schemas registered at start-up"
+            )
         assert service.health is not None
         _say(f"[demo] bridge metrics at {service.health.url}/metrics")
         script = build_script(order_ids, "norce", "1")
@@ -221,9 +248,11 @@ async def _run(bootstrap: str, orders: int, started: float) -> int:
             await producer.stop()
         _say(f"[demo] sent {len(script)} records ({len(script) - 10} commands, 10 malformed)")
         run_task = asyncio.create_task(service.runtime.run())
-        outcome = await _watch(bootstrap, settings, expected, run_task)
+        outcome = await _watch(bootstrap, settings, expected, run_task, codec)
         if outcome == 0 and service.notifications and service.notifications.server:
-            feed = FeedDemo(sim.url, settings, service.notifications.server.port, webhook_secret)
+            feed = FeedDemo(
+                sim.url, settings, service.notifications.server.port, webhook_secret, codec
+            )
             outcome = await feed.run(bootstrap, feed_order, run_task)
         service.runtime.stop()
         await run_task
@@ -235,7 +264,10 @@ class FeedDemo:
     """The change feed, end to end: a change made in Norce by another adapter comes back as the
     order's snapshot and an ``OrderStateChanged`` (``source=external``) through a notification."""
 
-    def __init__(self, sim_url: str, settings: BridgeSettings, port: int, secret: str) -> None:
+    def __init__(
+        self, sim_url: str, settings: BridgeSettings, port: int, secret: str, codec: AvroCodec
+    ) -> None:
+        self.codec = codec
         self.sim_url = sim_url
         self.settings = settings
         self.url = f"http://127.0.0.1:{port}"
@@ -270,7 +302,7 @@ class FeedDemo:
                 f"[demo] the payment adapter moved order {order_id} processing -> accepted "
                 "in Norce (simulator admin API), not through the bridge"
             )
-            codec = AvroCodec.load(self.settings.schemas_dir)
+            codec = self.codec
 
             def external(out: Outputs) -> dict[str, Any] | None:
                 for name, ev in out.events:
@@ -309,8 +341,8 @@ async def _watch(
     settings: BridgeSettings,
     expected: set[tuple[int, int]],
     run_task: asyncio.Task[None],
+    codec: AvroCodec,
 ) -> int:
-    codec = AvroCodec.load(settings.schemas_dir)
     last_print = 0.0
 
     def done(out: Outputs) -> bool:

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from bridge.app import Service, build_service, ensure_topics
 from bridge.codec import AvroCodec
 from bridge.commands import AnyCommand, command_to_json
-from bridge.config import BridgeSettings
+from bridge.config import BridgeSettings, SchemaRegistrySettings
 from bridge_devkit.harness.kafka import (
     JSON_HEADERS,
     command_producer,
@@ -51,6 +51,8 @@ class Bridge:
 
     async def start(self) -> Service:
         self.service = await build_service(self.settings, api_key=SecretStr(API_KEY))
+        if self.service.codec is not None:  # Confluent ids are known once it registered
+            self.codec = self.service.codec
         self.task = asyncio.create_task(self.service.runtime.run())
         return self.service
 
@@ -140,11 +142,20 @@ class Bridge:
 
 @contextlib.asynccontextmanager
 async def running_bridge(
-    bootstrap: str, sim: SimulatorHandle, *, start: bool = True, **processing: Any
+    bootstrap: str,
+    sim: SimulatorHandle,
+    *,
+    start: bool = True,
+    schema_registry: SchemaRegistrySettings | None = None,
+    **processing: Any,
 ) -> AsyncIterator[Bridge]:
-    """An in-process bridge on fresh topics (created) and group; stopped at the end."""
+    """An in-process bridge on fresh topics (created) and group; stopped at the end.
+
+    ``schema_registry``: write the Confluent wire format with that registry (issue 15)."""
     partitions = processing.pop("partitions", 3)
     settings = make_settings(bootstrap, sim.url, partitions=partitions, **processing)
+    if schema_registry is not None:
+        settings = settings.model_copy(update={"schema_registry": schema_registry})
     await ensure_topics(settings, {})
     async with contextlib.AsyncExitStack() as stack:
         bridge = Bridge(bootstrap, sim, settings)

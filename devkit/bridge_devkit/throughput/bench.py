@@ -25,7 +25,13 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 from bridge.codec import AvroCodec
-from bridge.config import DEFAULT_SCHEMAS_DIR, TopicSettings
+from bridge.config import (
+    DEFAULT_SCHEMAS_DIR,
+    BridgeSettings,
+    SchemaRegistrySettings,
+    TopicSettings,
+)
+from bridge.schema_registry import SchemaRegistryClient, confluent_codec
 from bridge_devkit.harness import (
     JSON_HEADERS,
     BridgeProcess,
@@ -150,6 +156,7 @@ class Bench:
         self.all_bytes = all_bytes  # compare every order's snapshot bytes (else a sample)
         self.codec = AvroCodec.load(DEFAULT_SCHEMAS_DIR)
         self.rng = random.Random(seed)
+        self.registry_url: str | None = None  # a schema registry (runs with encoding=confluent)
         self.producer = command_producer(bootstrap, linger_ms=5, max_batch_size=256 * 1024)
         self.probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         self.otlp_sink = OtlpSink()
@@ -193,6 +200,11 @@ class Bench:
         return int(sum(ends.values()))
 
     def bridge_env(self, spec: RunSpec, topics: TopicSettings) -> dict[str, str]:
+        registry: dict[str, Any] = {}
+        if spec.encoding == "confluent":
+            if self.registry_url is None:
+                raise RuntimeError("a confluent run needs the bench's schema registry")
+            registry = {"schema_registry__url": self.registry_url, "avro__encoding": "confluent"}
         return deployment_env(
             self.bootstrap,
             f"bench-{uuid.uuid4().hex[:10]}",
@@ -207,13 +219,26 @@ class Bench:
             processing__write_guard=spec.write_guard,
             event_loop=spec.event_loop,
             log_level="INFO",  # a handful of lines per run: port, assignment, stop
+            **registry,
         ) | tracing_env(spec.tracing, self.otlp_sink.url)
 
-    async def _outputs(self, topics: TopicSettings) -> RunOutputs:
+    async def reading_codec(self, spec: RunSpec, topics: TopicSettings) -> AvroCodec:
+        """The codec the outputs of ``spec`` are read and compared with: for a confluent run,
+        framed with the ids the bridge registered (registering the same schemas again is
+        idempotent: the registry answers the same ids)."""
+        if spec.encoding != "confluent" or self.registry_url is None:
+            return self.codec
+        settings = BridgeSettings(
+            topics=topics, schema_registry=SchemaRegistrySettings(url=self.registry_url)
+        )
+        async with SchemaRegistryClient(self.registry_url) as client:
+            return await confluent_codec(self.codec, client, settings)
+
+    async def _outputs(self, topics: TopicSettings, codec: AvroCodec) -> RunOutputs:
         return RunOutputs(
             calls=await self.sim.calls(),
-            results=await read_topic(self.bootstrap, topics.results, self.codec, PARTITIONS),
-            snapshots=await read_topic(self.bootstrap, topics.snapshots, self.codec, PARTITIONS),
+            results=await read_topic(self.bootstrap, topics.results, codec, PARTITIONS),
+            snapshots=await read_topic(self.bootstrap, topics.snapshots, codec, PARTITIONS),
             dead_letters=await self.count(topics.dlq),
         )
 
@@ -268,7 +293,8 @@ class Bench:
             await self._check_committed(result, env["BRIDGE_KAFKA__GROUP_ID"], topics.commands)
         if not result.failures:
             t = time.monotonic()
-            outputs = await self._outputs(topics)
+            codec = await self.reading_codec(spec, topics)
+            outputs = await self._outputs(topics, codec)
             await measure_and_verify(
                 result,
                 self.sim,
@@ -277,7 +303,7 @@ class Bench:
                 outputs,
                 samples,
                 spawned,
-                self.codec,
+                codec,
                 all_bytes=self.all_bytes,
             )
             result.verify_s = time.monotonic() - t

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -22,10 +23,12 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from bridge_devkit.harness import SimulatorProcess, async_broker
+from bridge_devkit.localregistry import APICURIO_VERSION, LocalRegistry, external_registry
 from bridge_devkit.throughput.bench import API_KEY, Bench, say
 from bridge_devkit.throughput.planner import Planner, bridge_default_backend, floats, words
 from bridge_devkit.throughput.report import report, targets
@@ -77,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         "OTLP/HTTP to a local sink); e.g. off,on,otlp ('' skips)",
     )
     p.add_argument("--tracing-latency", type=float, default=0.0, help="L of the tracing comparison")
+    p.add_argument(
+        "--encodings",
+        default="",
+        help="BRIDGE_AVRO__ENCODING values compared in key mode at --encoding-latency, run "
+        "alternately --repeat times each (e.g. single-object,confluent; confluent starts a local "
+        "Apicurio Registry, or uses SCHEMA_REGISTRY_URL; '' skips)",
+    )
+    p.add_argument(
+        "--encoding-latency", type=float, default=0.0, help="L of the encoding comparison"
+    )
     p.add_argument("--http-latency", type=float, default=20.0, help="L of the comparison")
     p.add_argument("--paced-latencies", default="20,100", help="L of the paced runs")
     p.add_argument("--paced-seconds", type=float, default=10.0)
@@ -268,12 +281,50 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
             if "otlp" in variants:  # the exported spans really arrived
                 sink = bench.otlp_sink
                 say(f"  OTLP sink received {sink.exports:,} exports, {sink.bytes:,} bytes")
+        encodings = words(args.encodings)
+        if encodings:
+            async with contextlib.AsyncExitStack() as registry_stack:
+                if "confluent" in encodings:
+                    bench.registry_url = await registry_stack.enter_async_context(bench_registry())
+                n = plan.commands("key", args.encoding_latency, args.http_backend)
+                for rep in range(max(1, args.repeat)):
+                    for encoding in encodings:
+                        spec = plan.spec(
+                            "encoding",
+                            "key",
+                            args.encoding_latency,
+                            n,
+                            repetition=rep,
+                            encoding=encoding,
+                        )
+                        await run(spec)
         if args.instances:
             results.extend(await run_scaleout(bench, args))
     finally:
         await bench.aclose()
         await sim.aclose()
     return results
+
+
+@contextlib.asynccontextmanager
+async def bench_registry() -> AsyncIterator[str]:
+    """``SCHEMA_REGISTRY_URL``, or a local Apicurio Registry for the run (its start time
+    printed: a figure of issue 15)."""
+    external = external_registry()
+    if external:
+        say(f"schema registry: {external} (SCHEMA_REGISTRY_URL)")
+        yield external
+        return
+    registry = LocalRegistry()
+    await asyncio.to_thread(registry.start)
+    say(
+        f"schema registry: Apicurio Registry {APICURIO_VERSION} at {registry.url}, started in "
+        f"{registry.cold_start_s:.1f}s"
+    )
+    try:
+        yield registry.url
+    finally:
+        await asyncio.to_thread(registry.cleanup)
 
 
 def reference_latencies(args: argparse.Namespace) -> set[float]:

@@ -82,6 +82,7 @@ class Planner:
         repetition: int = 0,
         event_loop: str = "asyncio",
         tracing: str = "off",
+        encoding: str = "single-object",
     ) -> RunSpec:
         """The run's spec; reference runs are labelled ``reference`` instead of the mode (they
         are always per key), repetitions after the first ``#2``, ``#3``..."""
@@ -97,6 +98,8 @@ class Planner:
             label = f"{event_loop} {label}"
         elif kind == "tracing":
             label = f"tracing={tracing} {label}"
+        elif kind == "encoding":
+            label = f"{encoding} {label}"
         if self.args.write_guard != "lease" and pipeline == "bridge":
             label = f"{label} guard={self.args.write_guard}"
         if repetition:
@@ -117,4 +120,5 @@ class Planner:
             pipeline=pipeline,
             event_loop=event_loop,
             tracing=tracing,
+            encoding=encoding,
         )

@@ -315,6 +315,16 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
             f"{cpu:.3f} CPU s/1k"
         )
     tracing_cost(results)
+    encodings = [r for r in results if r.spec.kind == "encoding" and r.passed]
+    for name in dict.fromkeys(r.spec.encoding for r in encodings):
+        mine = [r for r in encodings if r.spec.encoding == name]
+        rate = sum(r.throughput for r in mine) / len(mine)
+        cpu = sum(r.cpu_ms_per_command for r in mine) / len(mine)
+        each = ", ".join(f"{r.cpu_ms_per_command:.3f}" for r in mine)
+        say(
+            f"Avro encoding {name} (key mode, mean of {len(mine)}): {rate:,.0f} cmd/s, "
+            f"{cpu:.3f} CPU s/1k (runs: {each})"
+        )
     say()
     say("cmd/s: N / (first Norce API request of the run -> log-append time of the last result)")
     say("bound: max_in_flight (key) or partitions (partition) / (2 x L); req/cmd: API requests")

@@ -20,7 +20,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 @dataclass(frozen=True)
 class RunSpec:
     label: str
-    kind: str  # throughput | paced | memory | http | loop | tracing
+    kind: str  # throughput | paced | memory | http | loop | tracing | encoding
     mode: str  # key | partition
     latency_ms: float
     commands: int
@@ -36,6 +36,7 @@ class RunSpec:
     # off | on (OpenTelemetry spans and propagation, no exporter) | otlp (exported over
     # OTLP/HTTP to a sink in the bench process that accepts and discards)
     tracing: str = "off"
+    encoding: str = "single-object"  # BRIDGE_AVRO__ENCODING (confluent: the bench's registry)
 
     @property
     def width(self) -> int:

@@ -182,6 +182,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     "BRIDGE_KAFKA__STARTUP_DEADLINE_S" (dig "kafka" "startupDeadlineSeconds" nil $c)
     "BRIDGE_HTTP__PORT" .Values.containerPort
     "BRIDGE_HTTP__WEDGED_AFTER_S" (dig "http" "wedgedAfterSeconds" nil $c)
+    "BRIDGE_SCHEMA_REGISTRY__URL" (dig "schemaRegistry" "url" nil $c)
+    "BRIDGE_AVRO__ENCODING" (dig "schemaRegistry" "encoding" nil $c)
+    "BRIDGE_SCHEMA_REGISTRY__EVENTS_SUBJECT_STRATEGY" (dig "schemaRegistry" "eventsSubjectStrategy" nil $c)
+    "BRIDGE_SCHEMA_REGISTRY__COMPATIBILITY" (dig "schemaRegistry" "compatibility" nil $c)
+    "BRIDGE_SCHEMA_REGISTRY__AUTO_REGISTER" (dig "schemaRegistry" "autoRegister" nil $c)
+    "BRIDGE_SCHEMA_REGISTRY__USE_LATEST" (dig "schemaRegistry" "useLatest" nil $c)
+    "BRIDGE_SCHEMA_REGISTRY__TIMEOUT_S" (dig "schemaRegistry" "timeoutSeconds" nil $c)
+    "BRIDGE_SCHEMA_REGISTRY__USERNAME" (dig "schemaRegistry" "username" nil $c)
 }}
 {{- if $c.norce.allowInsecureHttp }}
 {{- /* Only when true: false is the bridge's default. */}}
@@ -209,7 +217,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* Names of the variables the chart sets on the container itself (secret file paths). */}}
 {{- define "norce-order-bridge.envNames" -}}
-BRIDGE_NORCE__API_KEY_FILE BRIDGE_KAFKA__SASL_PASSWORD_FILE BRIDGE_KAFKA__SSL_CAFILE BRIDGE_KAFKA__SSL_CERTFILE BRIDGE_KAFKA__SSL_KEYFILE BRIDGE_INGRESS__SECRET_FILE BRIDGE_INGRESS__PATH_TOKEN_FILE
+BRIDGE_NORCE__API_KEY_FILE BRIDGE_KAFKA__SASL_PASSWORD_FILE BRIDGE_KAFKA__SSL_CAFILE BRIDGE_KAFKA__SSL_CERTFILE BRIDGE_KAFKA__SSL_KEYFILE BRIDGE_INGRESS__SECRET_FILE BRIDGE_INGRESS__PATH_TOKEN_FILE BRIDGE_SCHEMA_REGISTRY__PASSWORD_FILE BRIDGE_SCHEMA_REGISTRY__BEARER_TOKEN_FILE BRIDGE_SCHEMA_REGISTRY__CA_FILE
 {{- end }}
 
 {{/* Render-time checks of combinations the schema cannot express. Each names the values to fix. */}}
@@ -368,6 +376,15 @@ BRIDGE_NORCE__API_KEY_FILE BRIDGE_KAFKA__SASL_PASSWORD_FILE BRIDGE_KAFKA__SSL_CA
   value: /var/run/secrets/kafka-tls/client/tls.crt
 - name: BRIDGE_KAFKA__SSL_KEYFILE
   value: /var/run/secrets/kafka-tls/client/tls.key
+{{- end }}
+{{- $registry := .Values.config.schemaRegistry | default dict }}
+{{- if dig "credentialsSecret" "name" "" $registry }}
+- name: {{ if $registry.username }}BRIDGE_SCHEMA_REGISTRY__PASSWORD_FILE{{ else }}BRIDGE_SCHEMA_REGISTRY__BEARER_TOKEN_FILE{{ end }}
+  value: /var/run/secrets/schema-registry/credential
+{{- end }}
+{{- if dig "caSecret" "name" "" $registry }}
+- name: BRIDGE_SCHEMA_REGISTRY__CA_FILE
+  value: /var/run/secrets/schema-registry-tls/ca.crt
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
