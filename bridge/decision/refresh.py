@@ -23,6 +23,7 @@ store (the first execution's state record is committed with its outputs).
 from __future__ import annotations
 
 from bridge.commands import RefreshOrder, is_expired
+from bridge.decision.announce import external_events
 from bridge.decision.history import transition_statuses
 from bridge.decision.protocol import Get, Known, OrderView, Policy, Refused, Steps
 from bridge.decision.report import Report
@@ -92,6 +93,16 @@ def refresh(cmd: RefreshOrder, k: Known, policy: Policy, report: Report) -> Step
         history = transition_statuses(order)
         previous = history[-2] if len(history) >= 2 and history[-1] == view.status else None
         changed = True
+    elif last is not None and view.transitions > last.transitions:
+        # Every transition since the last published snapshot, one event each, in order.
+        events = external_events(cmd, order, last.transitions, view.transitions, report.started)
+        if events:
+            outputs.extend(events)
+            reason = (
+                f"state changed outside the bridge: {last.status} -> {view.status} "
+                f"({len(events)} transition(s))"
+            )
+        changed = False
     else:
         changed = last is not None and view.status is not None and view.status != last.status
     if changed and view.status is not None:

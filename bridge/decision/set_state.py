@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.commands import SetOrderState, is_expired
+from bridge.decision.announce import external_events, index_of
 from bridge.decision.history import (
     EXECUTED,
     Claim,
@@ -23,6 +24,7 @@ from bridge.decision.protocol import Get, Known, OrderView, Policy, Put, Refused
 from bridge.decision.report import Report
 from bridge.errors import NorceInvalidRequestError, NorceNotFoundError
 from bridge.events import latest_transition_at, parse_rfc3339
+from bridge.order_state import OrderState
 from bridge.outputs import Disposition, Output, snapshot_output, state_event_output
 from bridge.vocabulary import DeadLetterReason, Outcome
 
@@ -43,7 +45,7 @@ def set_state(
     target = cmd.state.value
     if k.put_done is not None:
         # This command's PUT already succeeded; an earlier attempt failed after it.
-        return (yield from _after_put(cmd, k.put_done, report))
+        return (yield from _after_put(cmd, k.put_done, k.published, report))
     expired = is_expired(cmd, report.started, policy.max_command_age_s)
     known = prior = k.cached
     cached = known.status if known is not None else None
@@ -96,7 +98,7 @@ def set_state(
         # replay suspect, instead of writing blindly.
         claim = Recovery.from_order(pre, k.dispatched_at).claim(target)
         if claim.applied:
-            return _replayed(cmd, pre, claim, report)
+            return _replayed(cmd, pre, claim, k.published, report)
 
     if recovering and pre is not None and k.suspect_since is not None:
         if isinstance(replay, Recovery) and not replay.is_blank:
@@ -106,7 +108,7 @@ def set_state(
             replays.set(rkey, matching)
         claim = matching.claim(target)
         if claim.applied:
-            return _replayed(cmd, pre, claim, report)
+            return _replayed(cmd, pre, claim, k.published, report)
         replays.set(rkey, EXECUTED)
 
     if pre is not None and cached == target:
@@ -132,11 +134,15 @@ def set_state(
             return report.api_failure(error, DeadLetterReason.ORDER_NOT_FOUND)
         return report.api_failure(error, DeadLetterReason.API_REJECTED, current=cached)
     report.written(answer)
-    return (yield from _after_put(cmd, known, report))
+    return (yield from _after_put(cmd, known, k.published, report))
 
 
 def _replayed(
-    cmd: SetOrderState, order: dict[str, Any], claim: Claim, report: Report
+    cmd: SetOrderState,
+    order: dict[str, Any],
+    claim: Claim,
+    published: OrderState | None,
+    report: Report,
 ) -> Disposition:
     """What the command's first execution published, rebuilt from the order's history."""
     target = cmd.state.value
@@ -144,6 +150,11 @@ def _replayed(
     if claim.newest:
         # Only the order's newest state may go to the compacted snapshot topic.
         outputs.append(snapshot_output(cmd, order, report.started))
+    if published is not None and claim.transition is not None:
+        # The external changes before its own transition that its first execution announced.
+        own = index_of(order, claim.transition, published.transitions)
+        if own is not None:
+            outputs.extend(external_events(cmd, order, published.transitions, own, report.started))
     if claim.previous != target:
         t = claim.transition
         outputs.append(
@@ -164,8 +175,12 @@ def _replayed(
     )
 
 
-def _after_put(cmd: SetOrderState, before: OrderView, report: Report) -> Steps:
-    """Re-fetch after a successful PUT and build the outputs (``before`` = view before it)."""
+def _after_put(
+    cmd: SetOrderState, before: OrderView, published: OrderState | None, report: Report
+) -> Steps:
+    """Re-fetch after a successful PUT and build the outputs (``before`` = view before it;
+    ``published``: what the bridge last published, whose later external changes are announced
+    before this command's own, so the order's events stay an unbroken chain)."""
     target = cmd.state.value
     answer = yield Get()
     if isinstance(answer, Refused):
@@ -193,6 +208,10 @@ def _after_put(cmd: SetOrderState, before: OrderView, report: Report) -> Steps:
     if grew and history[-1] == view.status:
         previous = history[-2]  # the order's own history, not the bridge's memory
     new = view.status or target
+    if grew and history[-1] == view.status and published is not None:
+        outputs.extend(
+            external_events(cmd, order, published.transitions, len(history) - 1, report.started)
+        )
     stamp = latest_transition_at(order, new)
     at = parse_rfc3339(stamp) if stamp else None
     outputs.append(state_event_output(cmd, previous, new, stamp, at or report.started))

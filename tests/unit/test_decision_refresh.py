@@ -19,6 +19,8 @@ from bridge.commands import (
     received_at_ms,
 )
 from bridge.decision import Fetched, Get, Known, Policy
+from bridge.decision.announce import external_events, index_of
+from bridge.decision.history import transitions
 from bridge.decision.refresh import STALE_REASON, UNCHANGED_REASON
 from bridge.errors import InvalidCommandError
 from bridge.order_state import OrderState, decode_state, order_digest
@@ -221,6 +223,64 @@ def test_bridges_own_set_state_event_says_bridge_and_records_state() -> None:
     state = new_order_state(done)
     assert state is not None
     assert (state.status, state.transitions) == ("accepted", 2)
+
+
+def event_values(done: Any) -> list[dict[str, Any]]:
+    return [
+        o.value for o in done.outputs if o.kind is OutputKind.EVENT and isinstance(o.value, dict)
+    ]
+
+
+def test_every_transition_since_the_last_snapshot_is_announced_in_order() -> None:
+    """A burst of external changes read at once: one event per transition, an unbroken chain,
+    each id naming its transition; also when the status came back to the published one."""
+    burst = order(("checkout", -60), ("accepted", 1), ("processing", 5), ("accepted", 7))
+    _, done = run(refresh(), [Fetched(burst, 1)], known=known(published(ACCEPTED)))
+    events = event_values(done)
+    assert [(e["previousStatus"], e["newStatus"]) for e in events] == [
+        ("accepted", "processing"),
+        ("processing", "accepted"),
+    ]
+    assert [e["eventId"] for e in events] == ["r-1:state-changed:3", "r-1:state-changed:4"]
+    assert {e["source"] for e in events} == {"external"}
+    assert [e["transitionAt"] for e in events] == [stamp(5), stamp(7)]
+
+
+def test_an_external_change_before_the_bridges_own_is_announced_first() -> None:
+    """Another adapter moved the order (accepted -> processing) after the bridge last published
+    it; the bridge's own SetOrderState then runs before that change's notification: the
+    external change gets its event, then the bridge's own, in one chain."""
+    moved = order(("checkout", -60), ("accepted", 1), ("processing", 5))
+    after = order(("checkout", -60), ("accepted", 1), ("processing", 5), ("completed", 9))
+    _, done = run(
+        set_state("completed"),
+        [Fetched(moved, 1), *_put_then(after)],
+        known=Known(now=NOW, published=published(ACCEPTED)),
+    )
+    chain = [(e["previousStatus"], e["newStatus"], e["source"]) for e in event_values(done)]
+    assert chain == [("accepted", "processing", "external"), ("processing", "completed", "bridge")]
+    # Without a published state (never published) only its own change is announced.
+    _, alone = run(set_state("completed"), [Fetched(moved, 1), *_put_then(after)])
+    assert [e["source"] for e in event_values(alone)] == ["bridge"]
+
+
+def test_announcing_skips_repeats_and_finds_a_transition_by_identity() -> None:
+    """The helpers behind both: a repeated status is no change; a transition is found at or
+    after a start index (a replay locates its own transition after the published ones)."""
+    repeated = order(("checkout", -60), ("accepted", 1), ("accepted", 2), ("processing", 5))
+    cmd = refresh()
+    events = external_events(cmd, repeated, 1, 4, NOW)
+    assert [
+        (e.value["previousStatus"], e.value["newStatus"])
+        for e in events
+        if isinstance(e.value, dict)
+    ] == [
+        ("checkout", "accepted"),
+        ("accepted", "processing"),
+    ]
+    history = transitions(repeated)
+    assert index_of(repeated, history[3], 2) == 3
+    assert index_of(repeated, history[0], 1) is None
 
 
 def _put_then(after: dict[str, Any]) -> list[Any]:
