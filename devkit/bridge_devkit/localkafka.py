@@ -169,6 +169,20 @@ def ensure_kafka_libs(*, progress: bool = True) -> Path:
     return lib
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    """Stop a local JVM process: SIGCONT (a paused one could not run its SIGTERM handler),
+    SIGTERM, wait up to ``timeout_s``, then SIGKILL. Nothing for None or an exited process."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGCONT)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -443,15 +457,9 @@ class LocalKafka:
         return self._proc is not None and self._proc.poll() is None
 
     def stop(self, *, timeout_s: float = 30.0) -> None:
-        """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Idempotent."""
+        """SIGTERM (after SIGCONT), wait up to ``timeout_s``, then SIGKILL. Idempotent."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        terminate(proc, timeout_s)
         if self._log_handle is not None:
             with contextlib.suppress(Exception):
                 self._log_handle.close()  # type: ignore[attr-defined]

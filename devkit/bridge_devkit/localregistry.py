@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from bridge_devkit.localkafka import cache_root, free_port
+from bridge_devkit.localkafka import cache_root, free_port, terminate
 
 APICURIO_VERSION = "3.3.3"
 ARTIFACT = f"io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"
@@ -290,14 +290,7 @@ class LocalRegistry:
         """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Idempotent. The port is kept, so
         :meth:`start` brings it back at the same URL (empty: storage is in memory)."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        terminate(proc, timeout_s)
         if self._log_handle is not None:
             with contextlib.suppress(Exception):
                 self._log_handle.close()  # type: ignore[attr-defined]
