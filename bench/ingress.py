@@ -27,29 +27,13 @@ import time
 from typing import Any
 
 import aiohttp
+from bridge_devkit.harness import notification_delivery
 
 SECRET = "bench-webhook-secret-0123456789"  # noqa: S105 - a benchmark's own
 
 
 def _delivery(nid: str, order_id: str, pad: int) -> bytes:
-    doc: dict[str, Any] = {
-        "notification": {
-            "id": nid,
-            "adapterId": "bench",
-            "reference": "state-changes",
-            "scope": "/state/currentStatus",
-            "schema": {"const": "completed"},
-            "invoke": "https://bridge.example/notifications",
-        },
-        "order": {
-            "id": order_id,
-            "merchant": "norce",
-            "channel": "1",
-            "state": {"currentStatus": "completed"},
-            "attributes": {"pad": "x" * pad},
-        },
-    }
-    return json.dumps(doc).encode()
+    return notification_delivery(nid, order_id, adapter_id="bench", attributes={"pad": "x" * pad})
 
 
 # -- the server (child process) ------------------------------------------------------------------

@@ -27,6 +27,7 @@ from bridge_devkit.harness import (
     create_topics,
     free_port,
     make_settings,
+    notification_delivery,
     poll_until,
     process_env,
     read_topic,
@@ -51,24 +52,7 @@ CODEC = AvroCodec.load(None)
 
 
 def delivery(nid: str, order_id: str = "o_yClTSySjyAuuBjmiBlHCjuEcTf", **order: Any) -> bytes:
-    doc = {
-        "notification": {
-            "id": nid,
-            "adapterId": "bridge",
-            "reference": "state-changes",
-            "scope": "/state/currentStatus",
-            "schema": {"const": "completed"},
-            "invoke": "https://bridge.example/notifications",
-        },
-        "order": {
-            "id": order_id,
-            "merchant": "norce",
-            "channel": "1",
-            "state": {"currentStatus": "completed"},
-            **order,
-        },
-    }
-    return json.dumps(doc).encode()
+    return notification_delivery(nid, order_id, **order)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from bridge_devkit.harness.bridge_process import (
     wait_exit,
 )
 from bridge_devkit.harness.broker import async_broker, broker
-from bridge_devkit.harness.commands import delete, refresh, set_state
+from bridge_devkit.harness.commands import delete, notification_delivery, refresh, set_state
 from bridge_devkit.harness.inprocess import Bridge, running_bridge
 from bridge_devkit.harness.kafka import (
     JSON_HEADERS,
@@ -91,6 +91,7 @@ __all__ = [
     "log_lines",
     "make_settings",
     "metrics_text",
+    "notification_delivery",
     "parse_ts",
     "poll_until",
     "process_env",

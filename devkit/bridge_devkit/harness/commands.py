@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -41,3 +42,28 @@ def refresh(
 ) -> RefreshOrder:
     """A ``RefreshOrder`` (``extra``: command_id, issued_at, reason, correlation_id, ...)."""
     return RefreshOrder(**_common(order_id, merchant, channel, extra))
+
+
+def notification_delivery(
+    nid: str, order_id: str, *, adapter_id: str = "bridge", **order: Any
+) -> bytes:
+    """The body Norce's Notification service POSTs for a ``completed`` notification:
+    ``{"notification", "order"}`` (``order``: extra or overriding order fields)."""
+    doc = {
+        "notification": {
+            "id": nid,
+            "adapterId": adapter_id,
+            "reference": "state-changes",
+            "scope": "/state/currentStatus",
+            "schema": {"const": "completed"},
+            "invoke": "https://bridge.example/notifications",
+        },
+        "order": {
+            "id": order_id,
+            "merchant": "norce",
+            "channel": "1",
+            "state": {"currentStatus": "completed"},
+            **order,
+        },
+    }
+    return json.dumps(doc).encode()
