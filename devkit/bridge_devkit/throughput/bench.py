@@ -326,14 +326,21 @@ class Bench:
 
     @staticmethod
     def _read_log(result: RunResult, bridge: BridgeProcess) -> None:
-        """The counters of its "bridge stopped" (or "reference stopped") line; warnings; its
-        errors fail the run."""
+        """The counters and full-collection pauses of its "bridge stopped" (or "reference
+        stopped") line; warnings; its errors fail the run."""
         records = bridge.log_records()
         stopped = [r for r in records if r.get("msg") in STOPPED_LINES]
         if stopped:
             result.bridge_counters = {
                 k: v for k, v in stopped[-1].items() if isinstance(v, int) and k != "uptime_s"
             }
+            collections, longest = (
+                stopped[-1].get("gc_collections"),
+                stopped[-1].get("gc_pause_max_ms"),
+            )
+            if isinstance(collections, list) and isinstance(longest, list) and len(longest) == 3:
+                result.gen2_collections = int(collections[2])
+                result.gen2_max_ms = float(longest[2])
         result.bridge_warnings = sum(1 for r in records if r.get("level") in ("WARNING", "ERROR"))
         errors = [
             r

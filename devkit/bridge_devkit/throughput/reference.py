@@ -23,7 +23,8 @@ metadata, lease, circuit, dead letters, metrics or validation beyond what the wo
 and ``429`` are retried in a plain loop. ``DeleteOrder`` and anything else is not handled (counted
 as ``unsupported``, committed without outputs). Configured by the bridge's ``BRIDGE_*``
 variables (the ones below) or by flags; logs JSON lines on stderr (``partitions assigned``,
-``reference stopped`` with its counters), like the bridge's, for the benchmark.
+``reference stopped`` with its counters and garbage-collector pauses, timed by the bridge's own
+``bridge.gc_metrics.GcPauses``), like the bridge's, for the benchmark.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import orjson
 import yarl
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from bridge.gc_metrics import GcPauses
 from bridge_devkit.throughput.reference_avro import (
     Encoder,
     SnapshotMapper,
@@ -109,6 +111,7 @@ class Reference(ConsumerRebalanceListener):  # type: ignore[misc]
             linger_ms=args.linger_ms,
         )
         self.http: aiohttp.ClientSession | None = None
+        self.gc_pauses = GcPauses()
 
     # -- rebalance (one member in the benchmark: log, commit what is done) ---------------------
 
@@ -131,6 +134,7 @@ class Reference(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe([a.commands], listener=self)
+        self.gc_pauses.install()  # the bridge's own timer, so both pay the same for it
         if not a.no_gc_freeze:
             gc.freeze()  # start-up objects out of the collector's way
         workers = [asyncio.create_task(self.worker()) for _ in range(a.max_in_flight)]
@@ -146,7 +150,8 @@ class Reference(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.consumer.stop()
             await self.producer.stop()
             await self.http.close()
-            log("reference stopped", "INFO", **self.counters)
+            self.gc_pauses.uninstall()
+            log("reference stopped", "INFO", **self.counters, **self.gc_pauses.summary())
 
     async def fetch_loop(self) -> None:
         while not self.stopping.is_set():

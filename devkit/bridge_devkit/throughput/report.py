@@ -15,6 +15,8 @@ MEMORY_TARGET_BUFFERED = 10_000
 CPU_RATIO_TARGET = 1.15  # issue 13: bridge CPU per command at L=0 <= 1.15x the reference's
 THROUGHPUT_RATIO_TARGET = 0.9  # issue 13: bridge cmd/s at L=0 and 20 >= 0.9x the reference's
 THROUGHPUT_RATIO_LATENCIES = (0.0, 20.0)
+GEN2_TARGET_MS = 10.0  # issue 13: no full collection longer than 10 ms in a steady-state run
+KEY_PARTITION_BEFORE = 16.5  # issue 13: key/partition at L=100 unchanged or better (was 16.5x)
 WARMUP_FACTOR = 3.0  # issue 13: warm-up p99 <= 3x steady-state p99
 
 
@@ -26,7 +28,8 @@ def _f(value: float | None, fmt: str, width: int) -> str:
 
 HEADER = (
     f"{'run':<30} {'N':>6} {'cmd/s':>7} {'bound':>7} {'%bound':>6} {'CPU s/1k':>8} "
-    f"{'cmd/CPU-s':>9} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>6} {'req/cmd':>7}  verify"
+    f"{'cmd/CPU-s':>9} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>6} {'req/cmd':>7} {'gen2 ms':>9}  "
+    "verify"
 )
 
 
@@ -38,16 +41,52 @@ def row(r: RunResult) -> str:
         f"{s.label:<30} {n:>6} {_f(r.throughput, ',.0f', 7)} {_f(s.bound, ',.0f', 7)} "
         f"{_f(r.pct_of_bound, '.0f', 6)} {_f(r.cpu_ms_per_command, '.3f', 8)} "
         f"{_f(per_cpu, ',.0f', 9)} {_f(r.p50_ms, ',.0f', 7)} {_f(r.p99_ms, ',.0f', 7)} "
-        f"{_f(r.peak_rss_mb, '.0f', 6)} {_f(r.api_requests / n, '.2f', 7)}  "
+        f"{_f(r.peak_rss_mb, '.0f', 6)} {_f(r.api_requests / n, '.2f', 7)} {_gen2(r):>9}  "
         f"{'PASS' if r.passed else 'FAIL'}"
     )
+
+
+def _gen2(r: RunResult) -> str:
+    """``count/longest`` full collections of the run's process (``-`` if it did not say)."""
+    if r.gen2_collections is None:
+        return "-"
+    return f"{r.gen2_collections}/{r.gen2_max_ms:.1f}"
 
 
 def targets(results: list[RunResult], args: argparse.Namespace) -> list[str]:
     """Issue 4's targets (its CPU-per-command line replaced by issue 13's ratios to the
     reference) and issue 13's, against this invocation's figures (informational: a MISSED
     target does not fail the benchmark; a failed verification does)."""
-    return issue4_targets(results) + issue13_targets(results)
+    return issue4_targets(results) + issue13_targets(results) + gen2_target(results)
+
+
+def gen2_target(results: list[RunResult]) -> list[str]:
+    """Issue 13: no full (gen2) collection longer than 10 ms in a steady-state run, bridge runs
+    of every kind but the memory run (stopped mid-run with 10k buffered); the longest reported."""
+    runs = [
+        r
+        for r in results
+        if r.passed and r.spec.pipeline == "bridge" and not r.spec.scrape
+        if r.gen2_collections is not None
+    ]
+    if not runs:
+        return []
+    worst = max(runs, key=lambda r: r.gen2_max_ms)
+    total = sum(r.gen2_collections or 0 for r in runs)
+    ref = [r for r in results if r.passed and r.spec.pipeline == "reference"]
+    ref_note = ""
+    if any(r.gen2_collections is not None for r in ref):
+        ref_worst = max(r.gen2_max_ms for r in ref if r.gen2_collections is not None)
+        ref_total = sum(r.gen2_collections or 0 for r in ref)
+        ref_note = f"; reference: {ref_total} collections, longest {ref_worst:.1f} ms"
+    return [
+        _verdict(
+            worst.gen2_max_ms <= GEN2_TARGET_MS,
+            f"full (gen2) collections in {len(runs)} bridge runs: {total}, longest "
+            f"{worst.gen2_max_ms:.1f} ms ({worst.spec.label}) (target <= {GEN2_TARGET_MS:g} ms)"
+            f"{ref_note}",
+        )
+    ]
 
 
 def _mean(values: list[float]) -> float:
@@ -176,6 +215,13 @@ def issue4_targets(results: list[RunResult]) -> list[str]:
             ratio = key100.throughput / part100.throughput
             lines.append(
                 verdict(ratio >= 15, f"L=100: key/partition = {ratio:.1f}x (target >= 15x)")
+            )
+            lines.append(
+                verdict(
+                    ratio >= KEY_PARTITION_BEFORE,
+                    f"L=100: key/partition = {ratio:.1f}x, before issue 13 "
+                    f"{KEY_PARTITION_BEFORE:g}x (issue 13: unchanged or better)",
+                )
             )
     key20, part20 = find("throughput", "key", 20), find("throughput", "partition", 20)
     if key20 is not None and part20 is not None:
@@ -330,6 +376,7 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
     say("bound: max_in_flight (key) or partitions (partition) / (2 x L); req/cmd: API requests")
     say("CPU s/1k: bridge utime+stime per 1,000 commands over the same window (/proc, 50 ms)")
     say("p50/p99: command CreateTime -> snapshot log-append time (back-log runs: mostly queueing)")
+    say("gen2 ms: full collections after start-up / the longest pause (its stopped log line)")
     say("RSS: bridge VmHWM. Figures are noisy: 2 shared cores (broker, simulator, bench, others).")
     say(
         f"paced runs: warm p99 = commands sent in the first {WARMUP_S:g} s, steady p99 = after; "

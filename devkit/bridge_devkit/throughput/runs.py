@@ -74,6 +74,9 @@ class RunResult:
     verify_s: float = math.nan
     bridge_warnings: int = 0
     bridge_counters: dict[str, Any] = field(default_factory=dict)
+    # full (gen2) collections after start-up and the longest of them, from the stopped line
+    gen2_collections: int | None = None
+    gen2_max_ms: float = math.nan
 
     @property
     def cpu_ms_per_command(self) -> float:
