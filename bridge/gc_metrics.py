@@ -30,8 +30,9 @@ class GcPauses:
     """Times every garbage collection per generation (``gc.callbacks``) and exports the pauses.
 
     ``norce_bridge_gc_pause_seconds{generation}`` (histogram) and
-    ``norce_bridge_gc_pause_max_seconds{generation}`` (the longest pause since start), series
-    appearing with a generation's first timed collection. The callback only does arithmetic on
+    ``norce_bridge_gc_pause_max_seconds{generation}`` (the longest pause since it was
+    installed), every generation's series present (at zero) from ``install()`` on, so that a
+    dashboard sees "no full collection" rather than no data. The callback only does arithmetic on
     plain lists (no lock: it runs inside the collector, which may interrupt any code, including
     a metric update holding its lock); the families are built when ``/metrics`` is scraped.
     """
@@ -104,7 +105,7 @@ class GcPauses:
             ),
             GaugeMetricFamily(
                 "norce_bridge_gc_pause_max_seconds",
-                "Longest garbage-collector pause since the process started, by generation.",
+                "Longest garbage-collector pause since start-up, by generation.",
                 labels=["generation"],
             ),
         ]
@@ -113,10 +114,10 @@ class GcPauses:
         hist, longest = self.describe()
         assert isinstance(hist, HistogramMetricFamily)
         assert isinstance(longest, GaugeMetricFamily)
+        if not self._installed and not any(map(any, self._counts)):
+            return  # never timed anything: no series
         for generation in range(_GENERATIONS):
             counts = list(self._counts[generation])
-            if not any(counts):
-                continue
             cumulative = 0
             buckets: list[tuple[str, float]] = []
             for bound, n in zip((*self._bounds, float("inf")), counts, strict=True):

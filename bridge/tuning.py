@@ -52,13 +52,15 @@ def tune_gc(settings: RuntimeSettings, metrics: BridgeMetrics) -> None:
     generation, which no collection walks; the first threshold sets how many allocations (net)
     trigger a young collection, i.e. how often per-command garbage is scanned.
     """
-    metrics.gc_pauses.install()
     if settings.gc_gen0_threshold:
         _, gen1, gen2 = gc.get_threshold()
         gc.set_threshold(settings.gc_gen0_threshold, gen1, gen2)
     if settings.gc_freeze:
         gc.collect()
         gc.freeze()
+    # Timed from here on: the deliberate full collection above runs before the service is ready
+    # and is not a pause of the running service (issue 13 counts those, and wants none > 10 ms).
+    metrics.gc_pauses.install()
     log.info(
         "garbage collector tuned",
         extra={"gc_threshold": list(gc.get_threshold()), "gc_frozen": gc.get_freeze_count()},

@@ -109,6 +109,11 @@ def test_gc_pauses_are_exported_per_generation_once_timed(gc_state: None) -> Non
     )
     metrics.gc_pauses.install()
     metrics.gc_pauses.install()  # idempotent: one callback
+    # Installed: every generation's series is there at zero before its first collection.
+    assert (
+        registry.get_sample_value("norce_bridge_gc_pause_seconds_count", {"generation": "2"}) == 0
+    )
+    assert registry.get_sample_value("norce_bridge_gc_pause_max_seconds", {"generation": "2"}) == 0
     gc.collect(0)
     gc.collect(2)
     metrics.gc_pauses.uninstall()
@@ -142,6 +147,8 @@ def test_tune_gc_freezes_the_start_up_heap_and_raises_gen0(gc_state: None) -> No
     assert gc.get_threshold() == (12_345, before[1], before[2])
     assert gc.get_freeze_count() > 0
     assert metrics.gc_pauses in gc.callbacks
+    # The start-up collection before the freeze is not a pause of the running service.
+    assert metrics.gc_pauses.summary()["gc_collections"][2] == 0
 
 
 def test_tune_gc_can_leave_the_collector_alone(gc_state: None) -> None:
