@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paced-latencies", default="20,100", help="L of the paced runs")
     p.add_argument("--paced-seconds", type=float, default=10.0)
     p.add_argument(
+        "--paced-rate",
+        type=float,
+        default=0.0,
+        help="commands/s of the paced runs (0: half the capacity the back-log runs measured)",
+    )
+    p.add_argument(
         "--memory-commands",
         type=int,
         default=10_400,
@@ -183,6 +189,10 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
                 f", warm-up p99 {r.warmup_p99_ms:,.0f} ms ({r.warmup_samples} cmds), "
                 f"steady p99 {steady}"
             )
+        if r.paced_seconds:
+            buffered += ", p99 ms per second sent: " + " ".join(
+                f"{p99:,.0f}" for _, _, _, p99, _ in r.paced_seconds
+            )
         if r.bytes_checked:
             buffered += f", snapshot bytes = bridge codec's for {r.bytes_checked} orders"
         say(
@@ -219,7 +229,9 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
                         ref_runs.setdefault(latency, []).append(await run(spec))
         if not args.skip_paced:
             for latency in floats(args.paced_latencies):
-                rate = paced_rate(key_runs.get(latency, []), ref_runs.get(latency, []))
+                rate = args.paced_rate or paced_rate(
+                    key_runs.get(latency, []), ref_runs.get(latency, [])
+                )
                 if rate is None:
                     continue
                 n = max(30, round(rate * args.paced_seconds))

@@ -65,6 +65,8 @@ class RunResult:
     warmup_p99_ms: float = math.nan  # paced runs: commands sent in the first WARMUP_S
     steady_p99_ms: float = math.nan  # paced runs: commands sent after WARMUP_S
     warmup_samples: int = 0
+    # paced runs, per second of sending: (second, commands, p50, p99, max latency in ms)
+    paced_seconds: list[tuple[int, int, float, float, float]] = field(default_factory=list)
     bytes_checked: int = 0  # orders whose last snapshot was compared byte for byte
     peak_rss_mb: float = math.nan
     peak_buffered: int | None = None

@@ -154,6 +154,13 @@ def check_snapshots(
         result.warmup_samples = len(warm)
         result.warmup_p99_ms = percentile(warm, 99)
         result.steady_p99_ms = percentile(steady, 99)
+        per_second: dict[int, list[float]] = {}
+        for x, t in zip(latencies, sent_at, strict=True):
+            per_second.setdefault((t - start) // 1000, []).append(x)
+        result.paced_seconds = [
+            (int(second), len(xs), percentile(xs, 50), percentile(xs, 99), max(xs))
+            for second, xs in sorted(per_second.items())
+        ]
     return last
 
 
