@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 from bridge_devkit.harness import SimulatorProcess
-from bridge_devkit.throughput.bench import API_KEY, Bench
-from bridge_devkit.throughput.cli import bench_registry, build_parser
+from bridge_devkit.throughput.bench import API_KEY, COMPARISONS, Bench
+from bridge_devkit.throughput.cli import build_parser
 from bridge_devkit.throughput.planner import Planner, bridge_default_backend
+from bridge_devkit.throughput.report import comparisons
+from bridge_devkit.throughput.runs import RunResult
 
 from bridge.config import TopicSettings
 
@@ -94,15 +96,15 @@ async def variant_env(
     URL (the code under test)."""
     args = build_parser().parse_args([])
     args.http_backend = bridge_default_backend()
-    fields = {"loop": "event_loop", "tracing": "tracing", "encoding": "encoding"}
     kind = "throughput" if variant is None else variant[0]
-    extra = {} if variant is None else {fields[variant[0]]: variant[1]}
-    spec = Planner(args).spec(kind, "key", 0.0, 300, **extra)  # type: ignore[arg-type]
-    await bench.otlp_sink.start()
+    spec = Planner(args).spec(
+        kind, "key", 0.0, 300, variant=None if variant is None else variant[1]
+    )
     async with contextlib.AsyncExitStack() as stack:
-        if variant == ("encoding", "confluent"):
-            bench.registry_url = await stack.enter_async_context(bench_registry())
-        return spec.label, bench.bridge_env(spec, TopicSettings()), bench.otlp_sink.url
+        for c in COMPARISONS:  # every service of every variant, as if all were compared
+            bench.services |= await stack.enter_async_context(c.started(list(c.variants)))
+        otlp = bench.services["otlp"].url
+        return spec.label, bench.bridge_env(spec, TopicSettings()), otlp
 
 
 @pytest.mark.parametrize("variant", list(EXPECTED), ids=lambda v: "-".join(v or ("main",)))
@@ -122,3 +124,33 @@ async def test_each_variant_configures_the_bridge_as_before(
     assert label == expected_label
     assert seen == BASE | changes
     assert env["BRIDGE_KAFKA__GROUP_ID"].startswith("bench-")
+
+
+def test_an_unknown_variant_stops_the_benchmark_before_any_run() -> None:
+    args = build_parser().parse_args(["--tracing", "off,of"])
+    with pytest.raises(SystemExit, match=r"--tracing: unknown of \(known: off, on, otlp\)"):
+        [c.values(args) for c in COMPARISONS]
+
+
+def test_the_summary_gives_each_variant_and_its_difference_to_the_first(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = build_parser().parse_args([])
+    args.http_backend = bridge_default_backend()
+    plan = Planner(args)
+    results = []
+    for rep, (value, cpu_s, rate) in enumerate(
+        [("confluent", 1.2, 900.0), ("single-object", 1.0, 1000.0), ("confluent", 1.4, 700.0)]
+    ):
+        spec = plan.spec("encoding", "key", 0.0, 1000, repetition=rep, variant=value)
+        results.append(RunResult(spec, passed=True, processed=1000, cpu_s=cpu_s, throughput=rate))
+    failed = plan.spec("encoding", "key", 0.0, 1000, repetition=3, variant="single-object")
+    results.append(RunResult(failed, passed=False, processed=1000, cpu_s=9.0, throughput=1.0))
+    comparisons(results)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "encoding confluent (key mode, mean of 2): 800 cmd/s, 1300 us CPU/command "
+        "(runs: 1200, 1400)",
+        "encoding single-object (key mode, mean of 1): 1,000 cmd/s, 1000 us CPU/command, "
+        "-300 us vs confluent (runs: 1000)",
+    ]
