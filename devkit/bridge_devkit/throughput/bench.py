@@ -4,11 +4,14 @@ For a ``RunSpec`` it seeds orders, pre-produces the workload to a fresh 12-parti
 produces it paced while the process runs), starts a ``bridge run`` process (or, for
 ``pipeline="reference"``, the lean reference pipeline ``bridge_devkit.throughput.reference``
 with the same ``BRIDGE_*`` environment), samples its CPU until every command has a result (or
-``stop_after_s``), stops it with SIGTERM and hands over to the verifier.
+``stop_after_s``), stops it with SIGTERM and hands over to the verifier. The bridge of a run is
+configured by ``COMPARISONS``: one entry per comparison (``--event-loops``, ``--tracing``,
+``--encodings``), each variant's variables and services.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import math
@@ -17,7 +20,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,7 @@ from bridge_devkit.harness import (
     scrape_metric,
 )
 from bridge_devkit.harness.kafka import all_partitions
+from bridge_devkit.localregistry import APICURIO_VERSION, LocalRegistry, external_registry
 from bridge_devkit.throughput.runs import PARTITIONS, RunResult, RunSpec, proc_cpu_s, proc_hwm_mb
 from bridge_devkit.throughput.verify import RunOutputs, measure_and_verify
 from bridge_devkit.throughput.workload import Planned, Sent, build_workload
@@ -83,55 +89,165 @@ class ReferenceProcess(BridgeProcess):
         self.started = time.monotonic()
 
 
-class OtlpSink:
+@dataclass(frozen=True)
+class Service:
+    """What a variant's runs talk to: its URL, and a line to print after the runs."""
+
+    url: str
+    after_runs: Callable[[], str] | None = None
+
+
+Starter = Callable[[], AbstractAsyncContextManager[Service]]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Key-mode runs at ``--<dimension>-latency`` with each of the variants in ``option``,
+    alternately, ``--repeat`` times each, and the bridge configured the variant's way."""
+
+    dimension: str  # RunSpec.kind of its runs (RunSpec.variant: the value)
+    option: str
+    help: str
+    title: str  # "L of the <title> comparison"; the summary's "<title> <value> (key mode...)"
+    # value -> its variables ("{url}": its service's); the first's are every other run's
+    variants: Mapping[str, Mapping[str, str]]
+    label: str = "{}"  # a run's label: "<label with the value> <mode> L=..."
+    services: Mapping[str, Starter] = field(default_factory=dict)  # value -> its service
+
+    def values(self, args: argparse.Namespace) -> list[str]:
+        """The variants asked for (``--option a,b``); an unknown one stops the benchmark."""
+        text = getattr(args, self.option[2:].replace("-", "_"))
+        values = [x.strip() for x in text.split(",") if x.strip()]
+        if unknown := [v for v in values if v not in self.variants]:
+            known = ", ".join(self.variants)
+            raise SystemExit(f"{self.option}: unknown {', '.join(unknown)} (known: {known})")
+        return values
+
+    def env(self, value: str, service: Service | None) -> dict[str, str]:
+        variables = self.variants[value]
+        if service is None and any("{url}" in v for v in variables.values()):
+            raise RuntimeError(f"a {value} run needs its service started first")
+        return {k: v.replace("{url}", service.url if service else "") for k, v in variables.items()}
+
+    @contextlib.asynccontextmanager
+    async def started(self, values: list[str]) -> AsyncIterator[dict[str, Service]]:
+        """The services of ``values``, started for the comparison's runs; their after-run lines
+        printed when the runs are over."""
+        async with contextlib.AsyncExitStack() as stack:
+            wanted = [v for v in values if v in self.services]
+            services = {v: await stack.enter_async_context(self.services[v]()) for v in wanted}
+            yield services
+            for service in services.values():
+                if service.after_runs is not None:
+                    say(service.after_runs())
+
+
+@contextlib.asynccontextmanager
+async def otlp_sink() -> AsyncIterator[Service]:
     """An OTLP/HTTP trace receiver that accepts every export and discards it (runs with
     ``tracing=otlp`` export to it: the bridge pays for encoding and sending, not a collector)."""
+    got = [0, 0]  # exports, bytes
 
-    def __init__(self) -> None:
-        self.exports = 0
-        self.bytes = 0
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def _accept(self, request: web.Request) -> web.Response:
-        self.bytes += len(await request.read())
-        self.exports += 1
+    async def accept(request: web.Request) -> web.Response:
+        got[0] += 1
+        got[1] += len(await request.read())
         # An empty ExportTraceServiceResponse: everything accepted.
         return web.Response(body=b"", content_type="application/x-protobuf")
 
-    async def start(self) -> str:
-        if self._runner is None:
-            app = web.Application(client_max_size=64 * 1024 * 1024)
-            app.router.add_post("/v1/traces", self._accept)
-            self._runner = web.AppRunner(app, access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            host, port = self._runner.addresses[0][:2]
-            self.url = f"http://{host}:{port}"
-        return self.url
-
-    async def aclose(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/traces", accept)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield Service(  # its after-runs line: the exported spans really arrived
+            f"http://{host}:{port}",
+            lambda: f"  OTLP sink received {got[0]:,} exports, {got[1]:,} bytes",
+        )
+    finally:
+        await runner.cleanup()
 
 
-def tracing_env(tracing: str, sink_url: str) -> dict[str, str]:
-    """The variables of a run's tracing variant (``off``: none; the bench's own OTEL_* are
-    overridden so that ``off`` really is off)."""
-    if tracing == "off":
-        return {"BRIDGE_OTEL__ENABLED": "false"}
-    if tracing == "on":
-        return {"BRIDGE_OTEL__ENABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
-    if tracing == "otlp":
-        return {
-            "BRIDGE_OTEL__ENABLED": "true",
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{sink_url}/v1/traces",
-        }
-    raise ValueError(f"unknown tracing variant {tracing!r} (off, on, otlp)")
+@contextlib.asynccontextmanager
+async def bench_registry() -> AsyncIterator[Service]:
+    """``SCHEMA_REGISTRY_URL``, or a local Apicurio Registry for the runs (its start time
+    printed: a figure of issue 15)."""
+    external = external_registry()
+    if external:
+        say(f"schema registry: {external} (SCHEMA_REGISTRY_URL)")
+        yield Service(external)
+        return
+    registry = LocalRegistry()
+    await asyncio.to_thread(registry.start)
+    say(
+        f"schema registry: Apicurio Registry {APICURIO_VERSION} at {registry.url}, started in "
+        f"{registry.cold_start_s:.1f}s"
+    )
+    try:
+        yield Service(registry.url)
+    finally:
+        await asyncio.to_thread(registry.cleanup)
+
+
+COMPARISONS = (
+    Comparison(
+        "loop",
+        "--event-loops",
+        "BRIDGE_EVENT_LOOP values compared in key mode at --loop-latency, run alternately "
+        "--repeat times each (e.g. asyncio,uvloop; '' skips)",
+        "event-loop",
+        {loop: {"BRIDGE_EVENT_LOOP": loop} for loop in ("asyncio", "uvloop")},
+    ),
+    Comparison(
+        "tracing",
+        "--tracing",
+        "tracing variants compared in key mode at --tracing-latency, run alternately "
+        "--repeat times each: off, on (OpenTelemetry spans, no exporter), otlp (exported over "
+        "OTLP/HTTP to a local sink); e.g. off,on,otlp ('' skips)",
+        "tracing",
+        {
+            # off overrides the bench's own OTEL_* so that it really is off
+            "off": {"BRIDGE_OTEL__ENABLED": "false"},
+            "on": {"BRIDGE_OTEL__ENABLED": "true", "OTEL_TRACES_EXPORTER": "none"},
+            "otlp": {
+                "BRIDGE_OTEL__ENABLED": "true",
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "{url}/v1/traces",
+            },
+        },
+        label="tracing={}",
+        services={"otlp": otlp_sink},
+    ),
+    Comparison(
+        "encoding",
+        "--encodings",
+        "BRIDGE_AVRO__ENCODING values compared in key mode at --encoding-latency, run "
+        "alternately --repeat times each (e.g. single-object,confluent; confluent starts a local "
+        "Apicurio Registry, or uses SCHEMA_REGISTRY_URL; '' skips)",
+        "encoding",
+        {
+            "single-object": {},
+            "confluent": {
+                "BRIDGE_SCHEMA_REGISTRY__URL": "{url}",
+                "BRIDGE_AVRO__ENCODING": "confluent",
+            },
+        },
+        services={"confluent": bench_registry},
+    ),
+)
+
+
+def variant_env(spec: RunSpec, services: Mapping[str, Service]) -> dict[str, str]:
+    """A run's variables of every comparison: in its own (``spec.kind``) its variant's, with
+    the comparison's ``services``; in the others (or outside the comparisons) the first's."""
+    env: dict[str, str] = {}
+    for c in COMPARISONS:
+        own = spec.variant if c.dimension == spec.kind else None
+        env |= c.env(own or next(iter(c.variants)), services.get(own) if own else None)
+    return env
 
 
 class Bench:
@@ -156,22 +272,19 @@ class Bench:
         self.all_bytes = all_bytes  # compare every order's snapshot bytes (else a sample)
         self.codec = AvroCodec.load(DEFAULT_SCHEMAS_DIR)
         self.rng = random.Random(seed)
-        self.registry_url: str | None = None  # a schema registry (runs with encoding=confluent)
+        self.services: dict[str, Service] = {}  # of the comparison running (its {url})
         self.producer = command_producer(bootstrap, linger_ms=5, max_batch_size=256 * 1024)
         self.probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        self.otlp_sink = OtlpSink()
 
     async def start(self) -> None:
         await self.producer.start()
         await self.probe.start()
-        await self.otlp_sink.start()
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
             await self.producer.stop()
         with contextlib.suppress(Exception):
             await self.probe.stop()
-        await self.otlp_sink.aclose()
 
     async def produce(
         self, topic: str, commands: Sequence[Planned], rate: float | None = None
@@ -200,11 +313,6 @@ class Bench:
         return int(sum(ends.values()))
 
     def bridge_env(self, spec: RunSpec, topics: TopicSettings) -> dict[str, str]:
-        registry: dict[str, Any] = {}
-        if spec.encoding == "confluent":
-            if self.registry_url is None:
-                raise RuntimeError("a confluent run needs the bench's schema registry")
-            registry = {"schema_registry__url": self.registry_url, "avro__encoding": "confluent"}
         return deployment_env(
             self.bootstrap,
             f"bench-{uuid.uuid4().hex[:10]}",
@@ -217,21 +325,18 @@ class Bench:
             processing__ordering=spec.mode,
             processing__max_in_flight=spec.max_in_flight,
             processing__write_guard=spec.write_guard,
-            event_loop=spec.event_loop,
             log_level="INFO",  # a handful of lines per run: port, assignment, stop
-            **registry,
-        ) | tracing_env(spec.tracing, self.otlp_sink.url)
+        ) | variant_env(spec, self.services)
 
-    async def reading_codec(self, spec: RunSpec, topics: TopicSettings) -> AvroCodec:
-        """The codec the outputs of ``spec`` are read and compared with: for a confluent run,
-        framed with the ids the bridge registered (registering the same schemas again is
-        idempotent: the registry answers the same ids)."""
-        if spec.encoding != "confluent" or self.registry_url is None:
+    async def reading_codec(self, env: Mapping[str, str], topics: TopicSettings) -> AvroCodec:
+        """The codec the outputs of a bridge with ``env`` are read and compared with: if it
+        writes Confluent framing, framed with the ids it registered (registering the same
+        schemas again is idempotent: the registry answers the same ids)."""
+        url = env.get("BRIDGE_SCHEMA_REGISTRY__URL")
+        if env.get("BRIDGE_AVRO__ENCODING") != "confluent" or not url:
             return self.codec
-        settings = BridgeSettings(
-            topics=topics, schema_registry=SchemaRegistrySettings(url=self.registry_url)
-        )
-        async with SchemaRegistryClient(self.registry_url) as client:
+        settings = BridgeSettings(topics=topics, schema_registry=SchemaRegistrySettings(url=url))
+        async with SchemaRegistryClient(url) as client:
             return await confluent_codec(self.codec, client, settings)
 
     async def _outputs(self, topics: TopicSettings, codec: AvroCodec) -> RunOutputs:
@@ -293,7 +398,7 @@ class Bench:
             await self._check_committed(result, env["BRIDGE_KAFKA__GROUP_ID"], topics.commands)
         if not result.failures:
             t = time.monotonic()
-            codec = await self.reading_codec(spec, topics)
+            codec = await self.reading_codec(env, topics)
             outputs = await self._outputs(topics, codec)
             await measure_and_verify(
                 result,

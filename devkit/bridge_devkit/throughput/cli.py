@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import itertools
 import json
 import logging
 import math
@@ -23,13 +23,11 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from bridge_devkit.harness import SimulatorProcess, async_broker
-from bridge_devkit.localregistry import APICURIO_VERSION, LocalRegistry, external_registry
-from bridge_devkit.throughput.bench import API_KEY, Bench, say
+from bridge_devkit.throughput.bench import API_KEY, COMPARISONS, Bench, say
 from bridge_devkit.throughput.planner import Planner, bridge_default_backend, floats, words
 from bridge_devkit.throughput.report import report, targets
 from bridge_devkit.throughput.runs import RunResult, RunSpec
@@ -65,31 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="BRIDGE_PROCESSING__WRITE_GUARD of every run (measures the read guard's cost)",
     )
     p.add_argument("--http-backends", default="httpx,aiohttp", help="backends compared in key mode")
-    p.add_argument(
-        "--event-loops",
-        default="",
-        help="BRIDGE_EVENT_LOOP values compared in key mode at --loop-latency, run alternately "
-        "--repeat times each (e.g. asyncio,uvloop; '' skips)",
-    )
-    p.add_argument("--loop-latency", type=float, default=0.0, help="L of the event-loop comparison")
-    p.add_argument(
-        "--tracing",
-        default="",
-        help="tracing variants compared in key mode at --tracing-latency, run alternately "
-        "--repeat times each: off, on (OpenTelemetry spans, no exporter), otlp (exported over "
-        "OTLP/HTTP to a local sink); e.g. off,on,otlp ('' skips)",
-    )
-    p.add_argument("--tracing-latency", type=float, default=0.0, help="L of the tracing comparison")
-    p.add_argument(
-        "--encodings",
-        default="",
-        help="BRIDGE_AVRO__ENCODING values compared in key mode at --encoding-latency, run "
-        "alternately --repeat times each (e.g. single-object,confluent; confluent starts a local "
-        "Apicurio Registry, or uses SCHEMA_REGISTRY_URL; '' skips)",
-    )
-    p.add_argument(
-        "--encoding-latency", type=float, default=0.0, help="L of the encoding comparison"
-    )
+    for c in COMPARISONS:  # --event-loops, --tracing, --encodings and their L
+        p.add_argument(c.option, default="", help=c.help)
+        latency_help = f"L of the {c.title} comparison"
+        p.add_argument(f"--{c.dimension}-latency", type=float, default=0.0, help=latency_help)
     p.add_argument("--http-latency", type=float, default=20.0, help="L of the comparison")
     p.add_argument("--paced-latencies", default="20,100", help="L of the paced runs")
     p.add_argument("--paced-seconds", type=float, default=10.0)
@@ -267,76 +244,20 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
             for backend in backends:
                 n = plan.commands("key", args.http_latency, backend)
                 await run(plan.spec("http", "key", args.http_latency, n, backend=backend))
-        loops = words(args.event_loops)
-        if len(loops) > 1:
-            n = plan.commands("key", args.loop_latency, args.http_backend)
-            for rep in range(max(1, args.repeat)):
-                for loop in loops:
-                    spec = plan.spec(
-                        "loop", "key", args.loop_latency, n, repetition=rep, event_loop=loop
-                    )
+        for c in COMPARISONS:  # each variant alternately, --repeat times each
+            values, latency = c.values(args), getattr(args, f"{c.dimension}_latency")
+            n = plan.commands("key", latency, args.http_backend)
+            async with c.started(values) as bench.services:
+                for rep, value in itertools.product(range(max(1, args.repeat)), values):
+                    spec = plan.spec(c.dimension, "key", latency, n, repetition=rep, variant=value)
                     await run(spec)
-        variants = words(args.tracing)
-        if variants:
-            n = plan.commands("key", args.tracing_latency, args.http_backend)
-            for rep in range(max(1, args.repeat)):
-                for variant in variants:
-                    spec = plan.spec(
-                        "tracing",
-                        "key",
-                        args.tracing_latency,
-                        n,
-                        repetition=rep,
-                        tracing=variant,
-                    )
-                    await run(spec)
-            if "otlp" in variants:  # the exported spans really arrived
-                sink = bench.otlp_sink
-                say(f"  OTLP sink received {sink.exports:,} exports, {sink.bytes:,} bytes")
-        encodings = words(args.encodings)
-        if encodings:
-            async with contextlib.AsyncExitStack() as registry_stack:
-                if "confluent" in encodings:
-                    bench.registry_url = await registry_stack.enter_async_context(bench_registry())
-                n = plan.commands("key", args.encoding_latency, args.http_backend)
-                for rep in range(max(1, args.repeat)):
-                    for encoding in encodings:
-                        spec = plan.spec(
-                            "encoding",
-                            "key",
-                            args.encoding_latency,
-                            n,
-                            repetition=rep,
-                            encoding=encoding,
-                        )
-                        await run(spec)
+            bench.services = {}
         if args.instances:
             results.extend(await run_scaleout(bench, args))
     finally:
         await bench.aclose()
         await sim.aclose()
     return results
-
-
-@contextlib.asynccontextmanager
-async def bench_registry() -> AsyncIterator[str]:
-    """``SCHEMA_REGISTRY_URL``, or a local Apicurio Registry for the run (its start time
-    printed: a figure of issue 15)."""
-    external = external_registry()
-    if external:
-        say(f"schema registry: {external} (SCHEMA_REGISTRY_URL)")
-        yield external
-        return
-    registry = LocalRegistry()
-    await asyncio.to_thread(registry.start)
-    say(
-        f"schema registry: Apicurio Registry {APICURIO_VERSION} at {registry.url}, started in "
-        f"{registry.cold_start_s:.1f}s"
-    )
-    try:
-        yield registry.url
-    finally:
-        await asyncio.to_thread(registry.cleanup)
 
 
 def reference_latencies(args: argparse.Namespace) -> set[float]:
@@ -412,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         apply_quick(args, parser)
     apply_only(args)
+    for c in COMPARISONS:  # an unknown variant stops the benchmark before its first run
+        c.values(args)
     try:
         return asyncio.run(amain_cancellable(args))
     except asyncio.CancelledError:

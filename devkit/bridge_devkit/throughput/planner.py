@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bridge.config import NorceSettings
+from bridge_devkit.throughput.bench import COMPARISONS
 from bridge_devkit.throughput.runs import PARTITIONS, RunResult, RunSpec
 
 COMMANDS_PER_ORDER = 10
@@ -80,9 +81,7 @@ class Planner:
         stop_after_s: float | None = None,
         pipeline: str = "bridge",
         repetition: int = 0,
-        event_loop: str = "asyncio",
-        tracing: str = "off",
-        encoding: str = "single-object",
+        variant: str | None = None,
     ) -> RunSpec:
         """The run's spec; reference runs are labelled ``reference`` instead of the mode (they
         are always per key), repetitions after the first ``#2``, ``#3``..."""
@@ -94,12 +93,9 @@ class Planner:
             label = f"{backend} {label}"
         elif kind == "memory":
             label = f"memory {label}"
-        elif kind == "loop":
-            label = f"{event_loop} {label}"
-        elif kind == "tracing":
-            label = f"tracing={tracing} {label}"
-        elif kind == "encoding":
-            label = f"{encoding} {label}"
+        elif variant is not None:  # comparison run: kind is the comparison's dimension
+            compared = next(c for c in COMPARISONS if c.dimension == kind)
+            label = f"{compared.label.format(variant)} {label}"
         if self.args.write_guard != "lease" and pipeline == "bridge":
             label = f"{label} guard={self.args.write_guard}"
         if repetition:
@@ -118,7 +114,5 @@ class Planner:
             stop_after_s=stop_after_s,
             write_guard=self.args.write_guard,
             pipeline=pipeline,
-            event_loop=event_loop,
-            tracing=tracing,
-            encoding=encoding,
+            variant=variant,
         )

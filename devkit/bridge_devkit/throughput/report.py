@@ -7,7 +7,7 @@ import math
 import os
 from typing import Any
 
-from bridge_devkit.throughput.bench import say
+from bridge_devkit.throughput.bench import COMPARISONS, say
 from bridge_devkit.throughput.runs import PARTITIONS, WARMUP_S, RunResult
 from bridge_devkit.throughput.scalereport import print_section
 
@@ -321,7 +321,7 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
     )
     say("=" * len(HEADER))
     say(HEADER)
-    for kind in ("throughput", "paced", "memory", "http", "loop", "tracing"):
+    for kind in ("throughput", "paced", "memory", "http", *(c.dimension for c in COMPARISONS)):
         rows = [r for r in results if r.spec.kind == kind]
         if rows:
             say(f"-- {kind}")
@@ -351,26 +351,7 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
                 for r in http
             )
         )
-    loops = [r for r in results if r.spec.kind == "loop" and r.passed]
-    for name in dict.fromkeys(r.spec.event_loop for r in loops):
-        mine = [r for r in loops if r.spec.event_loop == name]
-        rate = sum(r.throughput for r in mine) / len(mine)
-        cpu = sum(r.cpu_ms_per_command for r in mine) / len(mine)
-        say(
-            f"event loop {name} (key mode, mean of {len(mine)}): {rate:,.0f} cmd/s, "
-            f"{cpu:.3f} CPU s/1k"
-        )
-    tracing_cost(results)
-    encodings = [r for r in results if r.spec.kind == "encoding" and r.passed]
-    for name in dict.fromkeys(r.spec.encoding for r in encodings):
-        mine = [r for r in encodings if r.spec.encoding == name]
-        rate = sum(r.throughput for r in mine) / len(mine)
-        cpu = sum(r.cpu_ms_per_command for r in mine) / len(mine)
-        each = ", ".join(f"{r.cpu_ms_per_command:.3f}" for r in mine)
-        say(
-            f"Avro encoding {name} (key mode, mean of {len(mine)}): {rate:,.0f} cmd/s, "
-            f"{cpu:.3f} CPU s/1k (runs: {each})"
-        )
+    comparisons(results)
     say()
     say("cmd/s: N / (first Norce API request of the run -> log-append time of the last result)")
     say("bound: max_in_flight (key) or partitions (partition) / (2 x L); req/cmd: API requests")
@@ -401,24 +382,21 @@ def report(results: list[RunResult], args: argparse.Namespace, env: dict[str, An
                 say(f"     - {f[:400]}")
 
 
-def tracing_cost(results: list[RunResult]) -> None:
-    """The tracing comparison: CPU per command of each variant (mean of its passed runs) and
-    the difference to ``off``."""
-    runs = [r for r in results if r.spec.kind == "tracing" and r.passed]
-    means: dict[str, tuple[float, float, int]] = {}
-    for name in dict.fromkeys(r.spec.tracing for r in runs):
-        mine = [r for r in runs if r.spec.tracing == name]
-        rate = sum(r.throughput for r in mine) / len(mine)
-        # CPU s per 1,000 commands = ms per command; x 1000 = us per command
-        cpu_us = 1000 * sum(r.cpu_ms_per_command for r in mine) / len(mine)
-        means[name] = (rate, cpu_us, len(mine))
-    base = means.get("off")
-    for name, (rate, cpu_us, n) in means.items():
-        delta = f", {cpu_us - base[1]:+.0f} us vs off" if base is not None and name != "off" else ""
-        spread = ", ".join(
-            f"{1000 * r.cpu_ms_per_command:.0f}" for r in runs if r.spec.tracing == name
-        )
-        say(
-            f"tracing {name} (key mode, mean of {n}): {rate:,.0f} cmd/s, "
-            f"{cpu_us:.0f} us CPU/command{delta} (runs: {spread})"
-        )
+def comparisons(results: list[RunResult]) -> None:
+    """Per comparison and variant (means of its passed runs): cmd/s, CPU per command, each
+    run's CPU and the difference to the comparison's first variant."""
+    for c in COMPARISONS:
+        runs = [r for r in results if r.spec.kind == c.dimension and r.passed]
+        first: tuple[str | None, float] | None = None
+        for value in dict.fromkeys(r.spec.variant for r in runs):
+            mine = [r for r in runs if r.spec.variant == value]
+            # CPU s per 1,000 commands = ms per command; x 1000 = us per command
+            cpu_us = 1000 * _mean([r.cpu_ms_per_command for r in mine])
+            delta = f", {cpu_us - first[1]:+.0f} us vs {first[0]}" if first else ""
+            first = first or (value, cpu_us)
+            each = ", ".join(f"{1000 * r.cpu_ms_per_command:.0f}" for r in mine)
+            say(
+                f"{c.title} {value} (key mode, mean of {len(mine)}): "
+                f"{_mean([r.throughput for r in mine]):,.0f} cmd/s, {cpu_us:.0f} us "
+                f"CPU/command{delta} (runs: {each})"
+            )

@@ -20,7 +20,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 @dataclass(frozen=True)
 class RunSpec:
     label: str
-    kind: str  # throughput | paced | memory | http | loop | tracing | encoding
+    kind: str  # throughput | paced | memory | http | a comparison's dimension (see bench.py)
     mode: str  # key | partition
     latency_ms: float
     commands: int
@@ -32,11 +32,7 @@ class RunSpec:
     stop_after_s: float | None = None  # SIGTERM the bridge this long after the first result
     write_guard: str = "lease"  # BRIDGE_PROCESSING__WRITE_GUARD
     pipeline: str = "bridge"  # bridge | reference (bridge_devkit.throughput.reference)
-    event_loop: str = "asyncio"  # BRIDGE_EVENT_LOOP of the bridge (asyncio | uvloop)
-    # off | on (OpenTelemetry spans and propagation, no exporter) | otlp (exported over
-    # OTLP/HTTP to a sink in the bench process that accepts and discards)
-    tracing: str = "off"
-    encoding: str = "single-object"  # BRIDGE_AVRO__ENCODING (confluent: the bench's registry)
+    variant: str | None = None  # of the comparison ``kind`` (e.g. otlp): bench.COMPARISONS
 
     @property
     def width(self) -> int:
