@@ -89,11 +89,15 @@ def read_profile(path: Path) -> Counter[str]:
 
 
 def cpu_per_command(runs: Iterable[dict[str, Any]], kind: str) -> list[float]:
-    """CPU µs per command of the back-log runs of one pipeline (bridge/reference), in run order."""
+    """CPU µs per command of the back-log and paced runs of one pipeline (bridge/reference), in
+    run order."""
     out: list[float] = []
     for run in runs:
         spec = run.get("spec", {})
-        if spec.get("kind") != "throughput" or spec.get("pipeline", "bridge") != kind:
+        if (
+            spec.get("kind") not in ("throughput", "paced")
+            or spec.get("pipeline", "bridge") != kind
+        ):
             continue
         cpu = run.get("cpu_s_per_1000")  # ms per command
         if isinstance(cpu, int | float):
