@@ -263,8 +263,10 @@ class Bench:
         stall_s: float,
         wrapper: Sequence[str],
         all_bytes: bool = False,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.extra_env = dict(extra_env or {})  # --env: every bridge and reference run
         self.sim = sim
         self.workdir = workdir
         self.stall_s = stall_s
@@ -313,20 +315,24 @@ class Bench:
         return int(sum(ends.values()))
 
     def bridge_env(self, spec: RunSpec, topics: TopicSettings) -> dict[str, str]:
-        return deployment_env(
-            self.bootstrap,
-            f"bench-{uuid.uuid4().hex[:10]}",
-            topics,
-            self.sim.url,
-            API_KEY,
-            topics__partitions=PARTITIONS,
-            norce__http_backend=spec.http_backend,
-            norce__max_connections=max(256, spec.max_in_flight),
-            processing__ordering=spec.mode,
-            processing__max_in_flight=spec.max_in_flight,
-            processing__write_guard=spec.write_guard,
-            log_level="INFO",  # a handful of lines per run: port, assignment, stop
-        ) | variant_env(spec, self.services)
+        return (
+            deployment_env(
+                self.bootstrap,
+                f"bench-{uuid.uuid4().hex[:10]}",
+                topics,
+                self.sim.url,
+                API_KEY,
+                topics__partitions=PARTITIONS,
+                norce__http_backend=spec.http_backend,
+                norce__max_connections=max(256, spec.max_in_flight),
+                processing__ordering=spec.mode,
+                processing__max_in_flight=spec.max_in_flight,
+                processing__write_guard=spec.write_guard,
+                log_level="INFO",  # a handful of lines per run: port, assignment, stop
+            )
+            | variant_env(spec, self.services)
+            | self.extra_env
+        )
 
     async def reading_codec(self, env: Mapping[str, str], topics: TopicSettings) -> AvroCodec:
         """The codec the outputs of a bridge with ``env`` are read and compared with: if it

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -23,6 +25,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="L at which the reference pipeline runs too ('' = every --latencies L, 'none')",
     )
+    p.add_argument(
+        "--warmup-commands",
+        type=int,
+        default=1_000,
+        help="an unreported bridge run of this many commands first, to warm the broker (0: none)",
+    )
     p.add_argument("--quick", action="store_true", help="small CI run: correctness only")
     p.add_argument("--skip-paced", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
@@ -106,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="command that runs the bridge (and the reference) instead of this python, e.g. "
         "'env PYTHONPATH=/extra python' (the bridge must keep the wrapper's pid)",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="BRIDGE_X=V",
+        help="a variable for every bridge and reference run (repeatable), e.g. "
+        "BRIDGE_KAFKA__LINGER_MS=0: compare settings across invocations",
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the logs of passed runs")
     add_arguments(p)  # --instances, --scale-*, --join-at, --skip-join, --only scaleout
@@ -123,7 +140,16 @@ QUICK = {
     "skip_memory": True,
     "skip_http": True,
     "stall_s": 30.0,
+    "warmup_commands": 200,  # exercised, small
 }
+
+
+def parse_env(item: str) -> tuple[str, str]:
+    """``--env NAME=VALUE``: only the bridge's own variables (and OTEL_*), never a secret's."""
+    name, sep, value = item.partition("=")
+    if not sep or not name.startswith(("BRIDGE_", "OTEL_")):
+        raise SystemExit(f"--env {item!r}: expected BRIDGE_NAME=VALUE")
+    return name, value
 
 
 def apply_quick(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -146,12 +172,15 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
         stall_s=args.stall_s,
         wrapper=wrapper,
         all_bytes=args.quick,
+        extra_env=dict(parse_env(item) for item in args.env),
     )
     say(f"simulator at {sim.url} (own process), broker at {bootstrap}, logs in {workdir}")
     say(
         f"HTTP backend of the main runs: {args.http_backend} (the bridge's default: "
         f"{bridge_default_backend()})"
     )
+    if bench.extra_env:
+        say("every run also with: " + " ".join(f"{k}={v}" for k, v in bench.extra_env.items()))
     plan = Planner(args)
     results: list[RunResult] = []
 
@@ -183,8 +212,31 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
             say(f"     - {f[:400]}")
         return r
 
+    async def pair(
+        with_ref: bool, i: int, spec: Callable[..., RunSpec]
+    ) -> tuple[RunResult, RunResult | None]:
+        """The bridge's run and (``with_ref``) the reference's, in alternating order (B, R, then
+        R, B), so that neither pipeline always runs first, i.e. right after a different kind of
+        run or on a broker that has just warmed up."""
+        if not with_ref:
+            return await run(spec(pipeline="bridge")), None
+        if i % 2 == 0:
+            b = await run(spec(pipeline="bridge"))
+            return b, await run(spec(pipeline="reference"))
+        r = await run(spec(pipeline="reference"))
+        return await run(spec(pipeline="bridge")), r
+
     try:
         await bench.start()
+        if args.warmup_commands:
+            # The broker (a JVM) and the simulator are cold at first: the first run of an
+            # invocation measured slower whichever pipeline it was. One unreported run warms them.
+            spec = plan.spec("throughput", "key", 0.0, args.warmup_commands)
+            spec = dataclasses.replace(spec, label=f"warm-up (not reported) {spec.label}")
+            warm = await bench.run(spec)
+            say(f"{'PASS' if warm.passed else 'FAIL'} {spec.label}: {warm.throughput:,.0f} cmd/s")
+            if not warm.passed:
+                results.append(warm)  # a failed verification fails the benchmark
         latencies = floats(args.latencies)
         with_reference = reference_latencies(args)
         modes = words(args.modes)
@@ -196,14 +248,15 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
                 if mode != "key":
                     await run(plan.spec("throughput", mode, latency, n))
                     continue
-                for i in range(max(1, args.repeat)):  # same N for B and R: B, R, B, R ...
-                    r = await run(plan.spec("throughput", mode, latency, n, repetition=i))
-                    key_runs.setdefault(latency, []).append(r)
-                    if latency in with_reference:
-                        spec = plan.spec(
-                            "throughput", mode, latency, n, pipeline="reference", repetition=i
-                        )
-                        ref_runs.setdefault(latency, []).append(await run(spec))
+                for i in range(max(1, args.repeat)):  # same N for B and R: B, R, R, B ...
+                    b, r = await pair(
+                        latency in with_reference,
+                        i,
+                        functools.partial(plan.spec, "throughput", mode, latency, n, repetition=i),
+                    )
+                    key_runs.setdefault(latency, []).append(b)
+                    if r is not None:
+                        ref_runs.setdefault(latency, []).append(r)
         if not args.skip_paced:
             for latency in floats(args.paced_latencies):
                 rate = args.paced_rate or paced_rate(
@@ -213,18 +266,13 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
                     continue
                 n = max(30, round(rate * args.paced_seconds))
                 for i in range(max(1, args.repeat)):
-                    await run(plan.spec("paced", "key", latency, n, rate=rate, repetition=i))
-                    if latency in with_reference:
-                        spec = plan.spec(
-                            "paced",
-                            "key",
-                            latency,
-                            n,
-                            rate=rate,
-                            pipeline="reference",
-                            repetition=i,
-                        )
-                        await run(spec)
+                    await pair(
+                        latency in with_reference,
+                        i,
+                        functools.partial(
+                            plan.spec, "paced", "key", latency, n, rate=rate, repetition=i
+                        ),
+                    )
         if not args.skip_memory:
             # >= 10,000 commands wait in the bridge's buffers; it is stopped (SIGTERM) after
             # --memory-seconds and what it did by then is verified like a complete run.
