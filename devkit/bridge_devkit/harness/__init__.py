@@ -32,6 +32,7 @@ from bridge_devkit.harness.kafka import (
     command_producer,
     committed_offsets,
     create_topics,
+    delete_topics,
     end_offsets,
 )
 from bridge_devkit.harness.outputs import (
@@ -83,6 +84,7 @@ __all__ = [
     "create_topics",
     "dead_letter_source",
     "delete",
+    "delete_topics",
     "deployment_env",
     "end_offsets",
     "free_port",

@@ -68,6 +68,27 @@ async def create_topics(
         await probe.stop()
 
 
+async def delete_topics(bootstrap: str, topics: TopicSettings) -> None:
+    """Delete a run's topics (best effort: a benchmark's broker otherwise piles up thousands of
+    partitions over an invocation, and every later run pays for them)."""
+    names = [
+        topics.commands,
+        topics.snapshots,
+        topics.events,
+        topics.results,
+        topics.dlq,
+        topics.order_state,
+        topics.notifications,
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        with contextlib.suppress(KafkaError):
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
 async def committed_offsets(
     bootstrap: str, group: str, topic: str, *, tolerate_errors: bool = False
 ) -> dict[int, int]:

@@ -44,6 +44,7 @@ from bridge_devkit.harness import (
     command_producer,
     committed_offsets,
     create_topics,
+    delete_topics,
     deployment_env,
     end_offsets,
     fresh_topics,
@@ -418,6 +419,8 @@ class Bench:
                 all_bytes=self.all_bytes,
             )
             result.verify_s = time.monotonic() - t
+        if not result.failures:  # later runs do not pay for them (a failed run keeps its own)
+            await delete_topics(self.bootstrap, topics)
         result.passed = not result.failures
         result.wall_s = time.monotonic() - started
         if result.passed:
