@@ -265,7 +265,9 @@ class Bench:
         wrapper: Sequence[str],
         all_bytes: bool = False,
         extra_env: Mapping[str, str] | None = None,
+        keep_logs: bool = False,
     ) -> None:
+        self.keep_logs = keep_logs  # --keep-logs: passed runs' logs too
         self.bootstrap = bootstrap
         self.extra_env = dict(extra_env or {})  # --env: every bridge and reference run
         self.sim = sim
@@ -423,7 +425,7 @@ class Bench:
             await delete_topics(self.bootstrap, topics)
         result.passed = not result.failures
         result.wall_s = time.monotonic() - started
-        if result.passed:
+        if result.passed and not self.keep_logs:
             with contextlib.suppress(OSError):
                 log_path.unlink()
         return result

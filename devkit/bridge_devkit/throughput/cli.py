@@ -173,6 +173,7 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
         wrapper=wrapper,
         all_bytes=args.quick,
         extra_env=dict(parse_env(item) for item in args.env),
+        keep_logs=args.keep_logs,
     )
     say(f"simulator at {sim.url} (own process), broker at {bootstrap}, logs in {workdir}")
     say(
