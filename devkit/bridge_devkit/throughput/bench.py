@@ -457,6 +457,7 @@ class Bench:
             if isinstance(collections, list) and isinstance(longest, list) and len(longest) == 3:
                 result.gen2_collections = int(collections[2])
                 result.gen2_max_ms = float(longest[2])
+                result.young_max_ms = float(max(longest[0], longest[1]))
         result.bridge_warnings = sum(1 for r in records if r.get("level") in ("WARNING", "ERROR"))
         errors = [
             r

@@ -73,6 +73,9 @@ def gen2_target(results: list[RunResult]) -> list[str]:
         return []
     worst = max(runs, key=lambda r: r.gen2_max_ms)
     total = sum(r.gen2_collections or 0 for r in runs)
+    young = max(runs, key=lambda r: r.young_max_ms)
+    paced = [r.young_max_ms for r in runs if r.spec.kind == "paced"]
+    paced_note = f", paced runs {max(paced):.1f} ms" if paced else ""
     ref = [r for r in results if r.passed and r.spec.pipeline == "reference"]
     ref_note = ""
     if any(r.gen2_collections is not None for r in ref):
@@ -85,7 +88,9 @@ def gen2_target(results: list[RunResult]) -> list[str]:
             f"full (gen2) collections in {len(runs)} bridge runs: {total}, longest "
             f"{worst.gen2_max_ms:.1f} ms ({worst.spec.label}) (target <= {GEN2_TARGET_MS:g} ms)"
             f"{ref_note}",
-        )
+        ),
+        f"  info    longest young (gen0/gen1) collection of the bridge: "
+        f"{young.young_max_ms:.1f} ms ({young.spec.label}){paced_note}",
     ]
 
 

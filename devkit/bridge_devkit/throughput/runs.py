@@ -75,6 +75,7 @@ class RunResult:
     # full (gen2) collections after start-up and the longest of them, from the stopped line
     gen2_collections: int | None = None
     gen2_max_ms: float = math.nan
+    young_max_ms: float = math.nan  # the longest generation 0 or 1 collection
 
     @property
     def cpu_ms_per_command(self) -> float:
