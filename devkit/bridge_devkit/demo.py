@@ -311,9 +311,22 @@ class FeedDemo:
                         return ev
                 return None
 
+            def snapshots(out: Outputs) -> list[dict[str, Any]]:
+                return [snap for key, snap in out.snapshots if key == order_id and snap is not None]
+
+            def refreshed(out: Outputs) -> bool:
+                # The event and the snapshot go to different topics: the collector may read one
+                # before the other, so wait for both (the snapshot at the new status).
+                snaps = snapshots(out)
+                return (
+                    external(out) is not None
+                    and bool(snaps)
+                    and snaps[-1]["state"]["currentStatus"] == "accepted"
+                )
+
             async with OutputCollector(bootstrap, self.settings.topics, codec) as collector:
                 out = await collector.collect(
-                    lambda o: external(o) is not None or run_task.done(), timeout_s=60
+                    lambda o: refreshed(o) or run_task.done(), timeout_s=60
                 )
             attempts = await admin.attempts(order_id=order_id)
         event = external(out)
@@ -321,7 +334,7 @@ class FeedDemo:
             _say("[demo] FAILED: no OrderStateChanged with source=external arrived within 60 s")
             return 1
         took = time.monotonic() - started
-        snapshot = [snap for key, snap in out.snapshots if key == order_id and snap is not None]
+        snapshot = snapshots(out)
         delivered = [a for a in attempts if a.get("status") == 200]
         _say(f"notification    : {len(delivered)} delivery answered 200 by the bridge's ingress")
         _say(
