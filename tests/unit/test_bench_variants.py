@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from bridge_devkit.harness import SimulatorProcess
 from bridge_devkit.throughput.bench import API_KEY, COMPARISONS, Bench
-from bridge_devkit.throughput.cli import build_parser
+from bridge_devkit.throughput.cli import build_parser, parse_env
 from bridge_devkit.throughput.planner import Planner, bridge_default_backend
 from bridge_devkit.throughput.report import comparisons
 from bridge_devkit.throughput.runs import RunResult
@@ -154,3 +154,16 @@ def test_the_summary_gives_each_variant_and_its_difference_to_the_first(
         "encoding single-object (key mode, mean of 1): 1,000 cmd/s, 1000 us CPU/command, "
         "-300 us vs confluent (runs: 1000)",
     ]
+
+
+def test_env_option_takes_bridge_settings_and_refuses_secrets() -> None:
+    """``--env`` passes a setting to both pipelines; it is printed, so a secret is refused
+    (without echoing its value)."""
+    assert parse_env("BRIDGE_KAFKA__LINGER_MS=0") == ("BRIDGE_KAFKA__LINGER_MS", "0")
+    assert parse_env("OTEL_SDK_DISABLED=true") == ("OTEL_SDK_DISABLED", "true")
+    for bad in ("LINGER=0", "BRIDGE_KAFKA__LINGER_MS", "PATH=/tmp"):
+        with pytest.raises(SystemExit):
+            parse_env(bad)
+    with pytest.raises(SystemExit) as refused:
+        parse_env("BRIDGE_NORCE__API_KEY=s3cr3t-value")
+    assert "s3cr3t-value" not in str(refused.value)

@@ -144,11 +144,17 @@ QUICK = {
 }
 
 
+SECRET_WORDS = ("KEY", "PASSWORD", "TOKEN", "SECRET")
+
+
 def parse_env(item: str) -> tuple[str, str]:
-    """``--env NAME=VALUE``: only the bridge's own variables (and OTEL_*), never a secret's."""
+    """``--env NAME=VALUE``: only the bridge's own variables (and OTEL_*), never a secret's (the
+    benchmark prints them)."""
     name, sep, value = item.partition("=")
     if not sep or not name.startswith(("BRIDGE_", "OTEL_")):
-        raise SystemExit(f"--env {item!r}: expected BRIDGE_NAME=VALUE")
+        raise SystemExit(f"--env {name!r}: expected BRIDGE_NAME=VALUE")
+    if any(word in name.upper() for word in SECRET_WORDS):
+        raise SystemExit(f"--env {name}: not for secrets (the benchmark prints these)")
     return name, value
 
 
