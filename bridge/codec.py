@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from importlib.resources.abc import Traversable
 from io import BytesIO
@@ -208,7 +208,7 @@ class AvroCodec:
                 unions.setdefault(cid.schema_id, {})[cid.branch] = name
             else:
                 by_id[cid.schema_id] = _Reader(name, entry.parsed, None)
-            entries[name] = _replace_header(entry, header)
+            entries[name] = replace(entry, header=header)
         for schema_id, branches in unions.items():
             ordered = tuple(branches[i] for i in sorted(branches))
             by_id[schema_id] = _Reader(None, None, None, ordered)
@@ -347,12 +347,7 @@ class AvroCodec:
             record = fastavro.schemaless_reader(buf, entry.parsed, None)
         except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError, ...
             raise AvroDecodeError(f"corrupt {entry.short_name} body: {exc!r}") from exc
-        left = len(data) - buf.tell()
-        if left:
-            raise AvroDecodeError(f"{left} trailing bytes after the {entry.short_name} body")
-        if not isinstance(record, dict):  # pragma: no cover - every schema is a record
-            raise AvroDecodeError(f"{entry.short_name} body is not a record")
-        return entry.short_name, record
+        return _whole_record(data, buf, entry.short_name, record)
 
     def _decode_confluent(self, data: bytes | bytearray | memoryview) -> tuple[str, dict[str, Any]]:
         schema_id = int.from_bytes(data[1:CONFLUENT_HEADER_SIZE], "big")
@@ -376,12 +371,7 @@ class AvroCodec:
             raise
         except Exception as exc:  # EOFError, UnicodeDecodeError, SchemaResolutionError, ...
             raise AvroDecodeError(f"corrupt {short} body: {exc!r}") from exc
-        left = len(data) - buf.tell()
-        if left:
-            raise AvroDecodeError(f"{left} trailing bytes after the {short} body")
-        if not isinstance(record, dict):  # pragma: no cover - every schema is a record
-            raise AvroDecodeError(f"{short} body is not a record")
-        return short, record
+        return _whole_record(data, buf, short, record)
 
     @staticmethod
     def is_single_object(data: bytes | bytearray | memoryview) -> bool:
@@ -432,17 +422,16 @@ def _read_zigzag_varint(buf: BytesIO) -> int:
             raise AvroDecodeError("bad union branch index")
 
 
-def _replace_header(entry: _Entry, header: bytes) -> _Entry:
-    return _Entry(
-        short_name=entry.short_name,
-        full_name=entry.full_name,
-        parsed=entry.parsed,
-        tagger=entry.tagger,
-        canonical_form=entry.canonical_form,
-        fingerprint=entry.fingerprint,
-        header=header,
-        text=entry.text,
-    )
+def _whole_record(
+    data: bytes | bytearray | memoryview, buf: BytesIO, short: str, record: Any
+) -> tuple[str, dict[str, Any]]:
+    """A decoded body that used every byte of the message and is a record (both framings)."""
+    left = len(data) - buf.tell()
+    if left:
+        raise AvroDecodeError(f"{left} trailing bytes after the {short} body")
+    if not isinstance(record, dict):  # pragma: no cover - every schema is a record
+        raise AvroDecodeError(f"{short} body is not a record")
+    return short, record
 
 
 def _entry_from_writer(entry: _Entry, writer_text: str) -> _Entry:
@@ -456,14 +445,11 @@ def _entry_from_writer(entry: _Entry, writer_text: str) -> _Entry:
     for candidate in candidates:
         if isinstance(candidate, dict) and candidate.get("name") == entry.full_name:
             canonical = fastavro.schema.to_parsing_canonical_form(candidate)
-            return _Entry(
-                short_name=entry.short_name,
-                full_name=entry.full_name,
+            return replace(
+                entry,
                 parsed=candidate,
                 tagger=_compile_tagger(candidate),
                 canonical_form=canonical,
-                fingerprint=entry.fingerprint,
-                header=entry.header,
                 text=writer_text,
             )
     raise SchemaLoadError(
