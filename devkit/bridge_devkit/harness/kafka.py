@@ -21,6 +21,19 @@ def all_partitions(topic: str, partitions: int) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in range(partitions)]
 
 
+def topic_roles(topics: TopicSettings) -> dict[str, str]:
+    """Every topic of a run by its role."""
+    return {
+        "commands": topics.commands,
+        "snapshots": topics.snapshots,
+        "events": topics.events,
+        "results": topics.results,
+        "dlq": topics.dlq,
+        "order_state": topics.order_state,
+        "notifications": topics.notifications,
+    }
+
+
 async def create_topics(
     bootstrap: str,
     topics: TopicSettings,
@@ -30,15 +43,7 @@ async def create_topics(
     by role: ``{"results": {"message.timestamp.type": "LogAppendTime"}}``), then wait until every
     partition has a leader."""
     configs = configs or {}
-    roles = {
-        "commands": topics.commands,
-        "snapshots": topics.snapshots,
-        "events": topics.events,
-        "results": topics.results,
-        "dlq": topics.dlq,
-        "order_state": topics.order_state,
-        "notifications": topics.notifications,
-    }
+    roles = topic_roles(topics)
     new = []
     for role, name in roles.items():
         cfg = dict(configs.get(role, {}))
@@ -71,15 +76,7 @@ async def create_topics(
 async def delete_topics(bootstrap: str, topics: TopicSettings) -> None:
     """Delete a run's topics (best effort: a benchmark's broker otherwise piles up thousands of
     partitions over an invocation, and every later run pays for them)."""
-    names = [
-        topics.commands,
-        topics.snapshots,
-        topics.events,
-        topics.results,
-        topics.dlq,
-        topics.order_state,
-        topics.notifications,
-    ]
+    names = list(topic_roles(topics).values())
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
