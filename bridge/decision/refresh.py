@@ -33,12 +33,23 @@ from bridge.order_state import order_digest
 from bridge.outputs import Output, deleted_outputs, snapshot_output, state_event_output
 from bridge.vocabulary import DeadLetterReason, Outcome
 
-__all__ = ["NOTIFICATION_REASON", "STALE_REASON", "UNCHANGED_REASON", "refresh"]
+__all__ = [
+    "CHANGED_REASON",
+    "DELETED_REASON",
+    "NOTIFICATION_REASON",
+    "STALE_REASON",
+    "UNCHANGED_REASON",
+    "refresh",
+]
 
 NOTIFICATION_REASON = "notification"
 """The ``reason`` of the RefreshOrder commands the notification relay produces."""
 UNCHANGED_REASON = "unchanged"
 STALE_REASON = "stale read"
+DELETED_REASON = "order deleted outside the bridge"
+"""An applied refresh's reason when it published the tombstone and ``OrderDeleted``."""
+CHANGED_REASON = "state changed outside the bridge"
+"""The start of an applied refresh's reason when it published ``OrderStateChanged`` too."""
 
 
 def refresh(cmd: RefreshOrder, k: Known, policy: Policy, report: Report) -> Steps:
@@ -59,7 +70,7 @@ def refresh(cmd: RefreshOrder, k: Known, policy: Policy, report: Report) -> Step
         previous = last.status if last is not None else None
         return report.result(
             Outcome.APPLIED,
-            reason="order deleted outside the bridge",
+            reason=DELETED_REASON,
             outputs=deleted_outputs(cmd, previous, already=False, now=report.started),
         )
     order = report.fetched(answer)
@@ -99,8 +110,7 @@ def refresh(cmd: RefreshOrder, k: Known, policy: Policy, report: Report) -> Step
         if events:
             outputs.extend(events)
             reason = (
-                f"state changed outside the bridge: {last.status} -> {view.status} "
-                f"({len(events)} transition(s))"
+                f"{CHANGED_REASON}: {last.status} -> {view.status} ({len(events)} transition(s))"
             )
         changed = False
     else:
@@ -119,5 +129,5 @@ def refresh(cmd: RefreshOrder, k: Known, policy: Policy, report: Report) -> Step
                 transitions=view.transitions,
             )
         )
-        reason = f"state changed outside the bridge: {previous} -> {view.status}"
+        reason = f"{CHANGED_REASON}: {previous} -> {view.status}"
     return report.result(Outcome.APPLIED, current=view.status, reason=reason, outputs=outputs)

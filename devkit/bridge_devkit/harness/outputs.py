@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from bridge.codec import AvroCodec
 from bridge.config import TopicSettings
+from bridge.decision.refresh import CHANGED_REASON, DELETED_REASON
 
 Source = tuple[int, int]  # (partition, offset) of a command record
 DLQ_PARTITION = "__connect.errors.partition"
@@ -251,12 +252,23 @@ class Outputs:
         with_snapshot = {s["commandId"] for _, s in self.snapshots if s is not None}
         missing = set()
         for r in self.results:
-            if r["outcome"] != "applied" or r["commandType"] == "RefreshOrder":
-                continue  # a refresh publishes an event only when the state moved
-            if r["commandId"] not in with_event:
-                missing.add(r["commandId"])
-            if r["commandType"] == "SetOrderState" and r["commandId"] not in with_snapshot:
-                missing.add(r["commandId"])
+            if r["outcome"] != "applied":
+                continue
+            cid = r["commandId"]
+            if r["commandType"] == "RefreshOrder":
+                # An applied refresh publishes the order's snapshot, or its tombstone and
+                # OrderDeleted; an event too only when the state moved (its reason says so).
+                reason = r["reason"] or ""
+                if reason == DELETED_REASON:
+                    needs_event, needs_snapshot = True, False
+                else:
+                    needs_event, needs_snapshot = reason.startswith(CHANGED_REASON), True
+            else:
+                needs_event, needs_snapshot = True, r["commandType"] == "SetOrderState"
+            if (needs_event and cid not in with_event) or (
+                needs_snapshot and cid not in with_snapshot
+            ):
+                missing.add(cid)
         return missing
 
     def handled_sources(self) -> set[Source]:
