@@ -24,6 +24,7 @@ to look at, never a secret.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka.conn import create_conn
+from aiokafka.conn import AIOKafkaConnection
 from aiokafka.errors import (
     IllegalSaslStateError,
     KafkaConnectionError,
@@ -62,6 +63,8 @@ log = logging.getLogger("bridge.startup")
 
 _MAX_BACKOFF_S = 5.0
 _LOG_EVERY_S = 10.0
+_CLOSE_WAIT_S = 5.0
+"""How long a start-up probe waits for its connection to close (a TLS close is a round trip)."""
 
 
 class StartupError(BridgeError):
@@ -164,12 +167,20 @@ async def check_kafka_once(
         )
     reasons: list[str] = []
     for host, port in hosts:
+        opened = False
+
+        def on_close(_conn: object, _reason: object) -> None:
+            nonlocal opened
+            opened = True  # aiokafka calls it only for a connection that got its socket
+
+        conn = AIOKafkaConnection(
+            host, port, request_timeout_ms=int(timeout_s * 1000), on_close=on_close, **options
+        )
         try:
-            conn = await asyncio.wait_for(
-                create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **options),
-                timeout_s,
-            )
+            await asyncio.wait_for(conn.connect(), timeout_s)
         except (OSError, KafkaError, TimeoutError, ValueError) as exc:
+            if opened:
+                await _closed(conn)
             refused = _refusal(exc, options)
             if refused is not None:
                 log.warning(
@@ -182,9 +193,21 @@ async def check_kafka_once(
                 ) from None
             reasons.append(f"{host}:{port}: {_why(exc)}")
             continue
-        conn.close()
+        await _closed(conn)
         return
     raise _Unreachable("; ".join(reasons))
+
+
+async def _closed(conn: AIOKafkaConnection) -> None:
+    """Close the probe connection and wait (at most ``_CLOSE_WAIT_S``) until its socket is.
+
+    aiokafka's ``close()`` only starts it: over TLS the close waits for the broker's
+    ``close_notify``, on the event loop. A caller that returns at once (the command line exiting
+    on a refusal, an application that embeds the bridge closing its loop) would leave the socket
+    half closed, and an "unclosed transport" warning behind.
+    """
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(conn.close()), _CLOSE_WAIT_S)
 
 
 async def wait_for_kafka(

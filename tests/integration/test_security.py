@@ -310,6 +310,25 @@ def bridge_logging(level: str) -> Iterator[io.StringIO]:
             logging.getLogger(name).setLevel(lvl)
 
 
+def connections_to(port: int) -> list[str]:
+    """This process's open TCP sockets whose remote port is ``port`` (Linux ``/proc``)."""
+    ours = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                ours.add(target[len("socket:[") : -1])
+    found = []
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                if remote_port == port and fields[9] in ours:
+                    found.append(f"{fields[1]} -> {fields[2]} state {fields[3]}")
+    return found
+
+
 def _read(path: Path) -> str:
     return path.read_text(errors="replace")
 
@@ -429,6 +448,9 @@ async def test_wrong_sasl_password_fails_to_start_clearly_without_the_password(
     assert settings.kafka.startup_deadline_s > 45
     with bridge_logging("DEBUG") as stream, pytest.raises(KafkaConnectionError) as info:
         await asyncio.wait_for(build_service(settings, api_key=SecretStr(API_KEY)), 45)
+    # The refused connection is closed, not left half-closed behind the failure (its TLS close
+    # was once still pending when an embedding application's event loop stopped).
+    assert connections_to(int(secure_broker.bootstrap.rsplit(":", 1)[1])) == []
     logged = stream.getvalue()
     assert "Authentication failed" in logged, logged[-2000:]
     assert mechanism in logged or mechanism == "PLAIN"
