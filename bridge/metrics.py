@@ -28,6 +28,7 @@ from prometheus_client import (
 )
 
 from bridge.gc_metrics import GC_PAUSE_BUCKETS, GcPauses
+from bridge.memory_limit import MemoryLimit
 from bridge.metric_collectors import (
     API_DURATION_BUCKETS,
     COMMAND_DURATION_BUCKETS,
@@ -109,6 +110,7 @@ class BridgeMetrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
+        registry.register(MemoryLimit())
 
         self._endpoint = BoundedLabel(
             ENDPOINT_RE, MAX_DISTINCT_ENDPOINTS, normalise=template_endpoint
