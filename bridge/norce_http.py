@@ -89,11 +89,24 @@ class GatedAiohttpTransport(AiohttpTransport):
     rest of :meth:`handle_async_request` is httpx-aiohttp 0.2's own (pinned below 0.3).
     """
 
+    _closed = False
+
     def session(self) -> ClientSession:
-        """The transport's ``ClientSession`` (created on first use, closed by ``aclose``)."""
+        """The transport's ``ClientSession`` (created on first use, closed by ``aclose``).
+
+        After ``aclose`` it raises ``RuntimeError`` (what aiohttp raises for a request on a
+        closed session) instead of creating a session nobody would close: a request that
+        arrives late, after a transport that had not been used yet was closed, must not leak
+        one (and its connections) to the garbage collector."""
+        if self._closed:
+            raise RuntimeError("Session is closed")
         if not isinstance(self.client, ClientSession):
             self.client = self.get_client()
         return self.client
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await super().aclose()
 
     def get_client(self) -> ClientSession:
         connector = TCPConnector(

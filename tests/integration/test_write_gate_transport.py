@@ -71,3 +71,17 @@ async def test_a_lease_lost_after_the_clients_check_stops_the_write(grants: int)
             await http.aclose()
         assert [c for c in sim.app.calls(order) if c["method"] == "PUT"] == []
         assert sim.app.history(order) == ["checkout"]
+
+
+async def test_a_closed_transport_never_opens_a_new_session() -> None:
+    """A request after the http client was closed fails, even when the client had not sent
+    anything yet (its aiohttp session not created): it must not create a session that nobody
+    closes (a leak, and a request sent by a client already shut down)."""
+    async with simulator() as sim:
+        [order] = sim.app.seed(1, "norce", "1", status="checkout")
+        http = build_http_client(sim.url, http_backend="aiohttp")
+        await http.aclose()
+        client = NorceClient(http, api_key=SecretStr(API_KEY), retry=RetrySettings(max_attempts=1))
+        with pytest.raises(RuntimeError, match="closed"):
+            await client.get_order_json(order, merchant="norce", channel="1")
+        assert sim.app.calls(order) == []

@@ -58,11 +58,14 @@ class Bridge:
 
     async def stop(self) -> None:
         if self.service is not None and self.task is not None:
-            self.service.runtime.stop()
-            await asyncio.wait_for(self.task, 60)
-            await self.service.aclose()
+            service, task = self.service, self.task
             self.service = None
             self.task = None
+            service.runtime.stop()
+            try:
+                await asyncio.wait_for(task, 60)
+            finally:  # also when the run failed or hung: never leave its clients to the GC
+                await service.aclose()
 
     async def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
