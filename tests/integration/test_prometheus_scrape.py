@@ -23,9 +23,19 @@ from promql import (
     dashboard_expressions,
 )
 
+from bridge.memory_limit import read_memory_limit
+
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 JOB = "norce-order-bridge"
+MEMORY_LIMIT = "norce_bridge_memory_limit_bytes"
+
+
+def no_data_expected(expr: str) -> bool:
+    """Series a bridge on this host cannot have: issue 14's contract series not yet exported,
+    and the container memory limit when this host runs the test without one (no cgroup limit:
+    the family is exported without a sample; with a limit, its queries must return data)."""
+    return awaits_contract(expr) or (MEMORY_LIMIT in expr and read_memory_limit() is None)
 
 
 async def _query(http: httpx.AsyncClient, expr: str) -> dict[str, Any]:
@@ -100,14 +110,14 @@ async def test_real_prometheus_evaluates_every_dashboard_and_alert_expression(
                     elif (
                         (source, expr) in dashboard
                         and not body["data"]["result"]
-                        and not awaits_contract(expr)
+                        and not no_data_expected(expr)
                     ):
                         empty.append(f"{source}: {expr}")
                 for source, expr in alert_input_selectors():
                     body = await _query(http, expr)
                     if body.get("status") != "success":
                         errors.append(f"{source}: {expr} -> {body.get('error')}")
-                    elif not body["data"]["result"] and not awaits_contract(expr):
+                    elif not body["data"]["result"] and not no_data_expected(expr):
                         empty.append(f"{source} input: {expr}")
                 assert not errors, "\n".join(errors)
                 assert not empty, "queries without data:\n" + "\n".join(empty)
