@@ -2,10 +2,11 @@
 
 The bridge keeps, per assigned partition, the last state it published for every order of that
 partition (``bridge/state_store.py``): restored from the compacted state topic on assignment and
-never evicted. This measures what one entry costs, built exactly the way restoring builds it
-(the record key decoded to ``str``, the value through ``decode_state``, one ``dict`` slot), from
-state records that ``OrderState.of_order`` encodes for orders with simulator-shaped ids and
-command ids; and the CPU per record of that decoding. It prints figures; nothing fails on them.
+never evicted. This measures what one entry costs, built by the function restoring uses
+(``state_store.apply_record``: the key decoded to ``str``, the value through ``decode_state``,
+one ``dict`` slot) from state records that ``OrderState.of_order`` encodes for orders with
+simulator-shaped ids and command ids; and the CPU per record of that decoding. It prints
+figures; nothing fails on them.
 
 Usage::
 
@@ -23,7 +24,8 @@ import tracemalloc
 import uuid
 from datetime import UTC, datetime
 
-from bridge.order_state import OrderState, decode_state
+from bridge.order_state import OrderState
+from bridge.state_store import apply_record
 
 MIB = 1024 * 1024
 
@@ -47,12 +49,10 @@ def records(n: int) -> list[tuple[bytes, bytes]]:
 
 
 def restore_like(recs: list[tuple[bytes, bytes]]) -> dict[str, OrderState]:
-    """What ``state_store.restore`` does with each record of a partition."""
+    """A partition's map, built record by record as ``state_store.restore`` builds it."""
     store: dict[str, OrderState] = {}
     for key, value in recs:
-        state = decode_state(value)
-        if state is not None:
-            store[key.decode("utf-8", "replace")] = state
+        apply_record(store, key, value)
     return store
 
 

@@ -30,7 +30,7 @@ from bridge.order_state import OrderState, decode_state
 
 log = logging.getLogger("bridge.runtime")
 
-__all__ = ["Restored", "check_partitions", "restore"]
+__all__ = ["Restored", "apply_record", "check_partitions", "restore"]
 
 RESTORE_POLL_MS = 500
 
@@ -43,6 +43,16 @@ class Restored:
     states: dict[str, OrderState]
     records: int
     seconds: float
+
+
+def apply_record(store: dict[str, OrderState], key: bytes, value: bytes | None) -> None:
+    """One state record read back: the last record of a key wins; a tombstone or a value this
+    version cannot read removes the key."""
+    state = decode_state(value)
+    if state is None:
+        store.pop(key.decode("utf-8", "replace"), None)
+    else:
+        store[key.decode("utf-8", "replace")] = state
 
 
 def restore_consumer(settings: BridgeSettings, options: dict[str, Any]) -> AIOKafkaConsumer:
@@ -95,14 +105,8 @@ async def restore(
                 store = states[tp]
                 for m in messages:
                     counts[tp] += 1
-                    if m.key is None:
-                        continue
-                    key = m.key.decode("utf-8", "replace")
-                    state = decode_state(m.value)
-                    if state is None:
-                        store.pop(key, None)
-                    else:
-                        store[key] = state
+                    if m.key is not None:
+                        apply_record(store, m.key, m.value)
             for tp in list(pending):
                 # Under read_committed the position can stop short of the end at transaction
                 # markers; position() moves past them once fetched.
