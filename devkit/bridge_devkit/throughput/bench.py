@@ -354,6 +354,9 @@ class Bench:
             results=await read_topic(self.bootstrap, topics.results, codec, PARTITIONS),
             snapshots=await read_topic(self.bootstrap, topics.snapshots, codec, PARTITIONS),
             dead_letters=await self.count(topics.dlq),
+            states=await read_topic(
+                self.bootstrap, topics.order_state, codec, PARTITIONS, raw=True
+            ),
         )
 
     async def run(self, spec: RunSpec) -> RunResult:

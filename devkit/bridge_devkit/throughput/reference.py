@@ -12,8 +12,13 @@ measure the bridge against it in the same invocation:
 * map the order to the ``OrderSnapshot`` record (its own mapper, tagged unions built while mapping,
   ``reference_avro``), encode the snapshot, the ``OrderStateChanged`` event and the
   ``CommandResult`` with fastavro in Avro single-object encoding (the bridge's ``.avsc`` files);
+* the order's state record, as the bridge writes it to its order state store with every
+  snapshot (issue 14, :mod:`bridge.order_state`: status, number of transitions, the SHA-256 of
+  the order JSON with sorted keys, ``at``, ``commandId``; small JSON, not Avro) to the state topic's
+  partition of the command's source partition, with the ``norce.command.id`` header: the bridge
+  publishes four records per command, so the reference does too;
 * produce them keyed by order id with the bridge's headers, idempotent, ``acks=all``; a record
-  is done when its three outputs are acknowledged; per partition the highest contiguous done
+  is done when its four outputs are acknowledged; per partition the highest contiguous done
   offset + 1 is committed every ``commit_interval_s`` and at shutdown.
 
 Concurrency: per order id, like the bridge's ``ordering=key``: ``max_in_flight`` worker tasks
@@ -33,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import hashlib
 import os
 import signal
 import sys
@@ -256,7 +262,7 @@ class Reference(ConsumerRebalanceListener):  # type: ignore[misc]
             body, n = await self.call("GET", get_url, get_headers)
             attempts += n
             order = orjson.loads(body)
-            view = _view(order)
+            view = order_view(order)
         if order is not None and view[0] == target:
             outcome, reason, event = "already_applied", f"order is already {target}", None
         else:
@@ -264,7 +270,7 @@ class Reference(ConsumerRebalanceListener):  # type: ignore[misc]
             body, m = await self.call("GET", get_url, get_headers)
             attempts += n + m
             order = orjson.loads(body)
-            before, view = view, _view(order)
+            before, view = view, order_view(order)
             if view[1] == before[1] and view[0] == target:
                 outcome, reason, event = "already_applied", f"order is already {target}", None
             else:
@@ -273,6 +279,7 @@ class Reference(ConsumerRebalanceListener):  # type: ignore[misc]
         self.views[cmd.order_id] = view
         assert order is not None
         snapshot = self.mapper(order, started, cmd.command_id, cmd.correlation_id)
+        state = state_record(order, view, started, cmd.command_id)
         result = {
             "commandId": cmd.command_id,
             "commandType": "SetOrderState",
@@ -287,7 +294,7 @@ class Reference(ConsumerRebalanceListener):  # type: ignore[misc]
             "processedAt": rfc3339_now(),
             "source": {"topic": cmd.tp.topic, "partition": cmd.tp.partition, "offset": cmd.offset},
         }
-        await self.publish(cmd, snapshot, event, result)
+        await self.publish(cmd, snapshot, event, result, state)
         self.counters[outcome] += 1
 
     def state_event(
@@ -324,6 +331,7 @@ class Reference(ConsumerRebalanceListener):  # type: ignore[misc]
         snapshot: dict[str, Any],
         event: dict[str, Any] | None,
         result: dict[str, Any],
+        state: bytes,
     ) -> None:
         a, send = self.args, self.producer.send
         key = cmd.order_id.encode()
@@ -345,6 +353,9 @@ class Reference(ConsumerRebalanceListener):  # type: ignore[misc]
             )
         futures.append(
             await send(a.results, self.result.encode(result), key, headers=ids + h[self.result])
+        )
+        futures.append(
+            await send(a.order_state, state, key, partition=cmd.tp.partition, headers=ids[:1])
         )
         for future in futures:
             await future
@@ -401,7 +412,25 @@ def _state_body(state: str) -> bytes:
     return body
 
 
-def _view(order: dict[str, Any]) -> tuple[str | None, int]:
+def state_record(
+    order: dict[str, Any], view: tuple[str | None, int], at: str, command_id: str
+) -> bytes:
+    """The order state store's record of ``order`` (``bridge.order_state.OrderState.encode``)."""
+    digest = hashlib.sha256(orjson.dumps(order, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    return orjson.dumps(
+        {
+            "v": 1,
+            "status": view[0],
+            "transitions": view[1],
+            "deleted": False,
+            "digest": digest,
+            "at": at,
+            "commandId": command_id,
+        }
+    )
+
+
+def order_view(order: dict[str, Any]) -> tuple[str | None, int]:
     state = order.get("state") or {}
     return state.get("currentStatus"), len(state.get("transitions") or ())
 

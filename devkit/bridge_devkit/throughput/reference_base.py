@@ -27,6 +27,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("snapshots", "BRIDGE_TOPICS__SNAPSHOTS", "norce.order.snapshots"),
     ("events", "BRIDGE_TOPICS__EVENTS", "norce.order.events"),
     ("results", "BRIDGE_TOPICS__RESULTS", "norce.order.command-results"),
+    ("order_state", "BRIDGE_TOPICS__ORDER_STATE", "norce.order.bridge-state"),
     ("base_url", "BRIDGE_NORCE__BASE_URL", "http://127.0.0.1:8089"),
     ("api_key", "BRIDGE_NORCE__API_KEY", ""),
     ("adapter_id", "BRIDGE_NORCE__ADAPTER_ID", "norce-order-bridge"),

@@ -8,7 +8,10 @@ For a sample of orders (``BYTE_SAMPLE``, every order when there are fewer) the l
 value bytes must equal what the bridge's own codec makes of the order the simulator serves now
 (``AvroCodec`` + ``snapshot_from_order``, with the snapshot's ``fetchedAt``/ids): for the
 reference pipeline this proves it does the bridge's work, not less; for the bridge it checks the
-check.
+check. The same sample's last order state record (the bridge's order state store, issue 14) must
+equal, byte for byte, what ``bridge.order_state.OrderState`` makes of that order with the
+snapshot's time and command id, and every snapshot must have come with one state record: four
+records per command for both pipelines.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import orjson
 
 from bridge.codec import AvroCodec
 from bridge.events import parse_rfc3339, snapshot_from_order
+from bridge.order_state import OrderState
 from bridge_devkit.harness import OutputRecord, SimulatorAdmin
 from bridge_devkit.harness.verify import snapshot_diff
 from bridge_devkit.throughput.runs import WARMUP_S, RunResult, interpolate, percentile
@@ -40,6 +44,7 @@ class RunOutputs:
     results: list[OutputRecord]
     snapshots: list[OutputRecord]
     dead_letters: int
+    states: list[OutputRecord] | None = None  # the order state topic, raw (None: not read)
 
 
 def first_call(result: RunResult, calls: list[dict[str, Any]]) -> float | None:
@@ -172,12 +177,15 @@ async def check_simulator(
     last: dict[str, OutputRecord],
     codec: AvroCodec,
     sample: set[str],
+    states: dict[str, OutputRecord] | None = None,
 ) -> None:
     """Per order: the simulator's history, and its order against the last snapshot (for the
-    orders of ``sample`` also byte for byte against the bridge's codec)."""
+    orders of ``sample`` also byte for byte against the bridge's codec, and, when ``states``
+    (the last state record per order) is given, its state record against the bridge's)."""
     gate = asyncio.Semaphore(16)
     problems: list[str] = []
     byte_problems: list[str] = []
+    state_problems: list[str] = []
 
     async def check(order_id: str) -> None:
         async with gate:
@@ -197,6 +205,11 @@ async def check_simulator(
             result.bytes_checked += 1
             if last[order_id].raw != bridge_snapshot_bytes(codec, last[order_id], response.content):
                 byte_problems.append(order_id)
+            if states is not None:
+                record = states.get(order_id)
+                want_state = bridge_state_bytes(last[order_id], response.content)
+                if record is None or record.raw != want_state:
+                    state_problems.append(order_id)
 
     await asyncio.gather(*(check(o) for o in workload.per_order))
     if problems:
@@ -205,6 +218,11 @@ async def check_simulator(
         result.failures.append(
             f"{len(byte_problems)} of {result.bytes_checked} sampled orders: last snapshot bytes "
             f"differ from the bridge codec's, e.g. {byte_problems[:3]}"
+        )
+    if state_problems:
+        result.failures.append(
+            f"{len(state_problems)} of {result.bytes_checked} sampled orders: last order state "
+            f"record missing or not the bridge's OrderState, e.g. {state_problems[:3]}"
         )
 
 
@@ -221,6 +239,32 @@ def bridge_snapshot_bytes(codec: AvroCodec, snapshot: OutputRecord, order_json: 
         correlation_id=value.get("correlationId"),
     )
     return codec.encode("OrderSnapshot", record)
+
+
+def bridge_state_bytes(snapshot: OutputRecord, order_json: bytes) -> bytes:
+    """The order state record the bridge writes with ``snapshot`` of ``order_json``."""
+    value = snapshot.value or {}
+    fetched_at = parse_rfc3339(str(value.get("fetchedAt")))
+    if fetched_at is None:
+        return b""
+    state = OrderState.of_order(
+        orjson.loads(order_json), now=fetched_at, command_id=str(value.get("commandId"))
+    )
+    return state.encode()
+
+
+def last_states(
+    result: RunResult, states: list[OutputRecord] | None, snapshots: int
+) -> dict[str, OutputRecord] | None:
+    """The last order state record per order (records in partition-offset order), after
+    checking that every snapshot came with one (None when the run did not read the topic)."""
+    if states is None:
+        return None
+    if len(states) != snapshots:
+        result.failures.append(
+            f"{len(states):,} order state records for {snapshots:,} snapshots (one each)"
+        )
+    return {rec.key: rec for rec in states}
 
 
 def byte_sample(order_ids: list[str], seed: int, everything: bool) -> set[str]:
@@ -273,7 +317,8 @@ async def measure_and_verify(
     result.throughput = result.processed / result.window_s
     done = done_per_order(result, workload, seen)
     last = check_snapshots(result, workload, sent, outputs.snapshots, seen)
+    states = last_states(result, outputs.states, len(outputs.snapshots))
     await sim.set_faults(latency_ms=0, jitter_ms=0)
     sample = byte_sample(sorted(workload.per_order), len(outputs.results), all_bytes)
-    await check_simulator(result, sim, workload, done, last, codec, sample)
+    await check_simulator(result, sim, workload, done, last, codec, sample, states)
     check_counters(result, workload, seen)
