@@ -39,12 +39,27 @@ class Committer:
             await self.commit_all()
 
     async def commit_all(self, parts: Iterable[Partition] | None = None) -> None:
-        for part in list(parts if parts is not None else self._state.parts.values()):
-            try:
-                await self.commit(part)
-            except FatalRuntimeError as exc:
-                self._state.die(exc)
-                return
+        """The periodic commit: every partition that may commit now, in one request where the
+        delivery strategy can (at-least-once: one OffsetCommit for all of them)."""
+        due = [
+            part
+            for part in list(parts if parts is not None else self._state.parts.values())
+            if await self._due(part)
+        ]
+        if not due:
+            return
+        try:
+            await self._delivery.commit_many(due)
+        except FatalRuntimeError as exc:
+            self._state.die(exc)
+
+    async def _due(self, part: Partition) -> bool:
+        """Whether an ordinary (not final) commit of ``part`` may go out now: ours, not
+        abandoned, not recovering (an idle partition's position is advanced first)."""
+        if part.abandoned or not self._state.lease.valid():
+            return False
+        await self._advance_idle(part)
+        return part.ledger.committed_offset is not None and not part.ledger.recovering
 
     async def commit(
         self,

@@ -49,6 +49,7 @@ class Delivery(Protocol):
         self, part: Partition, offset: int, records: list[EncodedRecord], live: Callable[[], bool]
     ) -> bool: ...
     async def commit(self, part: Partition, new_limit: int | None, *, force: bool) -> bool: ...
+    async def commit_many(self, parts: Sequence[Partition]) -> None: ...
     async def abort(self, part: Partition) -> None: ...
     async def close_partition(self, tp: TopicPartition) -> None: ...
     async def close_partitions(self) -> None: ...
@@ -166,6 +167,43 @@ class AtLeastOnce(_Commits):
                 return False
             self.committed(part, request)
             return True
+
+    async def commit_many(self, parts: Sequence[Partition]) -> None:
+        """The periodic commit of several partitions in **one** OffsetCommit request.
+
+        One request per partition cost the broker ~10x the CPU (measured with 12 partitions:
+        19-42 ms of broker CPU and 6-7 ms of client CPU per round, against 2-3 and 0.6 as one
+        request). If the request fails (e.g. a partition no longer assigned, which fails all of
+        it), each partition is committed alone, so none can hold the others' commits back.
+        """
+        requests: dict[Partition, CommitRequest] = {}
+        failed = False
+        async with contextlib.AsyncExitStack() as locks:
+            for part in sorted(parts, key=lambda p: p.tp.partition):  # one order: no deadlock
+                await locks.enter_async_context(part.commit_lock)
+            for part in parts:
+                request = self.request(part, None)
+                if request is not None and part.ledger.is_new(request):
+                    requests[part] = request
+            if not requests:
+                return
+            try:
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    await self._consumer.commit(
+                        {p.tp: (r.offset, r.metadata) for p, r in requests.items()}
+                    )
+            except Exception as exc:  # KafkaError, IllegalStateError, TimeoutError, ...
+                log.warning(
+                    "offset commit of several partitions failed; committing them one by one",
+                    extra={"error": type(exc).__name__, "partitions": len(requests)},
+                )
+                failed = True
+            else:
+                for part, request in requests.items():
+                    self.committed(part, request)
+        if failed:
+            for part in requests:
+                await self.commit(part, None, force=False)
 
     async def abort(self, part: Partition) -> None:
         return None
@@ -307,6 +345,11 @@ class ExactlyOnce(_Commits):
                 return True
             self.committed(part, request)
             return True
+
+    async def commit_many(self, parts: Sequence[Partition]) -> None:
+        """Each partition has its own transactional producer: one transaction commit each."""
+        for part in parts:
+            await self.commit(part, None, force=False)
 
     async def abort(self, part: Partition) -> None:
         txn = self._txns.get(part.tp)

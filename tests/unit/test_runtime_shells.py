@@ -41,6 +41,7 @@ class RecordingDelivery:
         self.commits: list[tuple[int, str]] = []
         self.aborts = 0
         self.fail_commit = fail_commit
+        self.batches: list[list[int]] = []  # the partitions of each commit_many call
 
     async def start(self) -> None:
         return None
@@ -64,6 +65,11 @@ class RecordingDelivery:
         self.commits.append((request.offset, request.metadata))
         part.ledger.committed(request)
         return True
+
+    async def commit_many(self, parts: Sequence[Partition]) -> None:
+        self.batches.append(sorted(p.tp.partition for p in parts))
+        for part in parts:
+            await self.commit(part, None, force=False)
 
     async def abort(self, part: Partition) -> None:
         self.aborts += 1
@@ -165,6 +171,28 @@ async def test_an_idle_partition_commits_past_records_it_never_receives() -> Non
     lost.abandoned = True
     assert await committer.commit(lost)
     assert part.ledger.committed_offset == 7
+
+
+async def test_the_periodic_commit_sends_every_due_partition_in_one_batch() -> None:
+    """One commit_many call (one OffsetCommit request at least-once) for the partitions that
+    may commit; an abandoned or recovering partition is left out of it."""
+    state = _state()
+    delivery = RecordingDelivery()
+    committer = _committer(state, delivery, position=3)
+    recovering_meta = CommitMeta(limit=10, at_ms=1).encode(0)  # offsets 0-9 to replay
+    ledgers: list[PartitionLedger[WorkItem]] = [
+        PartitionLedger((0, "")),
+        PartitionLedger((0, "")),
+        PartitionLedger((0, "")),
+        PartitionLedger((0, recovering_meta)),
+    ]
+    for number, ledger in enumerate(ledgers):
+        tp = TopicPartition("cmds", number)
+        state.parts[tp] = Partition(tp, 1, ledger, committer.on_recovered)
+    state.parts[TopicPartition("cmds", 2)].abandoned = True
+    await committer.commit_all()
+    assert delivery.batches == [[0, 1]]
+    assert [offset for offset, _ in delivery.commits] == [3, 3]
 
 
 async def test_a_fatal_commit_stops_the_runtime() -> None:
