@@ -267,6 +267,11 @@ class LocalKafka:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (benchmarks read its CPU from ``/proc``)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def listener_bootstrap(self, name: str) -> str:
         """``host:port`` of the extra listener ``name`` (its port is known once started)."""
         _protocol, port = self.extra_listeners[name]
