@@ -200,7 +200,8 @@ async def run_all(args: argparse.Namespace, bootstrap: str, workdir: Path) -> li
             steady = "-" if math.isnan(r.steady_p99_ms) else f"{r.steady_p99_ms:,.0f} ms"
             buffered += (
                 f", warm-up p99 {r.warmup_p99_ms:,.0f} ms ({r.warmup_samples} cmds), "
-                f"steady p99 {steady}"
+                f"steady p99 {steady} (p99 to work start {r.steady_p99_to_start_ms:,.0f} ms, "
+                f"work start to snapshot {r.steady_p99_start_to_snapshot_ms:,.0f} ms)"
             )
         if r.paced_seconds:
             buffered += ", p99 ms per second sent: " + " ".join(

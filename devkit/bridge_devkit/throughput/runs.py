@@ -60,6 +60,12 @@ class RunResult:
     latency_samples: int = 0
     warmup_p99_ms: float = math.nan  # paced runs: commands sent in the first WARMUP_S
     steady_p99_ms: float = math.nan  # paced runs: commands sent after WARMUP_S
+    # paced runs, steady state, split at the snapshot's fetchedAt (when the command's work
+    # started: both pipelines stamp it before the first API call): p99 of CreateTime ->
+    # fetchedAt (producer, broker, fetch, queueing) and of fetchedAt -> snapshot log-append time
+    # (API calls, encoding, produce)
+    steady_p99_to_start_ms: float = math.nan
+    steady_p99_start_to_snapshot_ms: float = math.nan
     warmup_samples: int = 0
     # paced runs, per second of sending: (second, commands, p50, p99, max latency in ms)
     paced_seconds: list[tuple[int, int, float, float, float]] = field(default_factory=list)

@@ -17,6 +17,7 @@ records per command for both pipelines.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ def check_snapshots(
     snapped: set[str] = set()
     latencies: list[float] = []
     sent_at: list[int] = []
+    started_at: list[float] = []  # the snapshot's fetchedAt, epoch ms (NaN if unreadable)
     for rec in snapshots:
         order_id = rec.key
         if rec.value is None:
@@ -142,6 +144,8 @@ def check_snapshots(
         snapped.add(cid)
         latencies.append(rec.timestamp_ms - sent[cid].timestamp_ms)
         sent_at.append(sent[cid].timestamp_ms)
+        started = parse_rfc3339(str(snap.get("fetchedAt")))
+        started_at.append(math.nan if started is None else started.timestamp() * 1000)
     # Every applied command publishes a snapshot; an already_applied one may (a re-fetch).
     applied = {
         c.command_id for c in workload.commands if c.expect == "applied" and seen[c.command_id]
@@ -159,6 +163,13 @@ def check_snapshots(
         result.warmup_samples = len(warm)
         result.warmup_p99_ms = percentile(warm, 99)
         result.steady_p99_ms = percentile(steady, 99)
+        split = [
+            (start - t, x - (start - t))
+            for x, t, start in zip(latencies, sent_at, started_at, strict=True)
+            if t >= cut and not math.isnan(start)
+        ]
+        result.steady_p99_to_start_ms = percentile([a for a, _ in split], 99)
+        result.steady_p99_start_to_snapshot_ms = percentile([b for _, b in split], 99)
         per_second: dict[int, list[float]] = {}
         for x, t in zip(latencies, sent_at, strict=True):
             per_second.setdefault((t - start) // 1000, []).append(x)
