@@ -17,7 +17,6 @@ records per command for both pipelines.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -121,7 +120,7 @@ def check_snapshots(
     snapped: set[str] = set()
     latencies: list[float] = []
     sent_at: list[int] = []
-    started_at: list[float] = []  # the snapshot's fetchedAt, epoch ms (NaN if unreadable)
+    values: list[dict[str, Any]] = []  # the snapshots, for the paced runs' split at fetchedAt
     for rec in snapshots:
         order_id = rec.key
         if rec.value is None:
@@ -144,8 +143,7 @@ def check_snapshots(
         snapped.add(cid)
         latencies.append(rec.timestamp_ms - sent[cid].timestamp_ms)
         sent_at.append(sent[cid].timestamp_ms)
-        started = parse_rfc3339(str(snap.get("fetchedAt")))
-        started_at.append(math.nan if started is None else started.timestamp() * 1000)
+        values.append(snap)
     # Every applied command publishes a snapshot; an already_applied one may (a re-fetch).
     applied = {
         c.command_id for c in workload.commands if c.expect == "applied" and seen[c.command_id]
@@ -163,11 +161,12 @@ def check_snapshots(
         result.warmup_samples = len(warm)
         result.warmup_p99_ms = percentile(warm, 99)
         result.steady_p99_ms = percentile(steady, 99)
-        split = [
-            (start - t, x - (start - t))
-            for x, t, start in zip(latencies, sent_at, started_at, strict=True)
-            if t >= cut and not math.isnan(start)
-        ]
+        split = []
+        for x, t, snap in zip(latencies, sent_at, values, strict=True):
+            started = fetched_at(snap) if t >= cut else None
+            if started is not None:
+                to_start = started.timestamp() * 1000 - t
+                split.append((to_start, x - to_start))
         result.steady_p99_to_start_ms = percentile([a for a, _ in split], 99)
         result.steady_p99_start_to_snapshot_ms = percentile([b for _, b in split], 99)
         per_second: dict[int, list[float]] = {}
@@ -237,15 +236,20 @@ async def check_simulator(
         )
 
 
+def fetched_at(snapshot: dict[str, Any]) -> datetime | None:
+    """A snapshot value's ``fetchedAt``: when its command's work started (None if unreadable)."""
+    return parse_rfc3339(str(snapshot.get("fetchedAt")))
+
+
 def bridge_snapshot_bytes(codec: AvroCodec, snapshot: OutputRecord, order_json: bytes) -> bytes:
     """What the bridge publishes for ``order_json`` with the snapshot's own time and ids."""
     value = snapshot.value or {}
-    fetched_at = parse_rfc3339(str(value.get("fetchedAt")))
-    if fetched_at is None:
+    fetched = fetched_at(value)
+    if fetched is None:
         return b""
     record = snapshot_from_order(
         orjson.loads(order_json),
-        fetched_at=fetched_at,
+        fetched_at=fetched,
         command_id=value.get("commandId"),
         correlation_id=value.get("correlationId"),
     )
@@ -255,11 +259,11 @@ def bridge_snapshot_bytes(codec: AvroCodec, snapshot: OutputRecord, order_json: 
 def bridge_state_bytes(snapshot: OutputRecord, order_json: bytes) -> bytes:
     """The order state record the bridge writes with ``snapshot`` of ``order_json``."""
     value = snapshot.value or {}
-    fetched_at = parse_rfc3339(str(value.get("fetchedAt")))
-    if fetched_at is None:
+    fetched = fetched_at(value)
+    if fetched is None:
         return b""
     state = OrderState.of_order(
-        orjson.loads(order_json), now=fetched_at, command_id=str(value.get("commandId"))
+        orjson.loads(order_json), now=fetched, command_id=str(value.get("commandId"))
     )
     return state.encode()
 
