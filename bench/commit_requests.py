@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bridge_devkit.harness import create_topics, fresh_topics, unique
 from bridge_devkit.localkafka import LocalKafka
+from bridge_devkit.throughput.runs import proc_cpu_s
 from prometheus_client import CollectorRegistry
 
 from bridge.delivery import AtLeastOnce
@@ -34,12 +34,13 @@ from bridge.ledger import PartitionLedger
 from bridge.metrics import BridgeMetrics
 from bridge.partition import Partition, RuntimeState, WorkItem
 
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-
 
 def cpu_s(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
-    return (int(fields[11]) + int(fields[12])) * TICK_S
+    """The broker's CPU seconds so far (it runs for the whole benchmark)."""
+    value = proc_cpu_s(pid)
+    if value is None:
+        raise RuntimeError(f"the broker (pid {pid}) is gone")
+    return value
 
 
 async def measure(bootstrap: str, broker_pid: int, args: argparse.Namespace) -> None:
