@@ -320,6 +320,7 @@ class LocalKafka:
             "num.io.threads": "4",
             "log.cleaner.threads": "1",
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
+            "log.index.size.max.bytes": "1048576",
         }
         props.update(self.extra_properties)
         return "".join(f"{k}={_escape_property_value(v)}\n" for k, v in props.items())
