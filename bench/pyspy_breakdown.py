@@ -14,9 +14,10 @@ with an import frame is ``start-up``; otherwise the innermost frame that belongs
 component names it (CPython and libc internals are skipped over, so ``malloc`` under fastavro
 counts as Avro). The share of each component is multiplied by the CPU per command that the
 benchmark measured for the same run (``/proc`` utime+stime, in the ``--json`` file, matched by
-kind and start order) to give µs per command; without ``--json`` it divides the samples by the
-rate and the commands given with ``--commands``. Blocking sampling slows the profiled process,
-so read the shares and compare the bridge with the reference of the same invocation.
+the process id in the file name; a profile without a run there, such as the unreported warm-up
+run's, is left out and named) to give µs per command; without ``--json`` it divides the samples
+by the rate and the commands given with ``--commands``. Blocking sampling slows the profiled
+process, so read the shares and compare the bridge with the reference of the same invocation.
 """
 
 from __future__ import annotations
@@ -88,10 +89,10 @@ def read_profile(path: Path) -> Counter[str]:
     return counts
 
 
-def cpu_per_command(runs: Iterable[dict[str, Any]], kind: str) -> list[float]:
-    """CPU µs per command of the back-log and paced runs of one pipeline (bridge/reference), in
-    run order."""
-    out: list[float] = []
+def cpu_per_command(runs: Iterable[dict[str, Any]], kind: str) -> dict[int, float]:
+    """CPU µs per command of the back-log and paced runs of one pipeline (bridge/reference), by
+    the pid of the run's process."""
+    out: dict[int, float] = {}
     for run in runs:
         spec = run.get("spec", {})
         if (
@@ -99,10 +100,16 @@ def cpu_per_command(runs: Iterable[dict[str, Any]], kind: str) -> list[float]:
             or spec.get("pipeline", "bridge") != kind
         ):
             continue
-        cpu = run.get("cpu_s_per_1000")  # ms per command
-        if isinstance(cpu, int | float):
-            out.append(float(cpu) * 1000.0)
+        cpu, pid = run.get("cpu_s_per_1000"), run.get("pid")  # ms per command
+        if isinstance(cpu, int | float) and isinstance(pid, int):
+            out[pid] = float(cpu) * 1000.0
     return out
+
+
+def mean_cpu(runs: Iterable[dict[str, Any]], kind: str) -> float | None:
+    """Mean CPU µs per command of one pipeline's runs (None without any)."""
+    cpus = list(cpu_per_command(runs, kind).values())
+    return sum(cpus) / len(cpus) if cpus else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,22 +141,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     table: dict[str, dict[str, float]] = {}
     for kind, paths in files.items():
         cpus = cpu_per_command(runs, kind)
-        total: defaultdict[str, float] = defaultdict(float)
-        for i, path in enumerate(paths):
+        profiles: list[tuple[Counter[str], float]] = []  # (samples, µs per command per sample)
+        for path in paths:
             counts = read_profile(path)
             counts.pop(STARTUP, None)  # outside the benchmark's CPU window
             samples = sum(counts.values())
             if not samples:
                 continue
-            if i < len(cpus):
-                scale = cpus[i] / samples  # µs per command per sample
-            elif args.commands:
-                scale = 1e6 / args.rate / args.commands
+            pid = int(FILE_NAME.match(path.name)["pid"])  # type: ignore[index]
+            if pid in cpus:
+                profiles.append((counts, cpus[pid] / samples))
+            elif args.json is None and args.commands:
+                profiles.append((counts, 1e6 / args.rate / args.commands))
             else:
-                print(f"{path.name}: no CPU figure for this run (--json / --commands)")
-                continue
+                print(f"{path.name}: left out, no run of pid {pid} in --json (e.g. the warm-up)")
+        total: defaultdict[str, float] = defaultdict(float)
+        for counts, scale in profiles:
             for name, n in counts.items():
-                total[name] += n * scale / len(paths)
+                total[name] += n * scale / len(profiles)
         table[kind] = total
     if not any(table.values()):
         print(f"no profiles in {args.directory}", file=sys.stderr)
@@ -157,11 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.scale_to is not None:
         plain = list(json.loads(args.scale_to.read_text()).get("runs", []))
         for kind, figures in table.items():
-            target = cpu_per_command(plain, kind)
-            have = sum(figures.values())
+            target, have = mean_cpu(plain, kind), sum(figures.values())
             if target and have:
-                factor = sum(target) / len(target) / have
-                table[kind] = {n: v * factor for n, v in figures.items()}
+                table[kind] = {n: v * target / have for n, v in figures.items()}
     bridge = table.get("bridge", {})
     names = sorted({n for t in table.values() for n in t}, key=lambda n: -bridge.get(n, 0.0))
     print(f"{'component':46} {'bridge µs/cmd':>14} {'reference µs/cmd':>17} {'diff':>8}")

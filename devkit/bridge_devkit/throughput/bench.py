@@ -382,6 +382,7 @@ class Bench:
         process = ReferenceProcess if spec.pipeline == "reference" else BridgeProcess
         env = self.bridge_env(spec, topics)
         bridge = process(env, log_path, argv=self.wrapper)
+        result.pid = bridge.pid
         samples: list[tuple[float, float]] = []
         producer_task: asyncio.Task[dict[str, Sent]] | None = None
         try:

@@ -82,6 +82,7 @@ class RunResult:
     gen2_collections: int | None = None
     gen2_max_ms: float = math.nan
     young_max_ms: float = math.nan  # the longest generation 0 or 1 collection
+    pid: int | None = None  # of the bridge/reference process (names its py-spy profile)
 
     @property
     def cpu_ms_per_command(self) -> float:
