@@ -2,6 +2,11 @@
 
 Fetching never stops while work is slow: ``getmany`` runs every ≤100 ms; partitions are paused
 and resumed by the pure flow-control plan (:mod:`bridge.flow`), so memory stays bounded.
+
+One wait is not bounded by ``getmany``'s timeout: while the group rebalances, aiokafka's
+``getmany`` waits for the new assignment, and a rebalance that waits for a member killed with
+SIGKILL lasts until that member's session times out (30 s by default). A stop asked for then
+(:meth:`Fetcher.interrupt`, SIGTERM) cancels that wait instead of waiting it out.
 """
 
 from __future__ import annotations
@@ -51,6 +56,14 @@ class Fetcher:
         self._circuit = circuit
         self._metrics = metrics
         self._committer = committer
+        self._fetching: asyncio.Task[Any] | None = None  # the task waiting in getmany, if any
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        """Stop asked for: end a ``getmany`` that is waiting (for a rebalance) now."""
+        if self._fetching is not None and not self._interrupted:
+            self._interrupted = True
+            self._fetching.cancel()
 
     async def loop(self) -> None:
         state = self._state
@@ -58,8 +71,19 @@ class Fetcher:
         while not state.stopping.is_set():
             self.flow_control()
             try:
-                batch = await consumer.getmany(timeout_ms=100, max_records=500)
+                # Only ever suspended inside getmany while set: the cancel of interrupt() is
+                # raised there (records aiokafka has fetched stay in its buffer).
+                self._fetching = asyncio.current_task()
+                try:
+                    batch = await consumer.getmany(timeout_ms=100, max_records=500)
+                finally:
+                    self._fetching = None
                 state.broker_ok = True
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._interrupted and task is not None and task.uncancel() == 0:
+                    break  # our own cancel, not the task's: stop fetching, drain
+                raise
             except KafkaError as exc:
                 state.broker_ok = False
                 log.warning("fetch failed; retrying", extra={"error": type(exc).__name__})

@@ -8,12 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from bridge_devkit.harness import (
     API_KEY,
     Bridge,
+    BridgeProcess,
     clean_env,
     free_port,
     log_lines,
@@ -316,3 +318,54 @@ async def test_sigterm_exits_in_bounded_time_when_the_broker_hangs(tmp_path: Pat
             assert "bridge stopped" in messages
     finally:
         await asyncio.to_thread(broker.cleanup)
+
+
+async def test_sigterm_during_a_rebalance_that_waits_for_a_killed_member_exits_at_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A member killed with SIGKILL stays in the group until its session times out, so the next
+    member's join waits that long; aiokafka's ``getmany`` waits for the assignment without a
+    timeout. A SIGTERM then (a pod deleted during a rollout) starts the drain at once, and the
+    process exits within the consumer's bounded close (15 s: aiokafka's close waits for the
+    pending join), not after the rebalance; the next start gets every partition and works."""
+    session_s = 30
+    async with (
+        simulator() as sim,
+        running_bridge(kafka_bootstrap, sim, start=False) as bridge,
+    ):
+        env = _env(bridge, 5.0) | {"BRIDGE_KAFKA__SESSION_TIMEOUT_MS": str(session_s * 1000)}
+        first = BridgeProcess(env, tmp_path / "first.log")
+        second: BridgeProcess | None = None
+        try:
+            await first.wait_for_log("partitions assigned", 60)
+            first.kill()
+            second = BridgeProcess(env, tmp_path / "second.log")
+            # the join has begun; it lasts until the killed member's session times out
+            await second.wait_for_log("partitions revoked", 60)
+            started = asyncio.get_running_loop().time()
+            code = await second.stop(session_s + 30)
+            took = asyncio.get_running_loop().time() - started
+        finally:
+            first.kill() if not first.exited else None
+            if second is not None and not second.exited:
+                second.kill()
+        assert code == 0, second.log_tail()
+        # without the interrupt: the drain starts when the rebalance ends, ~session_s after the
+        # kill, and the exit follows it
+        assert took < session_s - 5, f"SIGTERM took {took:.1f}s: it waited for the rebalance"
+        records = {rec["msg"]: rec for rec in second.log_records()}
+        assert "bridge stopped" in records
+        signalled, draining = (
+            datetime.fromisoformat(records[msg]["ts"])
+            for msg in ("signal received: draining", "draining")
+        )
+        assert (draining - signalled).total_seconds() < 2
+        assert "partitions assigned" not in records
+
+        orders = sim.app.seed(6, "norce", "1")
+        await bridge.send(*(set_state(o, "processing") for o in orders))
+        third = BridgeProcess(env, tmp_path / "third.log")
+        try:
+            await bridge.collect(lambda o: len(o.results) >= len(orders), timeout_s=120)
+        finally:
+            assert await third.stop(60) == 0, third.log_tail()
