@@ -6,7 +6,8 @@ and resumed by the pure flow-control plan (:mod:`bridge.flow`), so memory stays 
 One wait is not bounded by ``getmany``'s timeout: while the group rebalances, aiokafka's
 ``getmany`` waits for the new assignment, and a rebalance that waits for a member killed with
 SIGKILL lasts until that member's session times out (30 s by default). A stop asked for then
-(:meth:`Fetcher.interrupt`, SIGTERM) cancels that wait instead of waiting it out.
+(:meth:`Fetcher.interrupt`, on SIGTERM or a fatal error) cancels that wait instead of waiting
+it out.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Fetcher:
         self._committer = committer
         self._fetching: asyncio.Task[Any] | None = None  # the task waiting in getmany, if any
         self._interrupted = False
+        state.on_stop.append(self.interrupt)  # SIGTERM and a fatal error alike
 
     def interrupt(self) -> None:
         """Stop asked for: end a ``getmany`` that is waiting (for a rebalance) now."""

@@ -99,6 +99,8 @@ class RuntimeState:
         self.wake = asyncio.Event()
         self.progress = asyncio.Event()
         self.stopping = asyncio.Event()
+        # Called by stop(): end waits that do not watch ``stopping`` (the fetch in a rebalance).
+        self.on_stop: list[Callable[[], None]] = []
         self.lease_changed = asyncio.Event()
         self.draining = False
         self.fatal: BaseException | None = None
@@ -115,6 +117,8 @@ class RuntimeState:
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
+        for hook in self.on_stop:
+            hook()
 
     def die(self, exc: BaseException) -> None:
         if self.fatal is None:

@@ -83,15 +83,12 @@ class Runtime:
         lease_timeout = min(k.session_timeout_ms, self._rebalance_timeout_ms) / 1000
         self.lease = MembershipLease(lease_timeout, lease_margin_s(lease_timeout))
         self._state = RuntimeState(self.lease)
-        self._session: _Session | None = None  # while run() consumes
 
     # -- public, read-only views --------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the runtime to stop fetching and drain (at once, even in a rebalance)."""
         self._state.stop()
-        if self._session is not None:
-            self._session.fetcher.interrupt()
 
     @property
     def ready(self) -> bool:
@@ -173,10 +170,8 @@ class Runtime:
             )
             consumer.subscribe([s.topics.commands], listener=RebalanceListener(session.rebalancer))
             self._state.broker_ok = True
-            self._session = session
             await session.run()
         finally:
-            self._session = None
             await delivery.close_partitions()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), 15)
