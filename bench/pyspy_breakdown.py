@@ -127,13 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--commands", type=int, default=0, help="commands per run (without --json)")
     args = p.parse_args(argv)
 
-    files: dict[str, list[Path]] = {"bridge": [], "reference": []}
-    for path in sorted(args.directory.iterdir()):
+    files: dict[str, list[tuple[int, int, Path]]] = {"bridge": [], "reference": []}  # ns, pid
+    for path in args.directory.iterdir():
         m = FILE_NAME.match(path.name)
         if m:
-            files[m["kind"]].append(path)
+            files[m["kind"]].append((int(m["ns"]), int(m["pid"]), path))
     for kind in files:
-        files[kind].sort(key=lambda f: int(FILE_NAME.match(f.name)["ns"]))  # type: ignore[index]
+        files[kind].sort()  # in start order
     runs: list[dict[str, Any]] = []
     if args.json is not None:
         runs = list(json.loads(args.json.read_text()).get("runs", []))
@@ -142,13 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for kind, paths in files.items():
         cpus = cpu_per_command(runs, kind)
         profiles: list[tuple[Counter[str], float]] = []  # (samples, µs per command per sample)
-        for path in paths:
+        for _, pid, path in paths:
             counts = read_profile(path)
             counts.pop(STARTUP, None)  # outside the benchmark's CPU window
             samples = sum(counts.values())
             if not samples:
                 continue
-            pid = int(FILE_NAME.match(path.name)["pid"])  # type: ignore[index]
             if pid in cpus:
                 profiles.append((counts, cpus[pid] / samples))
             elif args.json is None and args.commands:

@@ -70,7 +70,6 @@ def build_workload(order_ids: Sequence[str], n: int, rng: random.Random, tag: st
             seq.append("completed")
         sequences[order_id] = seq
     now = datetime.now(UTC)
-    commands: list[Planned] = []
     per_order: dict[str, list[Planned]] = {}
     for order_id, seq in sequences.items():
         history = ["checkout"]
@@ -90,8 +89,9 @@ def build_workload(order_ids: Sequence[str], n: int, rng: random.Random, tag: st
     # in the last steps, their commands ~15 apart: at L = 100 each then waited for the one
     # before it (per-order ordering), 77-177 ms, in the last second of a paced run.
     rank = {order_id: i for i, order_id in enumerate(shuffled)}
-    every = [cmd for planned in per_order.values() for cmd in planned]
-    every.sort(key=lambda c: (c.index / len(per_order[c.order_id]), rank[c.order_id]))
-    commands.extend(every)
+    commands = sorted(
+        (cmd for planned in per_order.values() for cmd in planned),
+        key=lambda c: (c.index / len(per_order[c.order_id]), rank[c.order_id]),
+    )
     assert len(commands) == n
     return Workload(commands, per_order, {c.command_id: c for c in commands})
