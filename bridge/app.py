@@ -46,6 +46,7 @@ from bridge.processor import Processor, check_record_limits
 from bridge.runtime import Runtime
 from bridge.schema_registry import client_from_settings, confluent_codec
 from bridge.secret_files import load_secret
+from bridge.stackdump import exit_if_teardown_hangs, log_stack_dump
 from bridge.startup import KafkaStartupError, wait_for_kafka
 from bridge.state_store import check_partitions
 from bridge.tracing import Tracing, build_tracing
@@ -435,8 +436,12 @@ async def build_service(
         raise
 
 
-async def run_service(settings: BridgeSettings) -> int:
-    """``order-bridge run``: serve until SIGTERM/SIGINT; exit code 0 on a clean drain."""
+async def run_service(settings: BridgeSettings, *, teardown_s: float | None = None) -> int:
+    """``order-bridge run``: serve until SIGTERM/SIGINT; exit code 0 on a clean drain.
+
+    ``teardown_s`` (for a process that ends with the service): what follows the drain (closing
+    the ingress and clients, then the loop and the interpreter) is bounded too, so the process
+    never outlives its drain by more than that (see :func:`exit_if_teardown_hangs`)."""
     service = await build_service(settings)
     tune_gc(settings.runtime, service.metrics)
     loop = asyncio.get_running_loop()
@@ -457,6 +462,7 @@ async def run_service(settings: BridgeSettings) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
+    loop.add_signal_handler(signal.SIGUSR1, log_stack_dump)
     started = time.monotonic()
     code = 0
     try:
@@ -491,6 +497,8 @@ async def run_service(settings: BridgeSettings) -> int:
                 **service.metrics.gc_pauses.summary(),
             },
         )
+        if teardown_s is not None:
+            exit_if_teardown_hangs(code, teardown_s)
         for drain in drains:
             with contextlib.suppress(Exception):
                 await drain

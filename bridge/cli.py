@@ -34,7 +34,8 @@ def _cmd_run(_: argparse.Namespace) -> int:
         loop_factory = event_loop_factory(settings)  # uvloop asked for but missing: exit 2
         configure_logging(settings.log_level)
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(run_service(settings))
+            # The process ends with the service: at most 30 s from "bridge stopped" to exit.
+            return runner.run(run_service(settings, teardown_s=30.0))
 
     return guarded(run)
 

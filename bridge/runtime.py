@@ -53,6 +53,9 @@ log = logging.getLogger("bridge.runtime")
 
 # The final commits get at least this long, even when the drain used up its deadline.
 _MIN_FINAL_COMMIT_S = 5.0
+# Closing the consumer waits for a pending JoinGroup (and a rebalance may wait for a member
+# killed with SIGKILL): it gets this long, well inside the chart's termination grace period.
+_CONSUMER_CLOSE_S = 15.0
 
 
 class Runtime:
@@ -173,8 +176,7 @@ class Runtime:
             await session.run()
         finally:
             await delivery.close_partitions()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.stop(), 15)
+            await _close_consumer(consumer)
             await delivery.close()
         if self._state.fatal is not None:
             raise FatalRuntimeError(
@@ -185,6 +187,25 @@ class Runtime:
         """A Heartbeat/SyncGroup sent at ``sent_at`` succeeded: the lease is renewed."""
         self.lease.renew(sent_at)
         self._state.lease_changed.set()
+
+
+async def _close_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Leave the group and close, at most ``_CONSUMER_CLOSE_S`` (it waits for a pending join)."""
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(consumer.stop(), _CONSUMER_CLOSE_S)
+    except TimeoutError:
+        log.warning(
+            "consumer did not close in time; if it had not left the group yet, the group "
+            "waits for our session to time out",
+            extra={"seconds": _CONSUMER_CLOSE_S},
+        )
+    except Exception as exc:
+        log.warning("consumer close failed", extra={"error": type(exc).__name__})
+    else:
+        seconds = time.monotonic() - started
+        if seconds > 1.0:
+            log.info("consumer closed", extra={"seconds": round(seconds, 1)})
 
 
 class _Session:
