@@ -99,7 +99,7 @@ async def group(
                 m.proc.terminate()
         for m in members:
             with contextlib.suppress(AssertionError):
-                await wait_exit(m.proc, 30)
+                await wait_exit(m.proc, 30, m.log)
         await reader.aclose()
 
 
@@ -355,7 +355,7 @@ async def test_sigterm_during_a_revoke_still_drains_and_exits(
         )
         start(f"bridge-b-{suffix}")  # triggers the revoke of the first member
         member.proc.send_signal(signal.SIGTERM)
-        code = await wait_exit(member.proc, 40)
+        code = await wait_exit(member.proc, 40, member.log)
         assert code == 0
         assert member.logged("bridge stopped") or member.logged("draining")
 

@@ -489,7 +489,7 @@ async def test_wrong_sasl_password_process_exits_nonzero_naming_the_failure(
     stderr_path = tmp_path / "bridge.stderr"
     proc = spawn_bridge(env, stderr_path)
     try:
-        code = await wait_exit(proc, 60)
+        code = await wait_exit(proc, 60, stderr_path)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -765,7 +765,7 @@ async def test_full_workload_with_faults_leaks_no_secret(
                 )
                 endpoints = await _fetch_endpoints(metrics_url)
                 proc.send_signal(signal.SIGTERM)
-                code = await wait_exit(proc, 30)
+                code = await wait_exit(proc, 30, stderr_path)
             finally:
                 if proc.poll() is None:
                     proc.kill()

@@ -60,7 +60,7 @@ async def test_sigterm_drains_commits_only_finished_work_and_a_restart_finishes(
             assert proc.poll() is None
             proc.send_signal(signal.SIGTERM)
             # Bounded by the drain deadline (plus slack for a busy machine), never killed.
-            code = await wait_exit(proc, drain_s + 30)
+            code = await wait_exit(proc, drain_s + 30, log_path)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -93,7 +93,9 @@ async def test_sigterm_drains_commits_only_finished_work_and_a_restart_finishes(
         try:
             out = await bridge.all_handled(timeout_s=90)
             proc.send_signal(signal.SIGTERM)
-            assert await wait_exit(proc, drain_s + 15) == 0
+            # Nothing left to drain, but the same bound as above: the final commit (at least
+            # 5 s) and the consumer's close (at most 15 s) wait on a broker that may be busy.
+            assert await wait_exit(proc, drain_s + 30, log_path) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -211,6 +213,45 @@ async def test_send_publishes_one_json_command_that_the_bridge_applies(
         assert sim.app.history(order_id) == ["checkout", "processing"]
 
 
+async def test_sigusr1_logs_where_every_task_waits_and_the_service_goes_on(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """``kill -USR1``: one "stack dump" line naming each task and the coroutines it waits in
+    (the intake waiting in aiokafka's getmany); no secret in it; the service carries on."""
+    async with simulator() as sim, running_bridge(kafka_bootstrap, sim, start=False) as bridge:
+        first, second = sim.app.seed(2, "norce", "1")
+        log_path = tmp_path / "bridge.log"
+        proc = spawn_bridge(_env(bridge, 5), log_path)
+        try:
+            await bridge.send(set_state(first, "processing"))
+            await bridge.collect(lambda o: len(o.results) == 1, timeout_s=60)
+            proc.send_signal(signal.SIGUSR1)
+            await poll_until(
+                lambda: any(r["msg"] == "stack dump" for r in log_lines(log_path)),
+                10,
+                "the stack dump",
+            )
+            await bridge.send(set_state(second, "processing"))
+            out = await bridge.all_handled(timeout_s=60)
+            proc.send_signal(signal.SIGTERM)
+            assert await wait_exit(proc, 30, log_path) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert [r["outcome"] for r in out.results] == ["applied", "applied"]
+    (dump,) = [r for r in log_lines(log_path) if r["msg"] == "stack dump"]
+    tasks = {t["task"]: t["stack"] for t in dump["tasks"]}
+    assert {"dispatch", "commit", "monitor"} <= set(tasks)
+    assert dump["task_count"] == len(dump["tasks"])
+    assert any(
+        any("bridge/intake.py" in f and " loop" in f for f in stack)
+        and any("getmany" in f for f in stack)
+        for stack in tasks.values()
+    ), tasks
+    assert any(t["thread"] == "MainThread" for t in dump["threads"])
+    assert API_KEY not in log_path.read_text()
+
+
 async def test_the_service_runs_a_command_end_to_end_on_uvloop_with_a_warm_pool(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -229,7 +270,7 @@ async def test_the_service_runs_a_command_end_to_end_on_uvloop_with_a_warm_pool(
             ready = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz")
             metrics = await metrics_text(port)
             proc.send_signal(signal.SIGTERM)
-            assert await wait_exit(proc, 30) == 0
+            assert await wait_exit(proc, 30, log_path) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -307,7 +348,7 @@ async def test_sigterm_exits_in_bounded_time_when_the_broker_hangs(tmp_path: Pat
                 proc.send_signal(signal.SIGTERM)
                 # drain (bounded by the deadline, final commits at least 5 s) + consumer and
                 # producer close (15 s each) + slack for a busy machine; never a kill.
-                code = await wait_exit(proc, drain_s + 5 + 30 + 25)
+                code = await wait_exit(proc, drain_s + 5 + 30 + 25, log_path)
             finally:
                 broker.resume()
                 if proc.poll() is None:

@@ -20,9 +20,10 @@ from typing import Any
 
 import httpx
 
-from bridge_devkit.harness.util import log_lines
+from bridge_devkit.harness.util import log_lines, poll_until
 
 HEALTH_PREFIX = "health server listening on port "
+STACK_DUMP = '"msg": "stack dump"'
 
 
 def spawn_bridge(
@@ -40,16 +41,34 @@ def spawn_bridge(
         )
 
 
-async def wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
-    """The process's exit code, polling with a deadline (killed and failed past it)."""
+async def wait_exit(
+    proc: subprocess.Popen[bytes], timeout_s: float, log_path: Path | None = None
+) -> int:
+    """The process's exit code, polling with a deadline (killed and failed past it).
+
+    With ``log_path`` (the process's log), a process that does not exit is first asked for a
+    stack dump (SIGUSR1), and the failure shows the end of its log: where it was stuck."""
     deadline = time.monotonic() + timeout_s
     while proc.poll() is None:
         if time.monotonic() > deadline:
+            tail = ""
+            if log_path is not None:
+                proc.send_signal(signal.SIGUSR1)
+                with contextlib.suppress(AssertionError):
+                    await poll_until(lambda: log_count(log_path, STACK_DUMP) > 0, 3.0, "dump")
+                tail = "\n" + log_tail(log_path, 40)
             proc.kill()
             proc.wait(10)
-            raise AssertionError(f"the bridge process did not exit within {timeout_s}s")
+            raise AssertionError(f"the bridge process did not exit within {timeout_s}s{tail}")
         await asyncio.sleep(0.05)
     return proc.returncode
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file."""
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
 
 
 def assigned_partitions(path: Path) -> list[int] | None:
@@ -167,9 +186,7 @@ class BridgeProcess:
         return log_lines(self.log_path)
 
     def log_tail(self, lines: int = 15) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return "(no log)"
+        return log_tail(self.log_path, lines)
 
     async def wait_for_log(self, want: str, timeout_s: float) -> dict[str, Any]:
         """Poll the log (with a deadline) for the first record whose msg starts with ``want``."""
