@@ -10,6 +10,7 @@ See the package docstring for the error-shape and fault-ordering decisions.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -159,6 +160,7 @@ class SimulatorApp:
                 "orders": len(self.store),
                 "uptime_s": round(time.monotonic() - self._started, 3),
                 "notifications": self.notifications.stats(),
+                "gc_frozen": gc.get_freeze_count(),
             }
 
     def count_unparsed(self, status: int) -> None:
@@ -685,6 +687,8 @@ class SimulatorApp:
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"{name} must be a non-empty string")
         ids = self.seed(count, merchant, channel, status)
+        if self.config.freeze_after_seed:
+            gc.freeze()
         return json_response(200, {"ids": ids})
 
     # -- httpx --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib
 import json
 import logging
@@ -77,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         jitter_ms=args.jitter_ms,
         enforce_transitions=args.enforce_transitions,
         log_calls=args.log_calls,
+        freeze_after_seed=True,  # a process of its own (see SimulatorConfig)
         faults=FaultConfig(
             error_rate=args.error_rate,
             rate_limit_rate=args.rate_limit_rate,
@@ -94,6 +96,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 async def serve(config: SimulatorConfig, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM, announcing the start on stdout as one JSON line."""
     handle = await start_simulator(config, host=host, port=port)
+    if config.freeze_after_seed:
+        gc.freeze()  # the orders seeded at start, like every later seeding
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -110,4 +110,6 @@ class SimulatorProcess(SimulatorAdmin):
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self._log.close()
