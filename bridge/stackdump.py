@@ -1,9 +1,10 @@
 """Where every task and thread is waiting, on demand: ``kill -USR1 <pid>`` logs a stack dump.
 
 For a process that does not do what it should (a drain that does not end, a partition that does
-not move), like ``jstack`` for a JVM: one ``stack dump`` log line with, for each asyncio task,
-the chain of coroutines it is suspended in (file:line function, innermost last), and for each
-thread its frames. Only code locations: no local variables, so no secret can leak through it.
+not move), like ``jstack`` for a JVM: one ``stack dump`` log line with, for each place asyncio
+tasks wait at, the chain of coroutines (file:line function, innermost last), how many tasks wait
+there and their names; and for each thread its frames. Only code locations, no local
+variables: no secret can leak through it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 log = logging.getLogger("bridge.stackdump")
 
-MAX_TASKS = 300
+MAX_GROUPS = 100  # distinct places tasks wait at
+MAX_NAMES = 10  # task names listed per place
 MAX_DEPTH = 24
 
 
@@ -61,12 +63,20 @@ def thread_stacks() -> list[dict[str, Any]]:
 
 
 def stack_dump() -> dict[str, Any]:
-    """Every task of the running loop and every thread, with where each one is waiting."""
-    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    """Every task of the running loop and every thread, with where each one is waiting.
+
+    Tasks waiting at the same place (hundreds of commands in flight in one HTTP call) are one
+    entry with their count and the first few names, so the line stays small."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    tasks = asyncio.all_tasks()
+    for task in tasks:
+        groups.setdefault(tuple(_await_chain(task.get_coro())), []).append(task.get_name())
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), sorted(kv[1])[0]))
     return {
         "task_count": len(tasks),
         "tasks": [
-            {"task": t.get_name(), "stack": _await_chain(t.get_coro())} for t in tasks[:MAX_TASKS]
+            {"count": len(names), "names": sorted(names)[:MAX_NAMES], "stack": list(stack)}
+            for stack, names in ordered[:MAX_GROUPS]
         ],
         "threads": thread_stacks(),
     }

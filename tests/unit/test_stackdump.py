@@ -31,15 +31,31 @@ async def test_a_suspended_task_shows_every_coroutine_it_waits_in() -> None:
     finally:
         gate.set()
         await task
-    stacks = {t["task"]: t["stack"] for t in dump["tasks"]}
-    waiter = stacks["waiter"]
+    (waiter,) = [t["stack"] for t in dump["tasks"] if t["names"] == ["waiter"]]
     names = [frame.rsplit(" ", 1)[1] for frame in waiter]
     assert names[:3] == ["_outer", "_inner", "wait"]  # outermost first, into asyncio's Event
     assert "tests/unit/test_stackdump.py:" in waiter[0]
-    assert dump["task_count"] == len(dump["tasks"]) >= 2  # the test's own task too
+    assert dump["task_count"] == sum(t["count"] for t in dump["tasks"]) >= 2  # the test's too
     main = [t for t in dump["threads"] if t["thread"] == "MainThread"]
     assert main
     assert any(frame.endswith(" stack_dump") for frame in main[0]["stack"])
+
+
+async def test_tasks_waiting_at_the_same_place_are_one_entry() -> None:
+    """Hundreds of commands in one HTTP call are one line with their count, not hundreds."""
+    gate = asyncio.Event()
+    tasks = [asyncio.create_task(_outer(gate), name=f"cmd-{i:03}") for i in range(250)]
+    await asyncio.sleep(0)
+    try:
+        dump = stack_dump()
+    finally:
+        gate.set()
+        await asyncio.gather(*tasks)
+    (group,) = [t for t in dump["tasks"] if t["names"][0].startswith("cmd-")]
+    assert group["count"] == 250
+    assert group["names"] == [f"cmd-{i:03}" for i in range(10)]
+    assert dump["tasks"][0] is group  # the largest group first
+    assert len(json.dumps(dump)) < 20_000
 
 
 async def test_the_dump_is_one_json_log_line(caplog: pytest.LogCaptureFixture) -> None:
