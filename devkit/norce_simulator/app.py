@@ -126,9 +126,12 @@ class SimulatorApp:
             raise ValueError(f"unknown status {status!r}")
         statuses = (status,) if status is not None else self.config.seed_statuses
         with self._lock:
-            return self.store.seed(
+            ids = self.store.seed(
                 n, merchant or self.config.merchant, channel or self.config.channel, statuses
             )
+        if self.config.freeze_after_seed:
+            gc.freeze()
+        return ids
 
     def get_order(self, order_id: str) -> dict[str, Any] | None:
         """Return a copy of the order exactly as GET serves it, or ``None`` if absent."""
@@ -687,8 +690,6 @@ class SimulatorApp:
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"{name} must be a non-empty string")
         ids = self.seed(count, merchant, channel, status)
-        if self.config.freeze_after_seed:
-            gc.freeze()
         return json_response(200, {"ids": ids})
 
     # -- httpx --------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import importlib
 import json
 import logging
@@ -96,8 +95,6 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 async def serve(config: SimulatorConfig, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM, announcing the start on stdout as one JSON line."""
     handle = await start_simulator(config, host=host, port=port)
-    if config.freeze_after_seed:
-        gc.freeze()  # the orders seeded at start, like every later seeding
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

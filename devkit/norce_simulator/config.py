@@ -208,11 +208,12 @@ class SimulatorConfig:
     max_log_entries: int = 100_000
     max_body_bytes: int = 8 * 1024 * 1024
     clock: Callable[[], datetime] = utc_now
-    # A simulator in a process of its own (the CLI sets it): after each seeding, everything
-    # alive moves to the garbage collector's permanent generation (``gc.freeze``). The store
-    # only grows, and a full collection walks all of it: after a benchmark's worth of orders
-    # (tens of thousands) that stalled every request in flight for 100-300 ms, a latency the
-    # real API does not have. Frozen objects are still freed by reference counting.
+    # A simulator in a process of its own (the CLI sets it): after each seeding (the one at
+    # start, and every ``seed`` later), everything alive moves to the garbage collector's
+    # permanent generation (``gc.freeze``). The store only grows, and a full collection walks
+    # all of it: after a benchmark's worth of orders (tens of thousands) that stalled every
+    # request in flight for 100-300 ms, a latency the real API does not have. Frozen objects
+    # are still freed by reference counting.
     freeze_after_seed: bool = False
 
     def validate(self) -> None:
