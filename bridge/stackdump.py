@@ -71,11 +71,13 @@ def stack_dump() -> dict[str, Any]:
     tasks = asyncio.all_tasks()
     for task in tasks:
         groups.setdefault(tuple(_await_chain(task.get_coro())), []).append(task.get_name())
-    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), sorted(kv[1])[0]))
+    for names in groups.values():
+        names.sort()
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
     return {
         "task_count": len(tasks),
         "tasks": [
-            {"count": len(names), "names": sorted(names)[:MAX_NAMES], "stack": list(stack)}
+            {"count": len(names), "names": names[:MAX_NAMES], "stack": list(stack)}
             for stack, names in ordered[:MAX_GROUPS]
         ],
         "threads": thread_stacks(),
