@@ -388,7 +388,8 @@ async def test_sigterm_during_a_rebalance_that_waits_for_a_killed_member_exits_a
             code = await second.stop(session_s + 30)
             took = asyncio.get_running_loop().time() - started
         finally:
-            first.kill() if not first.exited else None
+            if not first.exited:
+                first.kill()
             if second is not None and not second.exited:
                 second.kill()
         assert code == 0, second.log_tail()
