@@ -138,7 +138,7 @@ async def test_unreachable_broker_exits_3_after_the_deadline_with_health_up_mean
                     seen[path] = response
             await asyncio.sleep(0.05)
         assert probed(), f"the health server was not up while waiting: {stderr_path.read_text()}"
-        code = await wait_exit(proc, 30)
+        code = await wait_exit(proc, 30, stderr_path)
     assert seen["/healthz"].status_code == 200
     assert seen["/readyz"].status_code == 503
     reason = seen["/readyz"].json()["reason"]
@@ -225,7 +225,7 @@ async def test_a_broker_that_becomes_reachable_within_the_deadline_is_used(
                     await asyncio.sleep(0.1)
                 assert ready, stderr_path.read_text()[-3000:]
                 proc.send_signal(signal.SIGTERM)
-                code = await wait_exit(proc, 60)
+                code = await wait_exit(proc, 60, stderr_path)
             finally:
                 proxy.close()
     stderr = stderr_path.read_text()
