@@ -119,13 +119,20 @@ def render_fails(
     return proc.stderr
 
 
-def by_kind(docs: Iterable[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """Documents of one kind."""
-    return [d for d in docs if d.get("kind") == kind]
+def is_hook(doc: dict[str, Any]) -> bool:
+    """A Helm hook (e.g. the `helm test` Pod and its NetworkPolicy), not part of the release."""
+    return "helm.sh/hook" in ((doc.get("metadata") or {}).get("annotations") or {})
 
 
-def one(docs: Iterable[dict[str, Any]], kind: str) -> dict[str, Any]:
-    """The single document of a kind."""
-    found = by_kind(docs, kind)
+def by_kind(
+    docs: Iterable[dict[str, Any]], kind: str, *, hook: bool | None = None
+) -> list[dict[str, Any]]:
+    """Documents of one kind; with ``hook``, only hooks (True) or only release objects (False)."""
+    return [d for d in docs if d.get("kind") == kind and hook in (None, is_hook(d))]
+
+
+def one(docs: Iterable[dict[str, Any]], kind: str, *, hook: bool | None = None) -> dict[str, Any]:
+    """The single document of a kind (``hook`` as in :func:`by_kind`)."""
+    found = by_kind(docs, kind, hook=hook)
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]

@@ -218,7 +218,7 @@ def test_selectors_match_pod_labels(values: Path) -> None:
     assert subset(service["spec"]["selector"], labels)
     for pdb in by_kind(docs, "PodDisruptionBudget"):
         assert subset(pdb["spec"]["selector"]["matchLabels"], labels)
-    for np in by_kind(docs, "NetworkPolicy"):
+    for np in by_kind(docs, "NetworkPolicy", hook=False):
         assert subset(np["spec"]["podSelector"]["matchLabels"], labels)
     for sm in by_kind(docs, "ServiceMonitor"):
         assert subset(sm["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
@@ -346,11 +346,43 @@ def test_wedged_after_reaches_the_bridge() -> None:
     assert env["BRIDGE_HTTP__WEDGED_AFTER_S"] == "45"
 
 
-def test_default_resources_request_cpu_and_memory_without_cpu_limit() -> None:
-    """Pods request CPU and memory by default, limit memory, and are never CPU-throttled."""
-    resources = container(render())["resources"]
-    assert set(resources["requests"]) == {"cpu", "memory"}
-    assert set(resources["limits"]) == {"memory"}
+def _quantity(value: str | int | float) -> float:
+    """A Kubernetes quantity as a number (cores, bytes): enough suffixes for these values."""
+    text = str(value)
+    for suffix, factor in (("Mi", 2**20), ("Gi", 2**30), ("Ki", 2**10), ("m", 1e-3)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=values_id)
+def test_every_container_has_requests_and_limits_for_cpu_memory_and_ephemeral_storage(
+    values: Path,
+) -> None:
+    """What policy scanners (kube-score, checkov) require of every container, the bridge's and
+    the test Pod's, with every ci values file: requests and limits of CPU, memory and ephemeral
+    storage. The bridge's CPU limit is at least 2 cores, above what its one event-loop thread
+    can use, so it never throttles the loop (and the Kafka heartbeats with it); its ephemeral
+    storage limit holds the kubelet's rotated logs (50Mi) plus a full /tmp."""
+    docs = render((values,))
+    pods = [pod_spec(docs), *(p["spec"] for p in by_kind(docs, "Pod", hook=True))]
+    for spec in pods:
+        for c in spec["containers"]:
+            resources = c["resources"]
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory", "ephemeral-storage"} <= set(resources[kind]), (c, kind)
+    limits = container(docs)["resources"]["limits"]
+    assert _quantity(limits["cpu"]) >= 2
+    tmp = next(v for v in pod_spec(docs)["volumes"] if "emptyDir" in v)
+    assert _quantity(limits["ephemeral-storage"]) >= 50 * 2**20 + _quantity(
+        tmp["emptyDir"]["sizeLimit"]
+    )
+
+
+def test_the_cpu_limit_can_be_dropped_with_null() -> None:
+    """`resources.limits.cpu: null` (documented) removes the CPU limit and keeps the others."""
+    limits = container(render((), ("resources.limits.cpu=null",)))["resources"]["limits"]
+    assert set(limits) == {"memory", "ephemeral-storage"}
 
 
 def test_pods_spread_over_zones_and_nodes_by_default() -> None:
@@ -505,7 +537,7 @@ def test_keda_without_kafka_auth_needs_no_trigger_authentication() -> None:
 
 def test_network_policy_allows_metrics_in_and_kafka_norce_dns_out() -> None:
     """The NetworkPolicy admits the metrics port and egress to DNS, Kafka and Norce only."""
-    np = one(render((CHART_DIR / "ci" / "all-features-values.yaml",)), "NetworkPolicy")
+    np = one(render((CHART_DIR / "ci" / "all-features-values.yaml",)), "NetworkPolicy", hook=False)
     assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
     ingress, notifications = np["spec"]["ingress"]
     assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
@@ -587,7 +619,7 @@ def test_helm_test_pod_checks_readyz_through_the_service() -> None:
     labels = meta["labels"]
     assert not subset(service["spec"]["selector"], labels)
     assert not subset(one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], labels)
-    np = one(docs, "NetworkPolicy")
+    np = one(docs, "NetworkPolicy", hook=False)
     assert not subset(np["spec"]["podSelector"]["matchLabels"], labels)
     # The NetworkPolicy restricts who may reach the bridge: the test Pod must be one of them.
     peers = np["spec"]["ingress"][0]["from"]
@@ -597,6 +629,35 @@ def test_helm_test_pod_checks_readyz_through_the_service() -> None:
         if "podSelector" in p
     )
     assert not by_kind(render((), ("helmTest.enabled=false",)), "Pod")
+
+
+def test_helm_test_pod_has_its_own_network_policy_with_the_release_one() -> None:
+    """With networkPolicy.enabled the test Pod gets a NetworkPolicy of its own, a test hook
+    created before it (lower weight) and removed with it: no ingress, egress to DNS and the
+    bridge pods' HTTP port only, so the check also works where egress is denied by default."""
+    docs = render((CHART_DIR / "ci" / "all-features-values.yaml",))
+    (pod,) = by_kind(docs, "Pod", hook=True)
+    np = one(docs, "NetworkPolicy", hook=True)
+    annotations = np["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "test"
+    pod_weight = int(pod["metadata"]["annotations"].get("helm.sh/hook-weight", "0"))
+    assert int(annotations["helm.sh/hook-weight"]) < pod_weight
+    assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"]
+    spec = np["spec"]
+    assert subset(spec["podSelector"]["matchLabels"], pod["metadata"]["labels"])
+    assert not subset(spec["podSelector"]["matchLabels"], pod_labels(docs))
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    assert not spec.get("ingress")
+    dns, bridge = spec["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    (port,) = bridge["ports"]
+    assert port["port"] == container(docs)["ports"][0]["containerPort"]
+    (peer,) = bridge["to"]
+    assert subset(peer["podSelector"]["matchLabels"], pod_labels(docs))
+    assert "namespaceSelector" not in peer
+    assert not by_kind(render(), "NetworkPolicy")
+    no_test = render((CHART_DIR / "ci" / "all-features-values.yaml",), ("helmTest.enabled=false",))
+    assert not by_kind(no_test, "NetworkPolicy", hook=True)
 
 
 def test_grafana_dashboard_config_map() -> None:

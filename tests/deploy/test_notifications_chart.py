@@ -234,7 +234,7 @@ def test_ingress_without_class_or_tls_and_several_hosts() -> None:
 def test_network_policy_admits_the_ingress_port_from_its_peers_only() -> None:
     """The ingress port admits the configured peers (the ingress controller's pods; an ipBlock),
     separately from the metrics port's peers; disabled ingress, no rule."""
-    np = one(render((ALL_FEATURES,)), "NetworkPolicy")
+    np = one(render((ALL_FEATURES,)), "NetworkPolicy", hook=False)
     metrics, notifications = np["spec"]["ingress"]
     assert notifications["ports"] == [{"port": "notifications", "protocol": "TCP"}]
     assert notifications["from"] == [
@@ -246,13 +246,13 @@ def test_network_policy_admits_the_ingress_port_from_its_peers_only() -> None:
     assert metrics["from"][0]["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "monitoring"
     }
-    np = one(render((LOAD_BALANCER,)), "NetworkPolicy")
+    np = one(render((LOAD_BALANCER,)), "NetworkPolicy", hook=False)
     assert np["spec"]["ingress"][1]["from"] == [{"ipBlock": {"cidr": "203.0.113.0/24"}}]
     # Without peers the port is open to any source (as the metrics port), with the ingress off
     # there is no rule for it.
-    open_np = one(render((), (*ENABLED, "networkPolicy.enabled=true")), "NetworkPolicy")
+    open_np = one(render((), (*ENABLED, "networkPolicy.enabled=true")), "NetworkPolicy", hook=False)
     assert "from" not in open_np["spec"]["ingress"][1]
-    off = one(render((), ("networkPolicy.enabled=true",)), "NetworkPolicy")
+    off = one(render((), ("networkPolicy.enabled=true",)), "NetworkPolicy", hook=False)
     assert len(off["spec"]["ingress"]) == 1
 
 
