@@ -4,6 +4,8 @@
 #                outside the repository under ${XDG_CACHE_HOME:-$HOME/.cache}/norce-order-bridge/tools/
 #   * helm-docs - generates the chart's values table (helm/norce-order-bridge/README.md), built
 #                the same way (`go install`), pinned, cached beside helm
+#   * kube-score - the policy scanner tests/deploy/test_policy_scanners.py runs on the rendered
+#                chart, built the same way, pinned, cached beside helm
 #   * promtool - from Debian's `prometheus` package (/usr/bin/promtool, /usr/bin/prometheus)
 #   * the official AsyncAPI parser - `@asyncapi/parser` with `@asyncapi/avro-schema-parser` (the
 #                Avro payloads of asyncapi.yaml), from the npm registry with `npm ci`: every package
@@ -16,6 +18,7 @@ set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
 HELM_DOCS_VERSION="${HELM_DOCS_VERSION:-v1.14.2}"
+KUBE_SCORE_VERSION="${KUBE_SCORE_VERSION:-v1.20.0}"
 TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/norce-order-bridge/tools"
 BIN_DIR="$TOOLS_DIR/bin"
 
@@ -57,22 +60,36 @@ install_helm() {
     log "helm built in $((SECONDS - start))s: $("$helm_bin" version --short) (default Kubernetes version 1.${k8s_minor})"
 }
 
-install_helm_docs() {
+# install_go_tool NAME MODULE VERSION LDFLAGS VERSION_ARGS...: `go install MODULE/cmd/NAME@VERSION`
+# into $BIN_DIR, unless the binary there was built from MODULE at VERSION.
+install_go_tool() {
+    local name="$1" module="$2" version="$3" ldflags="$4"
+    shift 4
     if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
         PATH="/usr/local/go/bin:$PATH"
     fi
-    local bin="$BIN_DIR/helm-docs" module="github.com/norwoodj/helm-docs"
-    command -v go >/dev/null 2>&1 || die "Go toolchain not found on PATH (needed to build helm-docs with 'go install'); install Go >= 1.26"
+    local bin="$BIN_DIR/$name"
+    command -v go >/dev/null 2>&1 || die "Go toolchain not found on PATH (needed to build $name with 'go install'); install Go >= 1.26"
     if [[ -x "$bin" ]] \
-        && go version -m "$bin" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+github\.com/norwoodj/helm-docs[[:space:]]+${HELM_DOCS_VERSION}([[:space:]]|$)"; then
-        log "helm-docs ${HELM_DOCS_VERSION} already installed at $bin"
+        && go version -m "$bin" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+${module//./\\.}[[:space:]]+${version}([[:space:]]|$)"; then
+        log "$name ${version} already installed at $bin"
         return
     fi
     mkdir -p "$BIN_DIR"
-    log "building helm-docs ${HELM_DOCS_VERSION} with 'go install ${module}/cmd/helm-docs@${HELM_DOCS_VERSION}' into $BIN_DIR"
+    log "building $name ${version} with 'go install ${module}/cmd/${name}@${version}' into $BIN_DIR"
     local start=$SECONDS
-    GOBIN="$BIN_DIR" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w -X main.version=${HELM_DOCS_VERSION#v}" "${module}/cmd/helm-docs@${HELM_DOCS_VERSION}"
-    log "helm-docs built in $((SECONDS - start))s: $("$bin" --version)"
+    GOBIN="$BIN_DIR" CGO_ENABLED=0 go install -trimpath -ldflags "$ldflags" "${module}/cmd/${name}@${version}"
+    log "$name built in $((SECONDS - start))s: $("$bin" "$@" 2>&1 | head -n1)"
+}
+
+install_helm_docs() {
+    install_go_tool helm-docs github.com/norwoodj/helm-docs "$HELM_DOCS_VERSION" \
+        "-s -w -X main.version=${HELM_DOCS_VERSION#v}" --version
+}
+
+install_kube_score() {
+    install_go_tool kube-score github.com/zegl/kube-score "$KUBE_SCORE_VERSION" \
+        "-s -w -X main.version=${KUBE_SCORE_VERSION#v}" version
 }
 
 install_promtool() {
@@ -124,6 +141,7 @@ install_asyncapi_parser() {
 
 install_helm
 install_helm_docs
+install_kube_score
 install_promtool
 install_asyncapi_parser
-log "done; add helm and helm-docs to PATH with: export PATH=\"$BIN_DIR:\$PATH\""
+log "done; add helm, helm-docs and kube-score to PATH with: export PATH=\"$BIN_DIR:\$PATH\""
