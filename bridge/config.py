@@ -8,14 +8,16 @@ service reads ``os.environ``. Validation is loud: :func:`load_settings` raises
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import os
 import re
 import urllib.parse
 from collections.abc import Mapping
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -478,21 +480,62 @@ class BridgeSettings(BaseSettings):
         return v.upper() if isinstance(v, str) else v
 
 
+def _setting_names() -> tuple[set[str], dict[str, set[str]]]:
+    """The top-level scalar settings and, per section, its fields (upper case, no prefix)."""
+    scalars: set[str] = set()
+    sections: dict[str, set[str]] = {}
+    for name, field in BridgeSettings.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            sections[name.upper()] = {f.upper() for f in kind.model_fields}
+        else:
+            scalars.add(name.upper())
+    return scalars, sections
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``BRIDGE_*`` variable that names no setting, with the closest name.
+
+    pydantic-settings reads only the variables of known fields, so a misspelt top-level name
+    (``BRIDGE_LOGLEVEL``, ``BRIDGE_KAFKAA__BOOTSTRAP_SERVERS``) would be ignored and its setting
+    would silently keep its default; a misspelt field *inside* a section is already refused by
+    the section's model (``extra="forbid"``). Names are matched case-insensitively, like
+    pydantic-settings does; values are never read."""
+    scalars, sections = _setting_names()
+    candidates = sorted(
+        scalars | set(sections) | {f"{s}__{f}" for s, fs in sections.items() for f in fs}
+    )
+    lines = []
+    for variable in sorted(environ):
+        name = variable.upper()
+        if not name.startswith("BRIDGE_"):
+            continue
+        rest = name.removeprefix("BRIDGE_")
+        head = rest.split("__", 1)[0]
+        if rest in scalars or head in sections:
+            continue
+        close = difflib.get_close_matches(rest, candidates, n=1, cutoff=0.75)
+        hint = f" (did you mean BRIDGE_{close[0]}?)" if close else ""
+        lines.append(f"{variable}: not a setting of the bridge{hint}")
+    return lines
+
+
 def load_settings(**overrides: Any) -> BridgeSettings:
-    """Read and validate the settings; raise ConfigError listing every problem (no values)."""
+    """Read and validate the settings; raise ConfigError listing every problem (no values).
+
+    A ``BRIDGE_*`` variable that names no setting is a problem too (:func:`unknown_variables`)."""
+    unknown = unknown_variables(os.environ)
     try:
-        return BridgeSettings(**overrides)
+        settings = BridgeSettings(**overrides)
     except ValidationError as exc:
-        lines = []
+        lines = list(unknown)
         for err in exc.errors():
             loc = "__".join(str(p) for p in err["loc"]).upper()
             msg = err["msg"].removeprefix("Value error, ")
             if loc and not msg.startswith(f"BRIDGE_{loc}"):
                 msg = f"BRIDGE_{loc}: {msg}"
             lines.append(msg)
-        if len(lines) == 1:
-            raise ConfigError(f"invalid configuration: {lines[0]}") from None
-        raise ConfigError("invalid configuration:\n" + "\n".join(f"  {m}" for m in lines)) from None
+        _raise_config_error(lines)
     except SettingsError as exc:
         # A nested section given as one variable (BRIDGE_NORCE='{...}') that is not JSON.
         # pydantic-settings says which field; its message never includes the value.
@@ -502,3 +545,12 @@ def load_settings(**overrides: Any) -> BridgeSettings:
             f"invalid configuration: {name}: not a valid JSON object (a nested section set "
             f"as one variable must be JSON; or use {name}__<FIELD> variables)"
         ) from None
+    if unknown:
+        _raise_config_error(unknown)
+    return settings
+
+
+def _raise_config_error(lines: list[str]) -> NoReturn:
+    if len(lines) == 1:
+        raise ConfigError(f"invalid configuration: {lines[0]}") from None
+    raise ConfigError("invalid configuration:\n" + "\n".join(f"  {m}" for m in lines)) from None

@@ -140,6 +140,46 @@ def test_problems_are_listed_one_per_line_without_pydantic_prefixes(
     assert not any("Value error," in line for line in lines)
 
 
+def test_a_bridge_variable_that_names_no_setting_is_refused_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A misspelt top-level name would otherwise be ignored (its setting silently default):
+    each is one line naming it and the setting it most resembles; never its value."""
+    monkeypatch.setenv("BRIDGE_LOGLEVEL", "secret-looking-value")
+    monkeypatch.setenv("BRIDGE_KAFKAA__BOOTSTRAP_SERVERS", "x:1")
+    monkeypatch.setenv("BRIDGE_NOTHING_LIKE_IT", "1")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    lines = [line.strip() for line in str(info.value).splitlines()[1:]]
+    assert lines == [
+        "BRIDGE_KAFKAA__BOOTSTRAP_SERVERS: not a setting of the bridge "
+        "(did you mean BRIDGE_KAFKA__BOOTSTRAP_SERVERS?)",
+        "BRIDGE_LOGLEVEL: not a setting of the bridge (did you mean BRIDGE_LOG_LEVEL?)",
+        "BRIDGE_NOTHING_LIKE_IT: not a setting of the bridge",
+    ]
+    assert "secret-looking-value" not in str(info.value)
+
+
+def test_known_names_in_any_case_and_whole_sections_are_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Names are matched like pydantic-settings reads them: case-insensitively, a section as
+    one JSON variable or field by field; a real problem is still reported beside a typo."""
+    monkeypatch.setenv("bridge_log_level", "debug")
+    monkeypatch.setenv("BRIDGE_HTTP", '{"port": 9100}')
+    monkeypatch.setenv("BRIDGE_PROCESSING__MAX_IN_FLIGHT", "8")
+    settings = load_settings()
+    assert (settings.log_level, settings.http.port) == ("DEBUG", 9100)
+    assert settings.processing.max_in_flight == 8
+    monkeypatch.setenv("BRIDGE_PROCESSING__MAX_IN_FLIGHT", "lots")
+    monkeypatch.setenv("BRIDGE_EVENTLOOP", "uvloop")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    text = str(info.value)
+    assert "BRIDGE_PROCESSING__MAX_IN_FLIGHT" in text
+    assert "BRIDGE_EVENTLOOP: not a setting of the bridge (did you mean BRIDGE_EVENT_LOOP?)" in text
+
+
 def test_startup_deadline_is_a_positive_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     """BRIDGE_KAFKA__STARTUP_DEADLINE_S is read from the environment and must be positive."""
     monkeypatch.setenv("BRIDGE_KAFKA__STARTUP_DEADLINE_S", "7.5")
