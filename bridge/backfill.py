@@ -118,12 +118,13 @@ async def check_topic(
         raise ConfigError(f"topic {topic!r} does not exist ({variable} or --topic)")
 
 
-def parse_since(text: str) -> datetime:
-    """``--since``: an RFC 3339 date-time (no offset: UTC) or a date (midnight UTC)."""
+def parse_since(text: str, option: str = "refresh: --since") -> datetime:
+    """``--since`` (or the ``option`` named in the error, e.g. ``dlq list: --until``): an RFC
+    3339 date-time (no offset: UTC) or a date (midnight UTC)."""
     parsed = parse_rfc3339(text if "T" in text.upper() else f"{text}T00:00:00Z")
     if parsed is None:
         raise ConfigError(
-            f"refresh: --since {text[:40]!r} is not a date (2026-11-01) or an RFC 3339 date-time"
+            f"{option} {text[:40]!r} is not a date (2026-11-01) or an RFC 3339 date-time"
         )
     return parsed
 

@@ -3,8 +3,8 @@
 Development tools (the demo, the Norce API simulator, a local broker) are not part of the
 service: they live in the devkit (``order-bridge-dev``, ``norce-simulator``).
 
-Exit codes: 0 success, 1 failure after start, 2 configuration, 3 a dependency unreachable or
-refusing at start-up, 130 interrupted (see :mod:`bridge.startup`).
+Exit codes: 0 success, 1 failure after start, 2 configuration or arguments, 3 a dependency
+unreachable or refusing at start-up, 130 interrupted (see :mod:`bridge.startup`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,17 @@ import json
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from bridge import __version__
-from bridge.cli_common import fail, first_error, guarded
+from bridge.cli_common import (
+    fail,
+    first_error,
+    guarded,
+    plain,
+    settings_and_options,
+    wait_kafka,
+    write_output,
+)
 from bridge.cli_ops import add_dlq, add_refresh
 from bridge.order_model import OrderStatus
 
@@ -48,23 +55,14 @@ def _send(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    from bridge.app import kafka_options
     from bridge.commands import DeleteOrder, SetOrderState, command_to_json
-    from bridge.config import load_settings
     from bridge.errors import ConfigError
-    from bridge.logs import configure_logging
     from bridge.order_model import OrderStatus
-    from bridge.startup import EXIT_UNAVAILABLE, StartupError, wait_for_kafka
+    from bridge.startup import EXIT_UNAVAILABLE, StartupError
 
     if args.delete == bool(args.state):
         raise ConfigError("send: give exactly one of --state or --delete")
-    overrides: dict[str, str] = {}
-    if args.bootstrap:
-        overrides["bootstrap_servers"] = args.bootstrap
-    settings = load_settings()
-    if overrides:
-        settings = load_settings(kafka=settings.kafka.model_copy(update=overrides).model_dump())
-    configure_logging("WARNING")
+    settings, options = settings_and_options(args)
     topic = args.topic or settings.topics.commands
     now = datetime.now(UTC)
     common = {
@@ -86,15 +84,9 @@ def _send(args: argparse.Namespace) -> int:
     except ValueError as exc:  # pydantic's ValidationError: a bad order id, command id, ...
         raise ConfigError(f"send: invalid command: {first_error(exc)}") from None
     k = settings.kafka
-    options = kafka_options(settings)
 
     async def send() -> dict[str, object]:
-        await wait_for_kafka(
-            k.bootstrap_servers,
-            options,
-            deadline_s=args.timeout,
-            attempt_timeout_s=min(k.request_timeout_ms / 1000, args.timeout),
-        )
+        await wait_kafka(settings, options, args.timeout)
         producer = AIOKafkaProducer(
             bootstrap_servers=k.bootstrap_servers,
             client_id=f"{k.client_id}-send",
@@ -143,11 +135,8 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
     text = json.dumps(command_json_schema(), indent=2, sort_keys=True) + "\n"
     if args.write:
-        path = Path(args.write)
-        path.write_text(text)
-        print(f"wrote {path}")
-    else:
-        sys.stdout.write(text)
+        return write_output("schema", args.write, text)
+    sys.stdout.write(text)
     return 0
 
 
@@ -159,21 +148,29 @@ def _cmd_asyncapi(args: argparse.Namespace) -> int:
         settings = load_settings() if args.from_env else None
         text = dump_document(build_document(settings), args.format)
         if args.output:
-            Path(args.output).write_text(text, encoding="utf-8")
-            print(f"wrote {args.output}")
-        else:
-            sys.stdout.write(text)
+            return write_output("asyncapi", args.output, text)
+        sys.stdout.write(text)
         return 0
 
     return guarded(run)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="order-bridge", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="order-bridge",
+        description=plain(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"order-bridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run the service (configuration from BRIDGE_* variables)")
+    p = sub.add_parser(
+        "run",
+        help="run the service (configuration from BRIDGE_* variables)",
+        description="Run the service. Its configuration comes from BRIDGE_* environment "
+        "variables only (README: Configuration). SIGTERM or SIGINT drains the commands in "
+        "flight and exits 0; SIGUSR1 logs where every task waits (a stack dump) and goes on.",
+    )
     p.set_defaults(func=_cmd_run)
 
     states = [s.value for s in OrderStatus]
@@ -205,7 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_dlq(sub)
 
     p = sub.add_parser("schema", help="print (or --write) the JSON Schema of the commands")
-    p.add_argument("--write", nargs="?", const="schemas/order-command.schema.json")
+    p.add_argument(
+        "--write",
+        nargs="?",
+        const="schemas/order-command.schema.json",
+        metavar="PATH",
+        help="write to PATH instead of stdout (without PATH: schemas/order-command.schema.json, "
+        "the copy in a checkout of the repository)",
+    )
     p.set_defaults(func=_cmd_schema)
 
     p = sub.add_parser(

@@ -4,11 +4,41 @@ service's settings and Kafka options for the operator commands."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["fail", "first_error", "guarded", "settings_and_options", "wait_kafka"]
+__all__ = [
+    "fail",
+    "first_error",
+    "guarded",
+    "plain",
+    "settings_and_options",
+    "wait_kafka",
+    "write_output",
+]
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
+def plain(docstring: str | None) -> str:
+    """A module docstring as ``--help`` text: reST roles and literals as plain words."""
+    return _ROLE.sub(r"\1", docstring or "").replace("``", "")
+
+
+def write_output(command: str, path: str, text: str) -> int:
+    """Write a command's output file; a path that cannot be written is one line, exit 2."""
+    from bridge.startup import EXIT_CONFIG
+
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return fail(f"{command}: cannot write {path}: {reason}", EXIT_CONFIG)
+    print(f"wrote {path}")
+    return 0
 
 
 def fail(message: str, code: int) -> int:
@@ -60,6 +90,8 @@ def settings_and_options(
 
 
 async def wait_kafka(settings: Any, options: dict[str, Any], deadline_s: float) -> None:
+    """Wait (at most ``deadline_s``, the command's ``--timeout``) until a broker accepts; the
+    failure names the command's flags beside the settings they override."""
     from bridge.startup import wait_for_kafka
 
     k = settings.kafka
@@ -68,4 +100,6 @@ async def wait_kafka(settings: Any, options: dict[str, Any], deadline_s: float) 
         options,
         deadline_s=deadline_s,
         attempt_timeout_s=min(k.request_timeout_ms / 1000, deadline_s),
+        servers_hint="--bootstrap (or BRIDGE_KAFKA__BOOTSTRAP_SERVERS)",
+        deadline_hint="--timeout",
     )

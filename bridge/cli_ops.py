@@ -67,7 +67,7 @@ def _refresh(args: argparse.Namespace) -> int:
     )
     from bridge.errors import ConfigError
     from bridge.secret_files import load_secret
-    from bridge.startup import EXIT_FAILURE, EXIT_UNAVAILABLE
+    from bridge.startup import EXIT_FAILURE, EXIT_UNAVAILABLE, StartupError
 
     if args.since and not args.all:
         raise ConfigError("refresh: --since needs --all")
@@ -113,24 +113,51 @@ def _refresh(args: argparse.Namespace) -> int:
 
     try:
         summary = asyncio.run(go())
+    except StartupError:
+        raise  # unreachable or refused: its message says which and what to check (exit 3)
     except KafkaError as exc:
-        return fail(f"refresh: Kafka failed ({type(exc).__name__})", EXIT_UNAVAILABLE)
+        return fail(
+            f"refresh: Kafka failed after start ({type(exc).__name__}); the commands the "
+            "summary did not count may not have been sent: run the same refresh again "
+            "(RefreshOrder is idempotent)",
+            EXIT_UNAVAILABLE,
+        )
     print(summary.text(), file=sys.stderr)
     print(json.dumps(summary.to_json()))
     return 0 if summary.ok else EXIT_FAILURE
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def _dlq_filter(args: argparse.Namespace) -> Any:
     from bridge.backfill import parse_since
     from bridge.dlq_tool import DlqFilter
+    from bridge.errors import ConfigError
+    from bridge.vocabulary import DeadLetterReason
 
-    def when(text: str | None) -> datetime | None:
-        return parse_since(text).astimezone(UTC) if text else None
+    def when(text: str | None, flag: str) -> datetime | None:
+        return parse_since(text, f"dlq {args.action}: {flag}").astimezone(UTC) if text else None
 
+    known = {r.value for r in DeadLetterReason}
+    unknown = sorted(set(args.reason or ()) - known)
+    if unknown:  # a misspelt filter would match nothing, and a replay would re-drive nothing
+        raise ConfigError(
+            f"dlq {args.action}: --reason {', '.join(map(repr, unknown))} is not a dead-letter "
+            f"reason (one of: {', '.join(sorted(known))})"
+        )
     return DlqFilter(
         reasons=frozenset(args.reason or ()),
-        since=when(args.since),
-        until=when(args.until),
+        since=when(args.since, "--since"),
+        until=when(args.until, "--until"),
         source_partitions=frozenset(args.source_partition or ()),
         offset_from=args.offset_from,
         offset_to=args.offset_to,
@@ -316,7 +343,7 @@ def add_dlq(sub: Any) -> None:
         q.add_argument("--offset-from", type=int, help="first commands offset (inclusive)")
         q.add_argument("--offset-to", type=int, help="last commands offset (inclusive)")
         q.add_argument("--order-id", action="append", help="order id (repeatable)")
-        q.add_argument("--limit", type=int, help="at most this many dead letters")
+        q.add_argument("--limit", type=_positive, help="at most this many dead letters")
 
     q = actions.add_parser("list", help="one line per dead letter (table or JSON lines)")
     filters(q)

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -142,6 +143,8 @@ def _refusal(exc: BaseException, options: dict[str, Any]) -> str | None:
 
 
 def _why(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):  # its errno is getaddrinfo's (EAI_*), not errno's
+        return f"host name not resolved ({exc.strerror or 'getaddrinfo failed'})"
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno)
     if isinstance(exc, OSError) and exc.strerror:
@@ -217,11 +220,15 @@ async def wait_for_kafka(
     deadline_s: float,
     attempt_timeout_s: float,
     on_waiting: Callable[[str], None] | None = None,
+    servers_hint: str = "BRIDGE_KAFKA__BOOTSTRAP_SERVERS",
+    deadline_hint: str = "BRIDGE_KAFKA__STARTUP_DEADLINE_S",
 ) -> None:
     """Retry :func:`check_kafka_once` with backoff until it succeeds or ``deadline_s`` passes.
 
     ``on_waiting`` is told a short, configuration-free reason while the bridge waits (for
-    ``/readyz``). Raises :class:`KafkaStartupError` when refused or past the deadline.
+    ``/readyz``). Raises :class:`KafkaStartupError` when refused or past the deadline, naming
+    ``servers_hint`` and ``deadline_hint`` (what sets the brokers and the wait: the settings, or
+    an operator command's flags).
     """
     started = time.monotonic()
     deadline = started + deadline_s
@@ -245,9 +252,8 @@ async def wait_for_kafka(
             now = time.monotonic()
             if now >= deadline:
                 raise KafkaStartupError(
-                    f"Kafka unreachable for {deadline_s:g}s ({exc}); check "
-                    "BRIDGE_KAFKA__BOOTSTRAP_SERVERS and that the brokers are up and reachable "
-                    "(the wait is BRIDGE_KAFKA__STARTUP_DEADLINE_S)",
+                    f"Kafka unreachable for {deadline_s:g}s ({exc}); check {servers_hint} "
+                    f"and that the brokers are up and reachable (the wait is {deadline_hint})",
                     refused=False,
                 ) from None
             if on_waiting is not None:

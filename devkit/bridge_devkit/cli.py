@@ -13,6 +13,7 @@ import contextlib
 import sys
 
 from bridge import __version__
+from bridge.cli_common import plain
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -50,7 +51,11 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="order-bridge-dev", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="order-bridge-dev",
+        description=plain(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"order-bridge-dev {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="end to end on embedded defaults: local Kafka + API simulator")
