@@ -20,6 +20,7 @@ import json
 import logging
 import secrets
 import sys
+import textwrap
 import time
 import uuid
 from collections import Counter
@@ -357,14 +358,18 @@ async def _watch(
     codec: AvroCodec,
 ) -> int:
     last_print = 0.0
+    last_count = -1
 
     def done(out: Outputs) -> bool:
-        nonlocal last_print
+        """Progress: a line when the count moved (at most every 0.5 s) and the last one."""
+        nonlocal last_print, last_count
+        count = len(out.answered() & expected)
+        finished = out.answered() >= expected or run_task.done()
         now = time.monotonic()
-        if now - last_print > 0.5:
-            last_print = now
-            _say(f"[demo] handled {len(out.answered() & expected)}/{len(expected)} records")
-        return out.answered() >= expected or run_task.done()
+        if count != last_count and (finished or now - last_print > 0.5):
+            last_print, last_count = now, count
+            _say(f"[demo] handled {count}/{len(expected)} records")
+        return finished
 
     async with OutputCollector(bootstrap, settings.topics, codec) as collector:
         out = await collector.collect(done, timeout_s=120)
@@ -373,7 +378,7 @@ async def _watch(
     dead = [
         (
             h[DLQ_REASON].decode(errors="replace"),
-            h["__connect.errors.exception.message"].decode(errors="replace")[:90],
+            textwrap.shorten(h["__connect.errors.exception.message"].decode(errors="replace"), 110),
         )
         for letters in out.dlq_at.values()
         for h in letters
