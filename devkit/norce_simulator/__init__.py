@@ -1,7 +1,7 @@
 """Simulator of the Norce Checkout Order Management API (v0) for tests, benchmarks and demos.
 
 It imports nothing from the rest of ``bridge`` so that drift between the client and the
-simulator shows up in tests. The behaviour follows ``norce-order-api.md``; where the reference
+simulator shows up in tests. The behaviour follows ``docs/norce-order-api.md``; where the reference
 leaves a decision open, the simulator decides as follows (most choices are configurable in
 ``SimulatorConfig``/``FaultConfig``):
 

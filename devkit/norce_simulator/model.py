@@ -2,8 +2,9 @@
 
 The simulator only stores what it can serve back, so a create body is *bound* the way an
 ASP.NET model binder would bind it to typed DTOs, then the bound copy (never the raw body) is
-stored. Rules (the reference ``norce-order-api.md`` §5 and ``tests/norce-order-api.openapi.json``
-are the model; where they are silent the choice is marked *(choice)*):
+stored. Rules (the reference ``docs/norce-order-api.md`` §5 and
+``tests/norce-order-api.openapi.json`` are the model; where they are silent the choice is marked
+*(choice)*):
 
 * JSON: strict RFC 8259. ``NaN``/``Infinity`` literals, numbers that overflow a double
   (``1e400``), lone UTF-16 surrogates (``"\\ud800"``) and nesting deeper than 64 levels (the

@@ -1,7 +1,7 @@
 """Simulator notifications (issue 14, point 1) over real loopback HTTP.
 
 The simulator runs in-process (``start_simulator``) and delivers to a small ``aiohttp.web``
-receiver started by the test. Reference: ``norce-order-api.md`` §5.12 (Notification) and §7.2
+receiver started by the test. Reference: ``docs/norce-order-api.md`` §5.12 (Notification) and §7.2
 (payload ``{"notification", "order"}``, asynchronous POST after the write, attempts logged).
 Waiting is always polling with a deadline (``/__admin/notifications/pending`` until drained).
 """

@@ -15,7 +15,7 @@ Size: ``MAX_EXAMPLES`` per operation with ``derandomize=True`` and a fixed schem
 What the test adjusts, and why:
 
 * The document describes 400 as ``application/json`` ``BaseError`` but says (E400's
-  description, and ``norce-order-api.md`` §3.1) that framework binding failures may be
+  description, and ``docs/norce-order-api.md`` §3.1) that framework binding failures may be
   RFC 7807 ``application/problem+json`` instead; the simulator answers those with
   ProblemDetails (plus ``code``/``message``). The in-memory copy of the document therefore
   lists ``application/problem+json`` (schema ``ProblemDetails``) beside ``application/json``
@@ -27,7 +27,7 @@ What the test adjusts, and why:
   deletes meet each other's data (random scopes and ids would almost only produce 404s).
   Missing or empty headers are left as generated, so their negative cases still run.
 * Excluded check: ``positive_data_acceptance`` only. It expects every schema-valid request
-  to be accepted, but the reference documents (``norce-order-api.md`` §6.4 and §10, and the
+  to be accepted, but the reference documents (``docs/norce-order-api.md`` §6.4 and §10, and the
   simulator's package docstring) business rules the schema cannot express: illegal state
   transitions and an unchecked required consent are 400, a missing ``currentStatus`` is 400
   (``StateUpdate`` marks nothing required), a reused cart reference is 409, unknown ids are

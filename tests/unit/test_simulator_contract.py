@@ -76,7 +76,7 @@ def check_contract(response: Response, template: str, method: str) -> None:
     body = json.loads(response.body)
     if media == "application/problem+json":
         # The documented 400 media type is application/json with BaseError; the reference
-        # allows framework-level RFC 7807 problems instead (see norce-order-api.md §3.1).
+        # allows framework-level RFC 7807 problems instead (see docs/norce-order-api.md §3.1).
         assert response.status == 400
         validate(body, component("ProblemDetails"))
         assert {"type", "title", "status", "detail"} <= set(body)
