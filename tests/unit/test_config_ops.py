@@ -112,18 +112,25 @@ def test_a_base_url_that_is_not_http_is_refused() -> None:
 # --------------------------------------------------------------------------- env parsing
 
 
+def refused(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
+    """Set ``env`` and return the text of the ConfigError ``load_settings`` raises (chained to
+    nothing: no pydantic traceback behind it)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.__cause__ is None
+    return str(info.value)
+
+
 def test_malformed_nested_json_is_one_line_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """BRIDGE_NORCE='{bad' is a ConfigError naming BRIDGE_NORCE, not a traceback."""
-    monkeypatch.setenv("BRIDGE_NORCE", '{"api_key": "s3cret-in-json", ')
-    with pytest.raises(ConfigError) as info:
-        load_settings()
-    text = str(info.value)
+    text = refused(monkeypatch, BRIDGE_NORCE='{"api_key": "s3cret-in-json", ')
     assert "BRIDGE_NORCE:" in text
     assert "JSON" in text
     assert "s3cret-in-json" not in text
-    assert info.value.__cause__ is None
 
 
 def test_problems_are_listed_one_per_line_without_pydantic_prefixes(
@@ -145,19 +152,20 @@ def test_a_bridge_variable_that_names_no_setting_is_refused_with_the_closest_nam
 ) -> None:
     """A misspelt top-level name would otherwise be ignored (its setting silently default):
     each is one line naming it and the setting it most resembles; never its value."""
-    monkeypatch.setenv("BRIDGE_LOGLEVEL", "secret-looking-value")
-    monkeypatch.setenv("BRIDGE_KAFKAA__BOOTSTRAP_SERVERS", "x:1")
-    monkeypatch.setenv("BRIDGE_NOTHING_LIKE_IT", "1")
-    with pytest.raises(ConfigError) as info:
-        load_settings()
-    lines = [line.strip() for line in str(info.value).splitlines()[1:]]
+    text = refused(
+        monkeypatch,
+        BRIDGE_LOGLEVEL="secret-looking-value",
+        BRIDGE_KAFKAA__BOOTSTRAP_SERVERS="x:1",
+        BRIDGE_NOTHING_LIKE_IT="1",
+    )
+    lines = [line.strip() for line in text.splitlines()[1:]]
     assert lines == [
         "BRIDGE_KAFKAA__BOOTSTRAP_SERVERS: not a setting of the bridge "
         "(did you mean BRIDGE_KAFKA__BOOTSTRAP_SERVERS?)",
         "BRIDGE_LOGLEVEL: not a setting of the bridge (did you mean BRIDGE_LOG_LEVEL?)",
         "BRIDGE_NOTHING_LIKE_IT: not a setting of the bridge",
     ]
-    assert "secret-looking-value" not in str(info.value)
+    assert "secret-looking-value" not in text
 
 
 def test_known_names_in_any_case_and_whole_sections_are_settings(
@@ -171,11 +179,7 @@ def test_known_names_in_any_case_and_whole_sections_are_settings(
     settings = load_settings()
     assert (settings.log_level, settings.http.port) == ("DEBUG", 9100)
     assert settings.processing.max_in_flight == 8
-    monkeypatch.setenv("BRIDGE_PROCESSING__MAX_IN_FLIGHT", "lots")
-    monkeypatch.setenv("BRIDGE_EVENTLOOP", "uvloop")
-    with pytest.raises(ConfigError) as info:
-        load_settings()
-    text = str(info.value)
+    text = refused(monkeypatch, BRIDGE_PROCESSING__MAX_IN_FLIGHT="lots", BRIDGE_EVENTLOOP="uvloop")
     assert "BRIDGE_PROCESSING__MAX_IN_FLIGHT" in text
     assert "BRIDGE_EVENTLOOP: not a setting of the bridge (did you mean BRIDGE_EVENT_LOOP?)" in text
 
