@@ -273,6 +273,9 @@ def _dlq(args: argparse.Namespace) -> int:
 
 
 def show_text(details: dict[str, Any]) -> str:
+    """``dlq show``: one line per field, terminal-safe (a value's newlines shown as \\n)."""
+    from bridge.dlq_tool import terminal_safe
+
     lines = []
     for name in ("dlq", "at", "reason", "orderId", "commandId", "httpStatus", "errorClass"):
         lines.append(f"{name}: {details[name]}")
@@ -289,7 +292,7 @@ def show_text(details: dict[str, Any]) -> str:
     for label, name in (("original headers", "originalHeaders"), ("diagnosis", "diagnosisHeaders")):
         lines.append(f"{label}:")
         lines.extend(f"  {n}: {v}" for n, v in details[name])
-    return "\n".join(lines)
+    return "\n".join(terminal_safe(line) for line in lines)
 
 
 def add_refresh(sub: Any) -> None:

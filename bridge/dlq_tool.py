@@ -19,6 +19,7 @@ import asyncio
 import base64
 import re
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -362,22 +363,36 @@ async def read_dead_letters(
         await consumer.stop()
 
 
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control, format and line/paragraph separator character escaped
+    (``\\x1b``, ``\\u202e``): dead letters carry whatever a producer wrote, and printed raw an
+    order id could move the cursor, recolour or forge rows on the operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if unicodedata.category(ch) not in _UNSAFE_CATEGORIES else ascii(ch)[1:-1] for ch in text
+    )
+
+
 def format_table(letters: Sequence[DeadLetter], width: int = 60) -> str:
-    """The ``list --output table`` text: one row per dead letter."""
+    """The ``list --output table`` text: one row per dead letter, every cell terminal-safe."""
     rows = [("DLQ", "AT", "REASON", "SOURCE", "ORDER", "COMMAND", "MESSAGE")]
     for dl in letters:
         src = f"{dl.source_partition}:{dl.source_offset}" if dl.source_offset is not None else "-"
-        message = dl.message.replace("\n", " ")
+        message = terminal_safe(dl.message.replace("\n", " "))
         if len(message) > width:
             message = message[: width - 1] + "…"
         rows.append(
             (
                 f"{dl.partition}:{dl.offset}",
                 format_rfc3339(dl.at)[:23] + "Z",
-                dl.reason,
+                terminal_safe(dl.reason),
                 src,
-                (dl.order_id or "-")[:40],
-                (dl.command_id or "-")[:40],
+                terminal_safe((dl.order_id or "-")[:40]),
+                terminal_safe((dl.command_id or "-")[:40]),
                 message,
             )
         )

@@ -86,12 +86,23 @@ def refresh_command(
     same command, byte for byte).
     """
     try:
+        issued_at = datetime.fromtimestamp(received_ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        # Only the ingress writes the header, within range; a record written past it can carry
+        # any 16 digits (year > 9999): dead-lettered, never a relay that re-reads forever.
+        raise NotificationError(
+            "invalid",
+            DeadLetterReason.BAD_TIMESTAMP,
+            f"{H_RECEIVED_AT} is not a representable time",
+            H_RECEIVED_AT,
+        ) from None
+    try:
         command = RefreshOrder(
             command_id=command_id(n.notification_id, body),
             order_id=n.order_id,
             merchant=n.merchant,
             channel=n.channel,
-            issued_at=datetime.fromtimestamp(received_ms / 1000, UTC),
+            issued_at=issued_at,
             reason=REASON,
         )
     except ValidationError as exc:  # a value the command model refuses: dead-lettered
@@ -100,6 +111,22 @@ def refresh_command(
             "invalid", DeadLetterReason.INVALID_FIELD, "not a valid RefreshOrder value", field
         ) from None
     return command_record(command, (H_RECEIVED_AT, str(received_ms).encode()))
+
+
+def _as_notification_error(exc: Exception, partition: int, offset: int) -> NotificationError:
+    """What a record's parse raised, as the error it is dead-lettered with: an unexpected one
+    (a bug) is logged with its traceback and dead-lettered as internal_error, not retried."""
+    if isinstance(exc, NotificationError):
+        return exc
+    log.exception(
+        "unexpected error while reading a notification record",
+        extra={"partition": partition, "offset": offset},
+    )
+    return NotificationError(
+        "invalid",
+        DeadLetterReason.INTERNAL_ERROR,
+        f"unexpected {type(exc).__name__} while reading the notification",
+    )
 
 
 class NotificationRelay:
@@ -163,7 +190,8 @@ class NotificationRelay:
                     key, value, headers = refresh_command(
                         n, body, received_at_ms(m.headers, m.timestamp)
                     )
-                except NotificationError as exc:
+                except Exception as raised:  # one bad record never stalls the relay
+                    exc = _as_notification_error(raised, m.partition, m.offset)
                     src = SourceRecord(
                         m.topic,
                         m.partition,

@@ -24,6 +24,7 @@ from bridge.dlq_tool import (
     plan_replay,
     printable_headers,
     redrive_headers,
+    terminal_safe,
 )
 from bridge.errors import ConfigError, InvalidCommandError
 from bridge.order_model import OrderStatus
@@ -163,6 +164,29 @@ def test_the_table_has_one_row_per_dead_letter() -> None:
     assert rows[0].split() == ["DLQ", "AT", "REASON", "SOURCE", "ORDER", "COMMAND", "MESSAGE"]
     assert rows[1].split()[:4] == ["1:3", "2026-12-01T08:30:00.000Z", "api_rejected", "2:42"]
     assert rows[2].endswith("m" * 19 + "…")
+
+
+def test_table_and_show_escape_what_would_drive_the_terminal() -> None:
+    """Dead letters carry whatever a producer wrote: an order id with ESC/CR/LF or a bidi
+    override would forge rows or recolour the operator's terminal. Every such character is
+    printed as its escape; ordinary non-ASCII text is kept."""
+    hostile = "o_x\x1b[2K\r\n2026-01-01 FORGED\u202eé"
+    letter = _as_read(
+        [("__connect.errors.exception.message", b"bad\x07bell")],
+        b'{"orderId": "o_x\x1b[2K"}\n',
+        key=hostile.encode(),
+    )
+    assert letter.order_id == hostile  # the original key, when no order id header was read
+    rows = format_table([letter]).splitlines()
+    assert len(rows) == 2
+    assert "o_x\\x1b[2K\\r\\n2026-01-01 FORGED\\u202eé" in rows[1]
+    assert "bad\\x07bell" in rows[1]
+    text = cli_ops.show_text(letter.details())
+    assert "\x1b" not in text
+    assert "\r" not in text
+    assert "\u202e" not in text
+    assert '{"orderId": "o_x\\x1b[2K"}\\n' in text
+    assert terminal_safe("order é 日本 ok") == "order é 日本 ok"
 
 
 def test_redrive_headers_replace_stale_ones_and_name_the_dead_letter() -> None:

@@ -199,6 +199,19 @@ def test_refresh_command_follows_the_contract() -> None:
     assert refresh_command(n, raw, 1_764_633_600_250) == (key, value, headers)
 
 
+@pytest.mark.parametrize("received_ms", [9_999_999_999_999_999, -9_999_999_999_999_999])
+def test_a_received_at_beyond_any_date_is_an_invalid_notification(received_ms: int) -> None:
+    """The header accepts 16 digits; a value past year 9999 (only a record written beside the
+    ingress can carry one) is dead-lettered as bad_timestamp, not an error that made the relay
+    re-read its batch forever."""
+    raw = body(payload())
+    n = parse_notification(raw)
+    with pytest.raises(NotificationError) as info:
+        refresh_command(n, raw, received_ms)
+    assert info.value.reason == "bad_timestamp"
+    assert info.value.field == "norce.notification.received-at"
+
+
 def test_received_at_falls_back_to_the_record_timestamp() -> None:
     assert received_at_ms([("norce.notification.received-at", b"12")], 99) == 12
     assert received_at_ms([("norce.notification.received-at", b"1e3")], 99) == 99
