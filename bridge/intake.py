@@ -91,6 +91,9 @@ class Fetcher:
                 log.warning("fetch failed; retrying", extra={"error": type(exc).__name__})
                 await asyncio.sleep(0.5)
                 continue
+            except Exception as exc:  # a record aiokafka cannot decode: see undecodable()
+                await self.undecodable(exc)
+                continue
             state.heartbeat = time.monotonic()
             for tp, records in batch.items():
                 part = state.parts.get(tp)
@@ -104,6 +107,69 @@ class Fetcher:
                     self.accept(part, rec)
             if batch:
                 state.wake.set()
+
+    async def undecodable(self, exc: Exception) -> None:
+        """``getmany`` raised something other than a Kafka error: aiokafka's record parser
+        refused what it fetched, e.g. a header name that is not UTF-8 (it decodes names
+        strictly, before the bridge sees the record). That call lost what it had collected for
+        every partition (their positions had moved past it), and every later call would raise
+        again: left alone the bridge crash-loops, and carrying on would skip commands.
+
+        So every live partition goes back to the next offset its ledger expects (nothing is
+        skipped), and each is fetched on its own. The one that raises again is *held*: paused
+        until it is reassigned, its position back where the ledger expects, nothing committed
+        past it, logged with the offset to look at. aiokafka parses whole batches, so the bad
+        record cannot be skipped alone; the operator moves the group past it (README,
+        Operations). The other partitions go on."""
+        state, consumer = self._state, self._consumer
+        log.error(
+            "the Kafka client could not decode fetched records; finding the partition",
+            extra={"error": type(exc).__name__},
+        )
+        assigned = consumer.assignment()
+        live = {
+            tp: part
+            for tp, part in state.parts.items()
+            if tp in assigned and not part.revoked and not part.held
+        }
+        for tp, part in live.items():
+            await self._rewind(tp, part)
+        for tp, part in live.items():
+            if part.paused:
+                continue  # a paused partition is not fetched: it cannot be the one
+            try:
+                batch = await consumer.getmany(tp, timeout_ms=200, max_records=500)
+            except KafkaError:
+                return  # the fetch loop retries; the partitions are back where they should be
+            except Exception as again:  # the same refusal: this partition is the one
+                await self._hold(tp, part, again)
+                continue
+            for rec in batch.get(tp, ()):
+                self.accept(part, rec)
+        state.wake.set()
+
+    async def _rewind(self, tp: Any, part: Partition) -> None:
+        nxt = part.ledger.next_offset
+        if nxt is None:
+            await self._consumer.seek_to_beginning(tp)
+        else:
+            self._consumer.seek(tp, nxt)
+
+    async def _hold(self, tp: Any, part: Partition, exc: Exception) -> None:
+        part.held = part.paused = True
+        self._consumer.pause(tp)
+        await self._rewind(tp, part)
+        self._metrics.set_paused_partitions(sum(1 for p in self._state.parts.values() if p.paused))
+        log.error(
+            "partition held: the Kafka client cannot decode a record at or after its next offset",
+            extra={
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "offset": part.ledger.next_offset,
+                "error": type(exc).__name__,
+                "detail": str(exc)[:200],
+            },
+        )
 
     def accept(self, part: Partition, rec: Any) -> None:
         offset: int = rec.offset
@@ -163,7 +229,7 @@ class Fetcher:
     def flow_control(self) -> None:
         state = self._state
         assigned = self._consumer.assignment()
-        parts = {tp: part for tp, part in state.parts.items() if tp in assigned}
+        parts = {tp: part for tp, part in state.parts.items() if tp in assigned and not part.held}
         total = sum(p.buffered for p in state.parts.values())
         plan = plan_flow(
             (FlowState(tp, part.buffered, part.paused) for tp, part in parts.items()),

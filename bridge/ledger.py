@@ -267,6 +267,13 @@ class PartitionLedger(Generic[T]):
 
     # -- fetching and dispatching ---------------------------------------------------------------
 
+    @property
+    def next_offset(self) -> int | None:
+        """The offset the partition's next fetched record must have for nothing to be missed
+        (the one after the last accepted record, or the committed start); None before the first
+        record when nothing was committed (the consumer starts at the earliest offset)."""
+        return self._offsets.next_offset if self._offsets is not None else None
+
     def accept(self, offset: int) -> Fetched | None:
         """A record was fetched; None when it is a re-delivery of one already accepted."""
         if self._offsets is None:

@@ -55,6 +55,8 @@ class Partition:
     on_recovered: Callable[[Partition], None]
     buffered: int = 0
     paused: bool = False
+    # paused for good: its next batch cannot be decoded by the Kafka client (Fetcher.loop)
+    held: bool = False
     revoked: bool = False  # no new dispatches; in-flight work may still finish and commit
     abandoned: bool = False  # no longer ours: late completions are dropped
     reserving: bool = False

@@ -8,8 +8,10 @@ record exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -376,3 +378,86 @@ async def test_hostile_corpus_never_stops_the_partition(kafka_bootstrap: str) ->
         print("\ncorpus table (record kind -> dead-letter reason):")
         for name, reason in table:
             print(f"  {name:45s} -> {reason}")
+
+
+# A record whose header name is not UTF-8. aiokafka's C record builder cannot write one, so a
+# separate interpreter uses its pure-Python builder (AIOKAFKA_NO_EXTENSIONS, read at import) with
+# a name whose encode() returns raw bytes: what a librdkafka producer can send.
+_BAD_HEADER_PRODUCER = """
+import asyncio, os, sys
+os.environ["AIOKAFKA_NO_EXTENSIONS"] = "1"
+from aiokafka import AIOKafkaProducer
+
+class RawName(str):
+    def encode(self, *args, **kwargs):
+        return b"\\xff\\xfebad"
+
+async def main(bootstrap, topic, partition, key):
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        md = await producer.send_and_wait(
+            topic, b"{}", key=key.encode(), partition=int(partition), headers=[(RawName("x"), b"v")]
+        )
+        print(md.offset)
+    finally:
+        await producer.stop()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_record_the_kafka_client_cannot_decode_holds_its_partition_only(
+    kafka_bootstrap: str,
+) -> None:
+    """aiokafka refuses a batch with a non-UTF-8 header name inside getmany, before the bridge
+    sees the record; that used to end the process, and every restart again (a crash loop). Now
+    that partition is held (paused, nothing committed past the record, the metric says so) and
+    the bridge goes on with the others: a command sent after it on the other partition applies,
+    while the one behind it on the held partition waits."""
+    async with simulator() as sim, running_bridge(kafka_bootstrap, sim, partitions=2) as bridge:
+        orders = sim.app.seed(8, "norce", "1")
+        by_partition: dict[int, str] = {}
+        for order in orders:  # one order on each partition, by where its first command lands
+            ((p, _),) = await bridge.send(set_state(order, "processing"))
+            by_partition.setdefault(p, order)
+        assert set(by_partition) == {0, 1}
+        await bridge.all_handled(timeout_s=60)
+        held_p, other_p = 0, 1
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _BAD_HEADER_PRODUCER,
+            kafka_bootstrap,
+            bridge.topics.commands,
+            str(held_p),
+            by_partition[held_p],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        bad_offset = int(out)
+        behind = set_state(by_partition[held_p], "accepted")
+        after = set_state(by_partition[other_p], "accepted")
+        await bridge.send(behind)
+        await bridge.send(after)
+        outputs = await bridge.collect(
+            lambda o: after.command_id in o.results_by_command(), timeout_s=60
+        )
+        assert [r["outcome"] for r in outputs.results_by_command()[after.command_id]] == ["applied"]
+        assert behind.command_id not in outputs.results_by_command()
+        assert bridge.task is not None
+        assert not bridge.task.done(), "the bridge exited"
+        assert bridge.service is not None
+        deadline = time.monotonic() + 30
+        while _metric_sum(bridge.service.registry, "norce_bridge_paused_partitions") < 1:
+            assert time.monotonic() < deadline, "the partition was never reported paused"
+            await bridge.collect(lambda o: False, timeout_s=0.2)
+        committed = await bridge.committed()
+        assert committed.get(held_p, 0) <= bad_offset, "committed past the undecodable record"
+        assert not [
+            h
+            for _k, _v, h in outputs.dlq
+            if h.get("__connect.errors.offset") == str(bad_offset).encode()
+        ]
