@@ -85,11 +85,35 @@ RFC3339_PATTERN: Final = (
 ID_PATTERN: Final = r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?(?!\n)$"
 # merchant/channel are HTTP header values: printable ASCII, inner spaces only.
 SCOPE_PATTERN: Final = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?(?!\n)$"
+# The Unicode format characters (category Cf; Unicode 14.0, Python 3.11's unicodedata), which
+# bridge.order_ids.validate_order_id refuses by category (a unit test checks the table and the
+# pattern against every code point).
+FORMAT_CHARACTER_RANGES: Final = (
+    (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F),
+    (0x0890, 0x0891), (0x08E2, 0x08E2), (0x180E, 0x180E), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x2064), (0x2066, 0x206F), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD), (0x13430, 0x13438), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+)  # fmt: skip
+# The pattern lists the ones in the Basic Multilingual Plane only: a supplementary character in
+# a character class is one code point to Python and to ECMA-262 with the u flag, but a pair of
+# surrogates (and a range of them an error) to ECMA-262 without it, and a published schema must
+# compile everywhere. The others are named in the field's description instead.
+SUPPLEMENTARY_FORMAT_CHARACTERS: Final = ", ".join(
+    f"U+{a:04X}" if a == b else f"U+{a:04X}-U+{b:04X}"
+    for a, b in FORMAT_CHARACTER_RANGES
+    if a > 0xFFFF
+)
 # One URL path segment (see bridge.order_ids.validate_order_id, the authority): no / ? # % \,
-# whitespace, control or common format characters, not a dot segment.
+# whitespace, control or format characters, not a dot segment.
 ORDER_ID_PATTERN: Final = (
-    r"^(?!\.\.?$)[^/?#%\\\s\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f"
-    r"\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]+$"
+    r"^(?!\.\.?$)[^/?#%\\\s\x00-\x1f\x7f-\x9f"
+    + "".join(
+        f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}"
+        for a, b in FORMAT_CHARACTER_RANGES
+        if b <= 0xFFFF
+    )
+    + "]+$"
 )
 _RFC3339 = re.compile(RFC3339_PATTERN)
 _TOKEN = re.compile(ID_PATTERN)
@@ -177,7 +201,9 @@ class _BaseCommand(BaseModel):
         json_schema_extra=_token_schema(MAX_ID_LENGTH, ID_PATTERN),
     )
     order_id: str = Field(
-        description="Norce order id (one opaque path segment).",
+        description="Norce order id (one opaque path segment). Also refused, beyond what the "
+        f"pattern can say portably: the supplementary format characters "
+        f"({SUPPLEMENTARY_FORMAT_CHARACTERS}).",
         json_schema_extra=_token_schema(MAX_ID_LENGTH, ORDER_ID_PATTERN),
     )
     merchant: str = Field(

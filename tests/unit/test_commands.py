@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import pytest
 
 from bridge.codec import AvroCodec
 from bridge.commands import (
+    FORMAT_CHARACTER_RANGES,
+    ORDER_ID_PATTERN,
     DeleteOrder,
     SetOrderState,
     command_json_schema,
@@ -20,7 +24,8 @@ from bridge.commands import (
     parse_command,
 )
 from bridge.config import BridgeSettings
-from bridge.errors import InvalidCommandError
+from bridge.errors import InvalidCommandError, InvalidOrderIdError
+from bridge.order_ids import validate_order_id
 from bridge.order_model import OrderStatus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +65,34 @@ def test_published_json_schema_is_generated_from_the_models() -> None:
     """schemas/order-command.schema.json is what the models generate (`make schemas`)."""
     on_disk = json.loads((ROOT / "schemas" / "order-command.schema.json").read_text())
     assert on_disk == command_json_schema()
+
+
+def test_the_order_id_pattern_refuses_what_the_validator_refuses() -> None:
+    """Every code point (but lone surrogates, which no UTF-8 JSON carries) as the second
+    character of an order id: the published pattern and validate_order_id agree, but for the
+    supplementary format characters the pattern cannot list portably, which the schema's
+    description names. The table is this Python's category Cf: a newer Unicode adds Cf
+    characters, then this fails and the table needs them."""
+    formats = [cp for cp in range(0x110000) if unicodedata.category(chr(cp)) == "Cf"]
+    listed = [cp for first, last in FORMAT_CHARACTER_RANGES for cp in range(first, last + 1)]
+    assert listed == formats
+    pattern = re.compile(ORDER_ID_PATTERN)
+    disagree = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        order_id = "o" + chr(cp)
+        try:
+            validate_order_id(order_id)
+            valid = True
+        except InvalidOrderIdError:
+            valid = False
+        if valid != (pattern.fullmatch(order_id) is not None):
+            disagree.append(cp)
+    assert disagree == [cp for cp in formats if cp > 0xFFFF]
+    described = command_json_schema()["$defs"]["SetOrderState"]["properties"]["orderId"]
+    assert "U+E0020-U+E007F" in described["description"]
+    assert ORDER_ID_PATTERN.isascii()  # compiles in every regex dialect a schema meets
 
 
 def test_json_schema_agrees_with_the_parser() -> None:
