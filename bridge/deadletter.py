@@ -16,6 +16,7 @@ from typing import Any
 from bridge.codec import AvroCodec
 from bridge.commands import (
     AVRO_CONTENT_TYPES,
+    COMMAND_TYPES,
     AnyCommand,
     decode_avro_command,
     media_type,
@@ -218,7 +219,7 @@ def best_effort_ids(
     kind = raw.get("type")
     return Ids(
         command_id=command_id,
-        type=kind if kind in ("SetOrderState", "DeleteOrder") else "unknown",
+        type=kind if kind in COMMAND_TYPES else "unknown",
         order_id=text("orderId"),
         merchant=text("merchant", 64),
         channel=text("channel", 64),

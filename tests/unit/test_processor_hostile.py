@@ -148,6 +148,14 @@ def test_ids_that_are_not_valid_unicode_are_dropped() -> None:
     assert ids is not None
     assert ids.command_id == "c-3"
     assert ids.order_id == ""
+    # An invalid command keeps its type in the failed result, whichever of the three it is.
+    for kind in ("SetOrderState", "DeleteOrder", "RefreshOrder"):
+        typed = best_effort_ids(json.dumps({"type": kind, "commandId": "c-4"}).encode())
+        assert typed is not None
+        assert typed.type == kind
+    untyped = best_effort_ids(json.dumps({"type": "ShipOrder", "commandId": "c-5"}).encode())
+    assert untyped is not None
+    assert untyped.type == "unknown"
 
 
 def test_a_dead_letter_that_would_be_too_large_is_truncated_with_its_hash() -> None:
