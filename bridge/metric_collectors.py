@@ -159,7 +159,8 @@ def register_collectors(registry: CollectorRegistry) -> Collectors:
     )
     paused_partitions = Gauge(
         f"{ns}_paused_partitions",
-        "Assigned partitions whose fetching is paused because their buffer is full.",
+        "Assigned partitions whose fetching is paused: their buffer is full, or they are held "
+        "(a record the Kafka client cannot decode; see the log).",
         registry=registry,
     )
     consumer_lag = Gauge(
